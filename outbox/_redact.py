@@ -1,0 +1,44 @@
+"""Keep secrets out of text that may reach a log line or an error message."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit, urlunsplit
+
+_MASK = "***"
+
+# user:password@ in any URL-looking string.
+_USERINFO_PASSWORD = re.compile(
+    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@/\s]*@"
+)
+# password=... in a libpq key/value string or a URL query.
+_PASSWORD_PARAM = re.compile(r"(?i)\b(password|passwd|pwd)=([^&\s]+)")
+# A Telegram bot token anywhere (also inside https://api.telegram.org/bot<token>/...).
+_BOT_TOKEN = re.compile(r"(?<![0-9])\d{5,}:[A-Za-z0-9_-]{30,}")
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with any password replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return redact_text(url)
+    if parts.password is None:
+        return redact_text(url)
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    netloc = f"{parts.username or ''}:{_MASK}@{host}"
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return redact_text(urlunsplit(parts._replace(netloc=netloc)))
+
+
+def redact_text(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """Mask passwords in URLs, bot tokens and each of ``secrets`` inside ``text``."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, _MASK)
+    text = _USERINFO_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{_MASK}@", text)
+    text = _PASSWORD_PARAM.sub(lambda m: f"{m[1]}={_MASK}", text)
+    return _BOT_TOKEN.sub(_MASK, text)

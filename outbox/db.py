@@ -1,0 +1,62 @@
+"""Connecting to PostgreSQL: URL forms, asyncpg connections, error wrapping."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+
+from outbox._redact import redact_text, redact_url
+from outbox.errors import DatabaseError
+
+
+def asyncpg_url(url: str) -> str:
+    """The URL as asyncpg wants it (``postgresql://``)."""
+    for prefix in ("postgresql+asyncpg://", "postgresql+psycopg://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql://" + url[len(prefix) :]
+    return url
+
+
+def sqlalchemy_async_url(url: str) -> str:
+    """The URL as SQLAlchemy's asyncpg dialect wants it."""
+    return "postgresql+asyncpg://" + asyncpg_url(url)[len("postgresql://") :]
+
+
+async def init_connection(conn: asyncpg.Connection) -> None:
+    """Codecs every `outbox` connection uses: jsonb and json as Python objects."""
+    for name in ("jsonb", "json"):
+        await conn.set_type_codec(
+            name, schema="pg_catalog", encoder=_dumps, decoder=json.loads, format="text"
+        )
+
+
+def _dumps(value: Any) -> str:
+    if isinstance(value, str):  # already serialised by the caller
+        return value
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+async def connect(url: str, **kwargs: Any) -> asyncpg.Connection:
+    """Open one connection; failures become a `DatabaseError` without the password."""
+    try:
+        conn: asyncpg.Connection = await asyncpg.connect(asyncpg_url(url), **kwargs)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise DatabaseError(
+            f"cannot connect to {redact_url(url)}: {redact_text(str(exc), (url,))}"
+        ) from None
+    await init_connection(conn)
+    return conn
+
+
+@contextlib.asynccontextmanager
+async def connection(url: str, **kwargs: Any) -> AsyncIterator[asyncpg.Connection]:
+    """``async with connection(url) as conn:`` — opened and always closed."""
+    conn = await connect(url, **kwargs)
+    try:
+        yield conn
+    finally:
+        await conn.close()

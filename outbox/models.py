@@ -1,0 +1,194 @@
+"""Pydantic models for what callers hand to `outbox`: messages and endpoints.
+
+They check shapes and ranges in Python so that mistakes get precise messages
+before a round trip; ``outbox.enqueue()`` in SQL remains the one truth that
+every producer, in any language, passes through.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from outbox.errors import InvalidInputError
+from outbox.tables import ENDPOINT_NAME_PATTERN
+
+EndpointName = Annotated[str, StringConstraints(pattern=ENDPOINT_NAME_PATTERN)]
+Channel = Literal["webhook", "telegram", "null"]
+
+PRIORITY_MIN, PRIORITY_MAX = -32768, 32767
+KEY_MAX_CHARS = 255
+RESERVED_HEADERS = frozenset(
+    {
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+        "content-length",
+        "content-type",
+        "host",
+        "transfer-encoding",
+        "connection",
+    }
+)
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
+_HEADER_VALUE_FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+TELEGRAM_API_BASE = "https://api.telegram.org"
+_BOT_TOKEN = re.compile(r"^\d{3,}:[A-Za-z0-9_-]{20,}$")
+
+
+def check_headers(headers: dict[str, str], field: str = "headers") -> dict[str, str]:
+    """Header names are HTTP tokens, values single-line strings, none reserved."""
+    for name, value in headers.items():
+        if not _HEADER_NAME.match(name):
+            raise ValueError(f"{name!r} is not a valid header name")
+        if name.lower() in RESERVED_HEADERS:
+            raise ValueError(f"{name!r} is set by outbox and cannot be overridden")
+        if not isinstance(value, str):
+            raise ValueError(f"{name!r} must be a string")
+        if _HEADER_VALUE_FORBIDDEN.search(value):
+            raise ValueError(f"{name!r} must not contain control characters")
+    return headers
+
+
+class Message(BaseModel):
+    """One message to enqueue. The same fields as ``outbox.enqueue()``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    endpoint: EndpointName
+    payload: dict[str, Any]
+    key: Annotated[str, StringConstraints(min_length=1, max_length=KEY_MAX_CHARS)] | None = None
+    idempotency_key: (
+        Annotated[str, StringConstraints(min_length=1, max_length=KEY_MAX_CHARS)] | None
+    ) = None
+    priority: Annotated[int, Field(ge=PRIORITY_MIN, le=PRIORITY_MAX)] = 0
+    deliver_at: AwareDatetime | None = None
+    headers: dict[str, str] | None = None
+
+    @field_validator("headers")
+    @classmethod
+    def _headers_ok(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        return None if value is None else check_headers(value)
+
+
+def payload_json(payload: dict[str, Any], field: str = "payload") -> str:
+    """Serialise a payload for jsonb, rejecting what PostgreSQL cannot store."""
+    try:
+        text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        raise InvalidInputError(
+            field, "contains NaN or Infinity, which JSON cannot represent"
+        ) from None
+    except TypeError as exc:
+        raise InvalidInputError(field, f"is not JSON-serialisable: {exc}") from None
+    if "\\u0000" in text:
+        raise InvalidInputError(
+            field, "contains a NUL character (\\u0000), which PostgreSQL jsonb cannot store"
+        )
+    return text
+
+
+def to_input_error(exc: ValidationError, prefix: str = "") -> InvalidInputError:
+    """The first pydantic error as an `InvalidInputError` naming its field."""
+    err = exc.errors(include_url=False, include_input=False)[0]
+    field = (
+        prefix + ".".join(str(part) for part in err["loc"]) if err["loc"] else prefix.rstrip(".")
+    )
+    message = err["msg"]
+    if err["type"] == "dict_type":
+        message = "must be a JSON object"
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    return InvalidInputError(field or "input", message[:1].lower() + message[1:])
+
+
+class EndpointConfig(BaseModel):
+    """An endpoint as `outbox endpoint add` and `outbox.add_endpoint()` take it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: EndpointName
+    channel: Channel
+    url: str | None = None
+    secret: SecretStr | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout: Annotated[float, Field(gt=0, le=600)] = 10.0
+    connect_timeout: Annotated[float, Field(gt=0, le=600)] = 5.0
+    max_attempts: Annotated[int, Field(ge=1, le=1000)] = 25
+    retry_window: Annotated[timedelta, Field(gt=timedelta(0))] = timedelta(days=1)
+
+    @field_validator("headers")
+    @classmethod
+    def _headers_ok(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_headers(value)
+
+    @field_validator("url")
+    @classmethod
+    def _url_ok(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        return check_http_url(value)
+
+    @model_validator(mode="after")
+    def _channel_needs(self) -> EndpointConfig:
+        if self.channel == "webhook" and self.url is None:
+            raise ValueError("a webhook endpoint needs --url (an http:// or https:// URL)")
+        if self.channel == "telegram":
+            token = self.secret.get_secret_value() if self.secret else ""
+            if not token:
+                raise ValueError(
+                    "a telegram endpoint needs --secret: the bot token, or env:VARIABLE "
+                    "naming an environment variable that holds it"
+                )
+            if not token.startswith("env:") and not _BOT_TOKEN.match(token):
+                raise ValueError(
+                    "secret does not look like a Telegram bot token (digits:letters); "
+                    "the value is not shown"
+                )
+        if self.channel == "null" and self.url is not None:
+            raise ValueError("a null endpoint takes no --url")
+        return self
+
+
+def check_http_url(value: str) -> str:
+    """An absolute http(s) URL with a host, no credentials, no fragment."""
+    try:
+        parts = urlsplit(value)
+        port = parts.port  # raises ValueError on a bad port
+    except ValueError as exc:
+        raise ValueError(f"is not a valid URL: {exc}") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("must be an http:// or https:// URL")
+    if not parts.hostname:
+        raise ValueError("must name a host")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not carry credentials; send them with --header 'Authorization: ...'")
+    if parts.fragment:
+        raise ValueError("must not have a #fragment")
+    if any(ch.isspace() for ch in value):
+        raise ValueError("must not contain whitespace")
+    if port == 0:
+        raise ValueError("port 0 is not a valid port")
+    host = parts.hostname
+    if not re.match(r"^[A-Za-z0-9.-]+$", host):
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(f"host {host!r} is not a valid hostname") from None
+    return value

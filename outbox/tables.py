@@ -1,0 +1,156 @@
+"""SQLAlchemy Core description of the ``outbox`` schema.
+
+The Alembic migrations create these tables; ``tests/integration/test_migrations.py``
+proves the two agree. Applications may use these ``Table`` objects for
+read-only queries (the views and functions are created by the migrations only).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Double,
+    Identity,
+    Index,
+    Integer,
+    Interval,
+    MetaData,
+    PrimaryKeyConstraint,
+    SmallInteger,
+    Table,
+    Text,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+
+SCHEMA = "outbox"
+
+metadata = MetaData(schema=SCHEMA)
+
+ENDPOINT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+
+config = Table(
+    "config",
+    metadata,
+    Column("singleton", Boolean, primary_key=True, server_default=text("true")),
+    Column("max_payload_bytes", Integer, nullable=False, server_default=text("262144")),
+    Column("dedupe_window", Interval, nullable=False, server_default=text("'7 days'::interval")),
+    CheckConstraint("singleton", name="config_singleton"),
+    CheckConstraint("max_payload_bytes > 0", name="config_max_payload_bytes_positive"),
+    CheckConstraint("dedupe_window > interval '0'", name="config_dedupe_window_positive"),
+    comment="One row of settings that outbox.enqueue() enforces for every producer.",
+)
+
+endpoints = Table(
+    "endpoints",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("channel", Text, nullable=False),
+    Column("url", Text),
+    Column("secret", Text),
+    Column("headers", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("timeout_ms", Integer, nullable=False, server_default=text("10000")),
+    Column("connect_timeout_ms", Integer, nullable=False, server_default=text("5000")),
+    Column("max_attempts", Integer, nullable=False, server_default=text("25")),
+    Column("retry_window", Interval, nullable=False, server_default=text("'1 day'::interval")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    CheckConstraint(f"name ~ '{ENDPOINT_NAME_PATTERN}'", name="endpoints_name_format"),
+    CheckConstraint("channel IN ('webhook', 'telegram', 'null')", name="endpoints_channel_known"),
+    CheckConstraint(
+        "channel <> 'webhook' OR url ~ '^https?://[^/?#@\\s]+'", name="endpoints_webhook_url"
+    ),
+    CheckConstraint("jsonb_typeof(headers) = 'object'", name="endpoints_headers_object"),
+    CheckConstraint("timeout_ms BETWEEN 1 AND 600000", name="endpoints_timeout_range"),
+    CheckConstraint(
+        "connect_timeout_ms BETWEEN 1 AND 600000", name="endpoints_connect_timeout_range"
+    ),
+    CheckConstraint("max_attempts BETWEEN 1 AND 1000", name="endpoints_max_attempts_range"),
+    CheckConstraint("retry_window > interval '0'", name="endpoints_retry_window_positive"),
+    comment="One row per destination.",
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")),
+    Column("seq", BigInteger, Identity(always=True), nullable=False),
+    Column("endpoint", Text, nullable=False),
+    Column("payload", JSONB, nullable=False),
+    Column("headers", JSONB),
+    Column("key", Text),
+    Column("idempotency_key", Text),
+    Column("priority", SmallInteger, nullable=False, server_default=text("0")),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("available_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Column("lease_token", UUID(as_uuid=True)),
+    Column("lease_expires_at", DateTime(timezone=True)),
+    Column("leased_by", Text),
+    Column("last_error", Text),
+    Index(
+        "messages_claim_idx",
+        text("priority DESC"),
+        "available_at",
+        "seq",
+        postgresql_where=text("lease_token IS NULL"),
+    ),
+    Index(
+        "messages_lease_idx", "lease_expires_at", postgresql_where=text("lease_token IS NOT NULL")
+    ),
+    comment="Unfinished messages: pending, scheduled and in flight. Finished rows leave.",
+)
+
+attempts = Table(
+    "attempts",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("message_id", UUID(as_uuid=True), nullable=False),
+    Column("endpoint", Text, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("duration_ms", Double, nullable=False),
+    Column("status_code", SmallInteger),
+    Column("outcome", Text, nullable=False),
+    Column("error", Text),
+    Column("response_excerpt", Text),
+    Column("worker_id", Text),
+    Index("attempts_endpoint_started_idx", "endpoint", "started_at"),
+    Index("attempts_message_idx", "message_id"),
+    comment="Append-only ledger: one row per delivery attempt. No foreign keys, by design.",
+)
+
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("message_id", UUID(as_uuid=True), primary_key=True),
+    Column("endpoint", Text, nullable=False),
+    Column("payload", JSONB, nullable=False),
+    Column("headers", JSONB),
+    Column("key", Text),
+    Column("idempotency_key", Text),
+    Column("priority", SmallInteger, nullable=False, server_default=text("0")),
+    Column("attempts", Integer, nullable=False),
+    Column("last_error", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("dead_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Index("dead_letters_dead_at_idx", "dead_at"),
+    Index("dead_letters_endpoint_idx", "endpoint", "dead_at"),
+    comment="Messages that will not be retried, with their payload and last error.",
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("endpoint", Text),
+    Column("idempotency_key", Text),
+    PrimaryKeyConstraint("endpoint", "idempotency_key", name="idempotency_keys_pkey"),
+    Column("message_id", UUID(as_uuid=True), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Index("idempotency_keys_created_idx", "created_at"),
+    comment="Idempotency keys outlive their messages for outbox.config.dedupe_window.",
+)

@@ -1,0 +1,172 @@
+"""Shared fixtures: a PostgreSQL server, a migrated template, a fresh database per test.
+
+The server is chosen once per session, first match wins:
+
+1. ``OUTBOX_TEST_DATABASE_URL`` — an admin URL of a server you run (the role needs
+   CREATEDB: every test gets its own database on it);
+2. a testcontainers ``postgres:16-alpine`` container, when a Docker engine answers;
+3. an embedded server (`outbox.embedded`) in a temporary directory under /tmp,
+   removed at the end of the session.
+
+The choice is shown in the pytest header. Migrations run once, into a template
+database; each test then gets ``CREATE DATABASE ... TEMPLATE`` of it.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import secrets
+import shutil
+import socket
+import tempfile
+import warnings
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import asyncpg
+import psycopg
+import pytest
+from psycopg import sql
+
+from outbox import migrations
+from outbox._redact import redact_url
+from outbox.db import asyncpg_url, connect
+
+URL_VARIABLE = "OUTBOX_TEST_DATABASE_URL"
+CONTAINER_IMAGE = "postgres:16-alpine"
+
+
+def with_database(url: str, database: str) -> str:
+    """``url`` (normalised to ``postgresql://``) naming ``database`` instead."""
+    return urlsplit(asyncpg_url(url))._replace(path=f"/{database}").geturl()
+
+
+def _unique_name(prefix: str) -> str:
+    return f"{prefix}_{os.getpid()}_{secrets.token_hex(4)}"
+
+
+def _admin(server_url: str, statement: sql.Composed) -> None:
+    """Run one statement (CREATE/DROP DATABASE) outside a transaction."""
+    with psycopg.connect(asyncpg_url(server_url), autocommit=True) as admin:
+        admin.execute(statement)
+
+
+def _docker_answers(timeout: float = 1.0) -> bool:
+    """Does a Docker engine answer ``GET /_ping``?
+
+    Plain sockets rather than the docker SDK: without a daemon the SDK leaks a
+    socket (a ResourceWarning, an error under ``filterwarnings = error``).
+    Only ``DOCKER_HOST`` (unix:// or plain tcp://) and the default socket are tried.
+    """
+    target = urlsplit(os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock")
+    request = b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n"
+    try:
+        if target.scheme == "unix":
+            if not Path(target.path).exists():
+                return False
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(timeout)
+                sock.connect(target.path)
+                sock.sendall(request)
+                reply = sock.recv(64)
+        elif target.scheme == "tcp" and target.hostname:
+            address = (target.hostname, target.port or 2375)
+            with socket.create_connection(address, timeout=timeout) as sock:
+                sock.sendall(request)
+                reply = sock.recv(64)
+        else:
+            return False
+    except OSError:
+        return False
+    return reply.startswith(b"HTTP/1.") and b" 200 " in reply
+
+
+@functools.cache
+def _backend() -> str:
+    """``url``, ``docker`` or ``embedded`` (decided once per session)."""
+    if os.environ.get(URL_VARIABLE):
+        return "url"
+    return "docker" if _docker_answers() else "embedded"
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    descriptions = {
+        "url": f"{URL_VARIABLE}={redact_url(os.environ.get(URL_VARIABLE, ''))}",
+        "docker": f"testcontainers {CONTAINER_IMAGE} (a Docker engine answered)",
+        "embedded": "embedded PostgreSQL (outbox.embedded) in a temporary dir under /tmp",
+    }
+    return f"outbox test database: {descriptions[_backend()]}"
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> Iterator[str]:
+    """Admin URL (``postgresql://``) of the session's server; see the module docstring."""
+    backend = _backend()
+    if backend == "url":
+        yield asyncpg_url(os.environ[URL_VARIABLE])
+    elif backend == "docker":
+        from testcontainers.community.postgres import PostgresContainer
+
+        container = PostgresContainer(CONTAINER_IMAGE, driver=None)
+        with warnings.catch_warnings():  # third-party deprecations are not ours to fix here
+            warnings.simplefilter("ignore", DeprecationWarning)
+            container.start()
+        try:
+            yield container.get_connection_url()
+        finally:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                container.stop()
+    else:
+        from outbox.embedded import EmbeddedPostgres
+
+        # Directly under /tmp: a short socket path, and traversable by the unprivileged
+        # user the server runs as when the tests run as root.
+        workdir = Path(tempfile.mkdtemp(prefix="outbox-test-pg-", dir="/tmp"))
+        server = EmbeddedPostgres(workdir / "pgdata")
+        try:
+            server.start()
+            yield server.url()
+        finally:
+            try:
+                server.stop("immediate")  # the data is thrown away: skip the checkpoint
+            finally:
+                shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def template_database(pg_server_url: str) -> Iterator[str]:
+    """Name of a database migrated to head once per session; the per-test template."""
+    name = _unique_name("outbox_tpl")
+    _admin(pg_server_url, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        migrations.upgrade(with_database(pg_server_url, name))
+        yield name
+    finally:
+        drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+        _admin(pg_server_url, drop.format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def database_url(pg_server_url: str, template_database: str) -> Iterator[str]:
+    """URL of a fresh, migrated database of this test's own; dropped afterwards."""
+    name = _unique_name("outbox_test")
+    create = sql.SQL("CREATE DATABASE {} TEMPLATE {}")
+    _admin(pg_server_url, create.format(sql.Identifier(name), sql.Identifier(template_database)))
+    try:
+        yield with_database(pg_server_url, name)
+    finally:
+        drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+        _admin(pg_server_url, drop.format(sql.Identifier(name)))
+
+
+@pytest.fixture
+async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """An asyncpg connection (`outbox.db.connect`) to this test's database."""
+    connection = await connect(database_url)
+    try:
+        yield connection
+    finally:
+        await connection.close()

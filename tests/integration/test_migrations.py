@@ -1,0 +1,100 @@
+"""The migrations and the SQLAlchemy metadata describe the same schema; downgrade works."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine
+
+from outbox import migrations
+from outbox.tables import SCHEMA, metadata
+
+
+def sync_url(url: str) -> str:
+    return "postgresql+psycopg://" + url.split("://", 1)[1]
+
+
+def schema_diff(url: str) -> list[Any]:
+    def include_name(name: str | None, type_: str, parent: dict[str, str | None]) -> bool:
+        if type_ == "schema":
+            return name == SCHEMA
+        return not (type_ == "table" and name == "alembic_version")
+
+    engine = create_engine(sync_url(url))
+    try:
+        with engine.connect() as conn:
+            ctx = MigrationContext.configure(
+                conn,
+                opts={
+                    "include_schemas": True,
+                    "include_name": include_name,
+                    "compare_type": True,
+                    "compare_server_default": True,
+                },
+            )
+            return list(compare_metadata(ctx, metadata))
+    finally:
+        engine.dispose()
+
+
+async def outbox_objects(conn: asyncpg.Connection) -> dict[str, list[str]]:
+    tables = await conn.fetch(
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'outbox' ORDER BY 1"
+    )
+    functions = await conn.fetch(
+        "SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+        "WHERE n.nspname = 'outbox' ORDER BY 1"
+    )
+    views = await conn.fetch("SELECT viewname FROM pg_views WHERE schemaname = 'outbox'")
+    return {
+        "tables": [r[0] for r in tables],
+        "functions": [r[0] for r in functions],
+        "views": [r[0] for r in views],
+    }
+
+
+def test_migrated_schema_matches_the_metadata(database_url: str) -> None:
+    assert schema_diff(database_url) == []
+
+
+async def test_downgrade_removes_everything_and_upgrade_restores_it(
+    database_url: str, conn: asyncpg.Connection
+) -> None:
+    before = await outbox_objects(conn)
+    assert "messages" in before["tables"]
+    assert "enqueue" in before["functions"]
+    assert before["views"] == ["stats"]
+
+    await asyncio.to_thread(migrations.downgrade, database_url, "base")
+    after_down = await outbox_objects(conn)
+    assert after_down == {"tables": ["alembic_version"], "functions": [], "views": []}
+
+    await asyncio.to_thread(migrations.upgrade, database_url)
+    assert await outbox_objects(conn) == before
+    assert schema_diff(database_url) == []
+
+
+def test_upgrade_is_idempotent(database_url: str) -> None:
+    migrations.upgrade(database_url)
+    migrations.upgrade(database_url)
+    assert migrations.current_revision(sync_url(database_url)) == migrations.head_revision()
+
+
+async def test_hot_table_carries_its_autovacuum_settings(conn: asyncpg.Connection) -> None:
+    options = await conn.fetchval(
+        "SELECT reloptions FROM pg_class WHERE oid = 'outbox.messages'::regclass"
+    )
+    assert "autovacuum_vacuum_scale_factor=0.01" in options
+    assert "autovacuum_vacuum_cost_delay=0" in options
+
+
+async def test_claim_index_is_partial_on_unleased_rows(conn: asyncpg.Connection) -> None:
+    definition = await conn.fetchval(
+        "SELECT pg_get_indexdef('outbox.messages_claim_idx'::regclass)"
+    )
+    assert "WHERE (lease_token IS NULL)" in definition
+    assert "priority DESC, available_at, seq" in definition

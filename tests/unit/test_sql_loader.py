@@ -1,0 +1,20 @@
+"""Every named statement loads, once, without its comments."""
+
+from __future__ import annotations
+
+from outbox.sql import QUERIES
+
+
+def test_statements_load_without_comment_lines() -> None:
+    assert "enqueue" in QUERIES
+    for name, statement in QUERIES.items():
+        assert statement, name
+        assert not any(line.startswith("--") for line in statement.splitlines()), name
+        assert not statement.endswith(";"), name
+
+
+def test_asyncpg_statements_use_positional_and_named_ones_use_names() -> None:
+    for name, statement in QUERIES.items():
+        if name.endswith("_named"):
+            assert ":endpoint" in statement or ":endpoints" in statement
+            assert "$1" not in statement
