@@ -39,6 +39,12 @@ config = Table(
     Column("singleton", Boolean, primary_key=True, server_default=text("true")),
     Column("max_payload_bytes", Integer, nullable=False, server_default=text("262144")),
     Column("dedupe_window", Interval, nullable=False, server_default=text("'7 days'::interval")),
+    Column(
+        "wakeup_until",
+        DateTime(timezone=True),
+        nullable=False,
+        server_default=text("'-infinity'"),
+    ),
     CheckConstraint("singleton", name="config_singleton"),
     CheckConstraint("max_payload_bytes > 0", name="config_max_payload_bytes_positive"),
     CheckConstraint("dedupe_window > interval '0'", name="config_dedupe_window_positive"),

@@ -29,8 +29,36 @@ class Figure:
         return {"name": self.name, "unit": self.unit, "median": self.median, "rounds": self.rounds}
 
 
-async def rate_for(duration: float, step: Callable[[], Awaitable[int]], workers: int) -> float:
-    """Run ``step`` in ``workers`` concurrent loops for ``duration`` s; items per second."""
+@dataclass(frozen=True)
+class Rate:
+    """Items per second, and the CPU each item cost in this process and in PostgreSQL."""
+
+    per_second: float
+    client_cpu_us: float
+    server_cpu_us: float
+
+
+def _server_cpu_seconds() -> float:
+    """CPU time used so far by every process named postgres on this machine (Linux)."""
+    total = 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", encoding="utf-8") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        if name.startswith(("postgres", "postmaster")):
+            fields = stat[stat.rindex(")") + 2 :].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
+async def rate_for(duration: float, step: Callable[[], Awaitable[int]], workers: int) -> Rate:
+    """Run ``step`` in ``workers`` concurrent loops for ``duration`` s."""
     import asyncio
 
     done = 0
@@ -42,9 +70,12 @@ async def rate_for(duration: float, step: Callable[[], Awaitable[int]], workers:
             n = await step()  # not `done += await step()`: that reads `done` before awaiting
             done += n
 
+    server0, client0 = _server_cpu_seconds(), time.process_time()
     start = time.perf_counter()
     await asyncio.gather(*(loop() for _ in range(workers)))
-    return done / (time.perf_counter() - start)
+    elapsed = time.perf_counter() - start
+    client, server = time.process_time() - client0, _server_cpu_seconds() - server0
+    return Rate(done / elapsed, client / done * 1e6, server / done * 1e6)
 
 
 async def server_facts(conn: asyncpg.Connection) -> dict[str, Any]:

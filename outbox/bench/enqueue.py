@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import statistics
 from typing import Any
 
 import asyncpg
@@ -26,7 +27,12 @@ _SETUP = f"""
 INSERT INTO outbox.endpoints (name, channel) VALUES ('{ENDPOINT}', 'null') ON CONFLICT DO NOTHING;
 DROP TABLE IF EXISTS public.outbox_bench_bare;
 CREATE TABLE public.outbox_bench_bare (LIKE outbox.messages INCLUDING ALL);
-ALTER TABLE public.outbox_bench_bare SET (autovacuum_enabled = on);
+"""
+# LIKE copies columns, defaults and indexes but not storage parameters; the
+# copy gets the hot table's autovacuum settings so both pay the same upkeep.
+_COPY_OPTIONS = """
+SELECT 'ALTER TABLE public.outbox_bench_bare SET (' || array_to_string(reloptions, ', ') || ')'
+  FROM pg_class WHERE oid = 'outbox.messages'::regclass AND reloptions IS NOT NULL
 """
 _BARE_INSERT = (
     "INSERT INTO public.outbox_bench_bare (id, endpoint, payload, key, priority, available_at) "
@@ -50,6 +56,9 @@ async def run(
 ) -> dict[str, Any]:
     admin = await connect(url)
     await admin.execute(_SETUP)
+    copy_options = await admin.fetchval(_COPY_OPTIONS)
+    if copy_options:
+        await admin.execute(copy_options)
     # A listener, so that wake-ups have someone to wake: their cost is included.
     listener = await connect(url)
     await listener.add_listener("outbox_wakeup", lambda *_: None)
@@ -60,6 +69,7 @@ async def run(
             try:
                 ours = Figure(f"enqueue_{n}_producers", "messages/s")
                 bare = Figure(f"bare_insert_{n}_producers", "rows/s")
+                cpu: dict[str, list[tuple[float, float]]] = {ours.name: [], bare.name: []}
                 for _ in range(rounds):
                     for figure, step in ((ours, _enqueue_step), (bare, _bare_step)):
                         await admin.execute(_CLEAN)
@@ -67,11 +77,16 @@ async def run(
                         pool: asyncio.Queue[asyncpg.Connection] = asyncio.Queue()
                         for c in conns:
                             pool.put_nowait(c)
-                        figure.rounds.append(await rate_for(seconds, step(pool), n))
+                        rate = await rate_for(seconds, step(pool), n)
+                        figure.rounds.append(rate.per_second)
+                        cpu[figure.name].append((rate.client_cpu_us, rate.server_cpu_us))
                         if progress:
-                            progress(figure.name, figure.rounds[-1])
-                results[ours.name] = ours.to_json()
-                results[bare.name] = bare.to_json()
+                            progress(figure.name, rate.per_second)
+                for figure in (ours, bare):
+                    results[figure.name] = figure.to_json() | {
+                        "client_cpu_us_per_item": statistics.median(c for c, _ in cpu[figure.name]),
+                        "server_cpu_us_per_item": statistics.median(s for _, s in cpu[figure.name]),
+                    }
                 results[f"ratio_{n}_producers"] = ours.median / bare.median
                 results[f"ratio_{n}_producers_by_round"] = [
                     o / b for o, b in zip(ours.rounds, bare.rounds, strict=True)
