@@ -340,3 +340,63 @@ def enqueue_cmd(
             return str(message_id)
 
     click.echo(_run(go()))
+
+
+@main.command("worker")
+@database_option
+@click.option("--concurrency", type=int, help="Deliveries in flight per process [default: 100].")
+@click.option("--processes", type=int, help="Worker processes under one supervisor [default: 1].")
+@click.option("--batch-size", type=int, help="Messages claimed per query [default: 200].")
+@click.option("--lease-seconds", type=float, help="How long a claim lasts [default: 60].")
+@click.option("--poll-interval", type=float, help="Idle polling period, seconds [default: 1].")
+@click.option(
+    "--shutdown-grace", type=float, help="Seconds to finish in-flight work [default: 30]."
+)
+@click.option("--metrics-port", type=int, help="Serve Prometheus metrics on this port (not yet).")
+@click.pass_context
+def worker_cmd(ctx: click.Context, /, database_url: str | None, **flags: Any) -> None:
+    """Deliver messages until SIGTERM/SIGINT, then stop gracefully.
+
+    A first signal stops claiming, hands back claimed-but-unstarted messages,
+    lets deliveries in flight finish (--shutdown-grace) and exits 0; a second
+    signal exits at once (leases then expire and other workers retry).
+    """
+    url = _database_url(ctx)
+    overrides = {k: v for k, v in flags.items() if v is not None and k != "metrics_port"}
+    settings = load_settings(**overrides)
+    _configure_logging(settings.log_level)
+    if settings.processes > 1:
+        from outbox.supervisor import Supervisor
+
+        child_args = ["--database-url", url] if ctx.params.get("database_url") else []
+        for name, value in overrides.items():
+            if name != "processes":
+                child_args += [f"--{name.replace('_', '-')}", str(value)]
+        ctx.exit(Supervisor(child_args, settings.processes, settings.shutdown_grace).run())
+    from outbox.runner import run_worker
+
+    code = _run_event_loop(run_worker(url, settings.worker_config(), worker_id=settings.worker_id))
+    ctx.exit(code)
+
+
+def _run_event_loop(coro: Awaitable[T]) -> T:
+    """asyncio.run on uvloop when it is installed."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
+        return _run(coro)
+
+    async def main() -> T:
+        return await coro
+
+    return uvloop.run(main())
+
+
+def _configure_logging(level: str) -> None:
+    import logging
+
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )

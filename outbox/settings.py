@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from outbox.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from outbox.worker import WorkerConfig
 
 
 class Settings(BaseSettings):
@@ -35,6 +40,25 @@ class Settings(BaseSettings):
         ),
     )
 
+    # -- worker (each also a flag of `outbox worker`) --------------------------
+    concurrency: int = Field(100, ge=1, le=10_000, description="Deliveries in flight per process.")
+    processes: int = Field(1, ge=1, le=256, description="Worker processes under one supervisor.")
+    batch_size: int = Field(200, ge=1, le=5000, description="Messages claimed per query.")
+    lease_seconds: float = Field(
+        60.0, gt=0, description="How long a claim lasts; a dead worker's messages return after it."
+    )
+    poll_interval: float = Field(
+        1.0, gt=0, description="Idle polling period; wake-ups usually come sooner."
+    )
+    shutdown_grace: float = Field(
+        30.0, ge=0, description="How long a stopping worker lets deliveries in flight finish."
+    )
+    reap_interval: float = Field(5.0, gt=0, description="How often expired leases are reclaimed.")
+    backoff_base: float = Field(2.0, gt=0, description="First retry delay, seconds (doubles).")
+    backoff_cap: float = Field(7200.0, gt=0, description="Longest retry delay, seconds.")
+    worker_id: str | None = Field(None, description="Name in the ledger; default host:pid.")
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
+
     @field_validator("database_url")
     @classmethod
     def _looks_like_postgres(cls, value: SecretStr | None) -> SecretStr | None:
@@ -45,6 +69,20 @@ class Settings(BaseSettings):
             # The value itself may hold a password: never echo it.
             raise ValueError("must start with postgresql:// (the value is not shown)")
         return value
+
+    def worker_config(self) -> WorkerConfig:
+        from outbox.worker import WorkerConfig
+
+        return WorkerConfig(
+            concurrency=self.concurrency,
+            batch_size=self.batch_size,
+            lease_seconds=self.lease_seconds,
+            poll_interval=self.poll_interval,
+            shutdown_grace=self.shutdown_grace,
+            reap_interval=self.reap_interval,
+            backoff_base=self.backoff_base,
+            backoff_cap=max(self.backoff_cap, self.backoff_base),
+        )
 
     def require_database_url(self) -> str:
         """The database URL, or a clear error naming the variable to set."""

@@ -58,3 +58,111 @@ UPDATE outbox.config
    SET max_payload_bytes = coalesce($1, max_payload_bytes),
        dedupe_window = coalesce(make_interval(secs => $2), dedupe_window)
 RETURNING max_payload_bytes, extract(epoch FROM dedupe_window)::bigint AS dedupe_window_seconds;
+
+-- claim --
+-- Lease up to $1 due messages to one worker: $1 batch size, $2 lease token (fresh per claim), $3 lease seconds, $4 worker id.
+-- SKIP LOCKED lets workers on any host claim side by side without waiting on each other; messages_claim_idx yields unleased rows
+-- in priority, due-time, enqueue order, so "due" is decided by state and time, never by "highest id seen" (ids commit out of order).
+-- The transaction is only this statement: in flight is a state of the row (lease_token), not an open transaction across HTTP.
+WITH due AS (
+    SELECT id FROM outbox.messages
+     WHERE lease_token IS NULL AND available_at <= now()
+     ORDER BY priority DESC, available_at, seq
+     LIMIT $1
+       FOR UPDATE SKIP LOCKED)
+UPDATE outbox.messages AS m
+   SET lease_token = $2,
+       lease_expires_at = now() + make_interval(secs => $3),
+       leased_by = $4,
+       first_attempt_at = coalesce(m.first_attempt_at, now())
+  FROM due
+ WHERE m.id = due.id
+RETURNING m.id, m.endpoint, m.payload::text AS payload, m.headers::text AS headers, m.key, m.attempts,
+          m.first_attempt_at, m.seq;
+
+-- finish --
+-- Record a batch of finished attempts in one statement: $1 ids, $2 lease tokens, $3 outcomes, $4 status codes, $5 errors,
+-- $6 response excerpts, $7 durations (ms), $8 start times, $9 retry times, $10 reasons, $11 worker id.
+-- Every change is a compare-and-set on (id, lease_token): a worker whose lease expired cannot overwrite the worker that took over,
+-- and its stale result writes nothing. Delivered and dead rows leave the hot table (dead ones land in dead_letters), others go
+-- back to pending at their retry time; each row that changed gets exactly one ledger row, numbered from the message's attempts.
+-- The DELETE and UPDATE return the input row's fields with their own, so no CTE joins another: with the batch's row count
+-- unknown to the planner such joins became nested loops, quadratic in the batch size.
+WITH r AS (
+    SELECT *
+      FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::smallint[], $5::text[], $6::text[], $7::float8[],
+                  $8::timestamptz[], $9::timestamptz[], $10::text[])
+           AS r(id, token, outcome, status_code, error, excerpt, duration_ms, started_at, retry_at, reason)),
+gone AS (
+    DELETE FROM outbox.messages AS m
+     USING r
+     WHERE m.id = r.id AND m.lease_token = r.token AND r.outcome IN ('delivered', 'dead')
+    RETURNING m.id, m.endpoint, m.payload, m.headers, m.key, m.idempotency_key, m.priority, m.created_at,
+              m.attempts + 1 AS attempt, r.outcome, r.status_code, r.error, r.excerpt, r.duration_ms, r.started_at,
+              r.retry_at, r.reason),
+dead AS (
+    INSERT INTO outbox.dead_letters
+        (message_id, endpoint, payload, headers, key, idempotency_key, priority, attempts, last_error, reason, created_at)
+    SELECT g.id, g.endpoint, g.payload, g.headers, g.key, g.idempotency_key, g.priority, g.attempt, g.error, g.reason,
+           g.created_at
+      FROM gone AS g
+     WHERE g.outcome = 'dead'),
+retried AS (
+    UPDATE outbox.messages AS m
+       SET lease_token = NULL, lease_expires_at = NULL, leased_by = NULL,
+           attempts = m.attempts + 1, available_at = r.retry_at, last_error = r.error
+      FROM r
+     WHERE m.id = r.id AND m.lease_token = r.token AND r.outcome NOT IN ('delivered', 'dead')
+    RETURNING m.id, m.endpoint, m.attempts AS attempt, r.outcome, r.status_code, r.error, r.excerpt, r.duration_ms,
+              r.started_at, r.retry_at, r.reason)
+INSERT INTO outbox.attempts
+    (message_id, endpoint, attempt, started_at, duration_ms, status_code, outcome, error, response_excerpt, worker_id,
+     reason, retry_at)
+SELECT d.id, d.endpoint, d.attempt, d.started_at, d.duration_ms, d.status_code, d.outcome, d.error, d.excerpt, $11,
+       d.reason, d.retry_at
+  FROM (SELECT id, endpoint, attempt, started_at, duration_ms, status_code, outcome, error, excerpt, reason, retry_at
+          FROM gone
+        UNION ALL
+        SELECT id, endpoint, attempt, started_at, duration_ms, status_code, outcome, error, excerpt, reason, retry_at
+          FROM retried) AS d
+RETURNING message_id;
+
+-- release --
+-- Hand back messages claimed but never started (shutdown): $1 ids, $2 lease tokens. No attempt was made, so none is counted.
+UPDATE outbox.messages AS m
+   SET lease_token = NULL, lease_expires_at = NULL, leased_by = NULL,
+       first_attempt_at = CASE WHEN m.attempts = 0 THEN NULL ELSE m.first_attempt_at END
+  FROM unnest($1::uuid[], $2::uuid[]) AS r(id, token)
+ WHERE m.id = r.id AND m.lease_token = r.token;
+
+-- reap --
+-- Take over up to $1 messages whose lease expired (their worker died or stalled): $1 limit, $2 new lease token, $3 lease seconds,
+-- $4 worker id. Returns the lost worker and expiry so the caller can record the lost attempt; SKIP LOCKED keeps reapers on
+-- several workers from colliding, and messages_lease_idx keeps this cheap.
+WITH expired AS (
+    SELECT id, leased_by, lease_expires_at FROM outbox.messages
+     WHERE lease_token IS NOT NULL AND lease_expires_at < now()
+     ORDER BY lease_expires_at
+     LIMIT $1
+       FOR UPDATE SKIP LOCKED)
+UPDATE outbox.messages AS m
+   SET lease_token = $2, lease_expires_at = now() + make_interval(secs => $3), leased_by = $4
+  FROM expired AS e
+ WHERE m.id = e.id
+RETURNING m.id, m.endpoint, m.attempts, m.first_attempt_at, e.leased_by AS lost_worker, e.lease_expires_at AS expired_at;
+
+-- worker_endpoints --
+-- Every endpoint's delivery settings, for the worker's cache (refreshed every few seconds).
+SELECT name, channel, url, secret, headers::text AS headers, timeout_ms, connect_timeout_ms, max_attempts,
+       extract(epoch FROM retry_window)::float8 AS retry_window_seconds
+  FROM outbox.endpoints;
+
+-- request_wakeups --
+-- An idle worker asks producers to NOTIFY it for $1 more seconds; rewritten only when less than half of that is left.
+UPDATE outbox.config
+   SET wakeup_until = now() + make_interval(secs => $1)
+ WHERE wakeup_until < now() + make_interval(secs => $1 / 2);
+
+-- cancel_wakeups --
+-- The last worker leaving stops producers' NOTIFYs at once (others re-request within seconds if idle).
+UPDATE outbox.config SET wakeup_until = '-infinity';

@@ -1,0 +1,102 @@
+"""The data that flows through a worker: claimed messages, endpoints, attempt results."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from outbox.policy import Classification, Outcome, RetryPolicy
+
+
+@dataclass(slots=True)
+class Claimed:
+    """A message this worker holds a lease on."""
+
+    id: uuid.UUID
+    endpoint: str
+    payload: str  # the JSON text, sent as is
+    headers: str | None  # JSON text of per-message headers
+    key: str | None
+    attempts: int  # attempts before this one
+    first_attempt_at: datetime
+    seq: int
+    token: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """An endpoint's delivery settings, as a worker caches them."""
+
+    name: str
+    channel: str
+    url: str | None
+    secret: str | None  # resolved (an env:NAME reference is read at load time)
+    secret_problem: str | None  # why the secret could not be resolved, if it could not
+    headers: dict[str, str]
+    timeout: float
+    connect_timeout: float
+    policy: RetryPolicy
+
+    @classmethod
+    def from_row(cls, row: Any, *, base: float, cap: float) -> Endpoint:
+        import json
+
+        secret, problem = resolve_secret(row["secret"])
+        return cls(
+            name=row["name"],
+            channel=row["channel"],
+            url=row["url"],
+            secret=secret,
+            secret_problem=problem,
+            headers=json.loads(row["headers"]),
+            timeout=row["timeout_ms"] / 1000,
+            connect_timeout=row["connect_timeout_ms"] / 1000,
+            policy=RetryPolicy(
+                max_attempts=row["max_attempts"],
+                retry_window=timedelta(seconds=row["retry_window_seconds"]),
+                base=base,
+                cap=max(cap, base),
+            ),
+        )
+
+
+def resolve_secret(stored: str | None) -> tuple[str | None, str | None]:
+    """(secret, problem): ``env:NAME`` reads $NAME; the problem never holds the value."""
+    if stored is None or not stored.startswith("env:"):
+        return stored, None
+    name = stored[len("env:") :]
+    value = os.environ.get(name)
+    if not value:
+        return None, f"the environment variable {name} named by the endpoint's secret is not set"
+    return value, None
+
+
+@dataclass(slots=True)
+class AttemptResult:
+    """What one delivery attempt produced, before the policy decides."""
+
+    classification: Classification
+    started_at: datetime
+    duration_ms: float
+    status_code: int | None = None
+    error: str | None = None
+    excerpt: str | None = None
+
+
+@dataclass(slots=True)
+class Finished:
+    """One ledger row to write, and what becomes of its message."""
+
+    id: uuid.UUID
+    token: uuid.UUID
+    outcome: Outcome
+    started_at: datetime
+    duration_ms: float
+    reason: str
+    status_code: int | None = None
+    error: str | None = None
+    excerpt: str | None = None
+    retry_at: datetime | None = None

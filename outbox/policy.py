@@ -1,0 +1,164 @@
+"""Retry policy: pure functions of (attempt, response, now, random source).
+
+Nothing here does I/O. The worker asks `classify` what an attempt's result
+means and `decide` what to do with the message next; both answers carry the
+reason, which goes into the attempts ledger.
+
+Classification (DESIGN.md): 2xx delivered; 3xx a failure (retried: redirects
+are not followed, and a temporary one may pass); 408, 425, 429, 5xx, timeouts
+and connection errors retried; other 4xx permanent; 410 permanent (and, later,
+it pauses the endpoint).
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+
+RETRYABLE_STATUS = frozenset({408, 425, 429})
+
+
+class Verdict(enum.Enum):
+    DELIVERED = "delivered"
+    RETRYABLE = "retryable"
+    PERMANENT = "permanent"
+
+
+class Outcome(enum.StrEnum):
+    """What the ledger records for an attempt."""
+
+    DELIVERED = "delivered"
+    RETRYING = "retrying"  # failed; the message will be tried again
+    DEAD = "dead"  # failed; the message moved to dead_letters
+    LEASE_EXPIRED = "lease_expired"  # the worker vanished mid-attempt (reaper)
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    verdict: Verdict
+    reason: str
+    retry_after: float | None = None  # seconds the receiver asked us to wait
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Backoff ``base * 2**(attempt-1)``, jittered by ±``jitter``, capped at ``cap``."""
+
+    max_attempts: int = 25
+    retry_window: timedelta = timedelta(days=1)
+    base: float = 2.0
+    cap: float = 7200.0
+    jitter: float = 0.2
+    retry_after_cap: float = 6 * 3600.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.jitter < 1:
+            raise ValueError("jitter must be in [0, 1)")
+        if self.base <= 0 or self.cap < self.base:
+            raise ValueError("need 0 < base <= cap")
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    outcome: Outcome
+    reason: str
+    retry_at: datetime | None = None
+
+
+def backoff_before_jitter(attempt: int, policy: RetryPolicy) -> float:
+    """Delay after failed attempt number ``attempt`` (1-based), before jitter."""
+    exponent = min(attempt - 1, 62)  # 2**62 s is already past any cap
+    return min(policy.cap, policy.base * 2.0**exponent)
+
+
+def backoff(attempt: int, policy: RetryPolicy, rng: random.Random) -> float:
+    """The jittered delay: within ±jitter of the schedule, never above the cap."""
+    delay = backoff_before_jitter(attempt, policy)
+    jittered = delay * (1.0 + policy.jitter * (2.0 * rng.random() - 1.0))
+    return min(policy.cap, jittered)
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """``Retry-After`` as seconds from ``now``: delta-seconds or an HTTP date."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+def classify_status(status: int, retry_after: float | None = None) -> Classification:
+    if 200 <= status < 300:
+        return Classification(Verdict.DELIVERED, f"HTTP {status}")
+    if 300 <= status < 400:
+        return Classification(
+            Verdict.RETRYABLE, f"HTTP {status}: redirects are not followed", retry_after
+        )
+    if status in RETRYABLE_STATUS or status >= 500:
+        return Classification(Verdict.RETRYABLE, f"HTTP {status}", retry_after)
+    if status == 410:
+        return Classification(Verdict.PERMANENT, "HTTP 410: the receiver says it is gone")
+    if 400 <= status < 500:
+        return Classification(Verdict.PERMANENT, f"HTTP {status}: rejected by the receiver")
+    return Classification(Verdict.RETRYABLE, f"unexpected HTTP status {status}", retry_after)
+
+
+def classify_error(kind: str, detail: str) -> Classification:
+    """A delivery that got no HTTP response: ``kind`` is timeout, connect or refused."""
+    if kind in {"timeout", "connect", "network"}:
+        return Classification(Verdict.RETRYABLE, f"{kind}: {detail}")
+    return Classification(Verdict.PERMANENT, f"{kind}: {detail}")
+
+
+def decide(
+    classification: Classification,
+    *,
+    attempt: int,
+    first_attempt_at: datetime,
+    now: datetime,
+    policy: RetryPolicy,
+    rng: random.Random,
+) -> Decision:
+    """What happens to a message after attempt number ``attempt`` (1-based).
+
+    A retry is scheduled at the later of the jittered backoff and the
+    receiver's ``Retry-After`` (capped); a retry that would land past the
+    retry window, or an attempt that used the last one, dead-letters instead.
+    """
+    if classification.verdict is Verdict.DELIVERED:
+        return Decision(Outcome.DELIVERED, classification.reason)
+    if classification.verdict is Verdict.PERMANENT:
+        return Decision(Outcome.DEAD, f"permanent failure: {classification.reason}")
+    if attempt >= policy.max_attempts:
+        return Decision(
+            Outcome.DEAD,
+            f"{classification.reason}; gave up after {attempt} attempt(s) (max_attempts)",
+        )
+    delay = backoff(attempt, policy, rng)
+    source = "backoff"
+    if classification.retry_after is not None:
+        hint = min(classification.retry_after, policy.retry_after_cap)
+        if hint > delay:
+            delay, source = hint, "Retry-After"
+    retry_at = now + timedelta(seconds=delay)
+    if retry_at > first_attempt_at + policy.retry_window:
+        return Decision(
+            Outcome.DEAD,
+            f"{classification.reason}; next retry would pass the retry window "
+            f"({policy.retry_window})",
+        )
+    return Decision(
+        Outcome.RETRYING,
+        f"{classification.reason}; retry #{attempt + 1} in {delay:.1f}s ({source})",
+        retry_at,
+    )

@@ -1,0 +1,33 @@
+"""Standard Webhooks signatures: ``v1,`` + base64(HMAC-SHA256(secret, id.timestamp.body)).
+
+A secret may be given as ``whsec_<base64>`` (the Standard Webhooks form: the
+key is the decoded bytes) or as any other string (its UTF-8 bytes are the key).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+
+
+def secret_key(secret: str) -> bytes:
+    if secret.startswith("whsec_"):
+        try:
+            return base64.b64decode(secret[len("whsec_") :], validate=True)
+        except (binascii.Error, ValueError):
+            pass
+    return secret.encode()
+
+
+def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
+    """The ``webhook-signature`` value for one secret."""
+    signed = f"{message_id}.{timestamp}.".encode() + body
+    digest = hmac.new(secret_key(secret), signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def signature_header(secrets: list[str], message_id: str, timestamp: int, body: bytes) -> str:
+    """Signatures for every active secret, space-separated (secret rotation)."""
+    return " ".join(sign(s, message_id, timestamp, body) for s in secrets)

@@ -1,0 +1,110 @@
+"""The only code that runs the worker's SQL: claim, finish, release, reap.
+
+Statements come from ``sql/queries.sql`` by name; every call is one round trip
+and one short transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from outbox.delivery import Claimed, Finished
+from outbox.sql import QUERIES
+
+
+@dataclass(frozen=True, slots=True)
+class Reaped:
+    """A message whose lease expired, now leased to the reaping worker."""
+
+    id: uuid.UUID
+    endpoint: str
+    attempts: int
+    first_attempt_at: datetime | None
+    lost_worker: str | None
+    expired_at: datetime
+    token: uuid.UUID
+
+
+class Store:
+    def __init__(self, pool: asyncpg.Pool, *, worker_id: str, lease_seconds: float) -> None:
+        self.pool = pool
+        self.worker_id = worker_id
+        self.lease_seconds = lease_seconds
+
+    async def claim(self, limit: int) -> list[Claimed]:
+        token = uuid.uuid4()
+        rows = await self.pool.fetch(
+            QUERIES["claim"], limit, token, self.lease_seconds, self.worker_id
+        )
+        return [
+            Claimed(
+                r["id"],
+                r["endpoint"],
+                r["payload"],
+                r["headers"],
+                r["key"],
+                r["attempts"],
+                r["first_attempt_at"],
+                r["seq"],
+                token,
+            )
+            for r in rows
+        ]
+
+    async def finish(self, done: Sequence[Finished]) -> int:
+        """Write a batch of results; returns how many still held their lease."""
+        if not done:
+            return 0
+        rows = await self.pool.fetch(
+            QUERIES["finish"],
+            [f.id for f in done],
+            [f.token for f in done],
+            [f.outcome.value for f in done],
+            [f.status_code for f in done],
+            [f.error for f in done],
+            [f.excerpt for f in done],
+            [f.duration_ms for f in done],
+            [f.started_at for f in done],
+            [f.retry_at for f in done],
+            [f.reason for f in done],
+            self.worker_id,
+        )
+        return len(rows)
+
+    async def release(self, claimed: Sequence[Claimed]) -> None:
+        if claimed:
+            await self.pool.execute(
+                QUERIES["release"], [c.id for c in claimed], [c.token for c in claimed]
+            )
+
+    async def reap(self, limit: int) -> list[Reaped]:
+        token = uuid.uuid4()
+        rows = await self.pool.fetch(
+            QUERIES["reap"], limit, token, self.lease_seconds, self.worker_id
+        )
+        return [
+            Reaped(
+                r["id"],
+                r["endpoint"],
+                r["attempts"],
+                r["first_attempt_at"],
+                r["lost_worker"],
+                r["expired_at"],
+                token,
+            )
+            for r in rows
+        ]
+
+    async def endpoints(self) -> list[asyncpg.Record]:
+        return await self.pool.fetch(QUERIES["worker_endpoints"])
+
+    async def request_wakeups(self, seconds: float) -> None:
+        await self.pool.execute(QUERIES["request_wakeups"], seconds)
+
+    async def cancel_wakeups(self) -> None:
+        await self.pool.execute(QUERIES["cancel_wakeups"])

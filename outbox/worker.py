@@ -1,0 +1,456 @@
+"""The worker: claim -> deliver -> record, with leases, a reaper and wake-ups.
+
+One process runs one `Worker`:
+
+* the **claim loop** leases due messages in batches (never more than there is
+  room for: ``concurrency`` bounds deliveries in flight, independently of the
+  number of database connections) and hands them to
+* ``concurrency`` **delivery coroutines**, which send through the endpoint's
+  channel and ask `outbox.policy` what the result means; results go to
+* the **flusher**, which records them in batches (one statement per batch:
+  ledger rows, deletions, retries and dead letters, each a compare-and-set on
+  the lease token);
+* the **reaper** takes over messages whose lease expired and records the lost
+  attempt (``lease_expired``), then they are retried like any failure;
+* **wake-ups**: an idle worker LISTENs and asks producers to NOTIFY it
+  (``outbox.config.wakeup_until``); polling every ``poll_interval`` remains the
+  path that guarantees progress.
+
+`stop()` stops claiming, hands back claimed-but-unstarted messages at once,
+lets deliveries in flight finish within the grace period and records
+everything. Database errors never kill the worker: it logs, backs off and
+carries on (asyncpg's pool reconnects).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import asyncpg
+
+from outbox.channels import Channel
+from outbox.delivery import Claimed, Endpoint, Finished
+from outbox.policy import Classification, Outcome, Verdict, classify_error, decide
+from outbox.store import Reaped, Store
+
+log = logging.getLogger("outbox.worker")
+
+WAKEUP_CHANNEL = "outbox_wakeup"
+_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    concurrency: int = 100
+    batch_size: int = 200
+    lease_seconds: float = 60.0
+    poll_interval: float = 1.0
+    flush_interval: float = 0.02
+    flush_max: int = 500
+    reap_interval: float = 5.0
+    endpoint_refresh: float = 5.0
+    shutdown_grace: float = 30.0
+    backoff_base: float = 2.0
+    backoff_cap: float = 7200.0
+    wakeup_seconds: float = 5.0
+
+
+class Worker:
+    def __init__(
+        self,
+        store: Store,
+        channels: Mapping[str, Channel],
+        config: WorkerConfig,
+        *,
+        listen: Callable[[Callable[[], None]], Awaitable[Callable[[], Awaitable[None]]]]
+        | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.channels = channels
+        self.config = config
+        self._listen = listen
+        self._rng = rng or random.Random()
+        self._queue: asyncio.Queue[Claimed | None] = asyncio.Queue()
+        self._results: list[Finished] = []
+        self._endpoints: dict[str, Endpoint] = {}
+        self._endpoints_loaded = 0.0
+        self._busy = 0  # messages taken off the queue and not yet recorded
+        self._stopping = asyncio.Event()
+        self._room = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._flush_now = asyncio.Event()
+        self._stopped_claiming = asyncio.Event()
+        self._refreshing = asyncio.Lock()
+        self.delivered = 0
+        self.recorded = 0
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def stop(self) -> None:
+        """Begin a graceful stop (idempotent)."""
+        self._stopping.set()
+        self._wake.set()
+        self._room.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    async def run(self) -> None:
+        """Run until `stop()`; returns once everything claimed is recorded or handed back."""
+        await self._refresh_endpoints(force=True)
+        unlisten = await self._start_listening()
+        deliverers = [
+            asyncio.create_task(self._deliver_loop(), name=f"deliver-{i}")
+            for i in range(self.config.concurrency)
+        ]
+        flusher = asyncio.create_task(self._flush_loop(), name="flush")
+        reaper = asyncio.create_task(self._reap_loop(), name="reap")
+        try:
+            await self._claim_loop()
+        finally:
+            self._stopped_claiming.set()
+            await self._hand_back_unstarted()
+            for _ in deliverers:
+                self._queue.put_nowait(None)
+            _, pending = await asyncio.wait(deliverers, timeout=self.config.shutdown_grace)
+            for task in pending:  # past the grace period: the reaper will recover these
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            if pending:
+                log.warning(
+                    "shutdown grace period over: %d delivery(ies) cancelled; their leases "
+                    "will expire and the reaper will retry them",
+                    len(pending),
+                )
+            reaper.cancel()
+            self._flush_now.set()
+            await asyncio.gather(reaper, return_exceptions=True)
+            try:
+                await asyncio.wait_for(flusher, self.config.shutdown_grace)
+            except TimeoutError:
+                log.warning(
+                    "could not record %d result(s) before the grace period ended; "
+                    "the reaper will retry those messages",
+                    len(self._results),
+                )
+            if unlisten is not None:
+                with contextlib.suppress(*_DB_ERRORS):
+                    await unlisten()
+
+    # -- claiming ----------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        failures = 0
+        while not self.stopping:
+            room = self.config.concurrency - self._busy - self._queue.qsize()
+            if room <= 0:
+                self._room.clear()
+                await self._room.wait()
+                continue
+            limit = min(self.config.batch_size, room)
+            try:
+                claimed = await self.store.claim(limit)
+                await self._refresh_endpoints()
+                failures = 0
+            except _DB_ERRORS as exc:
+                failures += 1
+                await self._db_backoff("claim", exc, failures, interruptible=True)
+                continue
+            for message in claimed:
+                self._queue.put_nowait(message)
+            if len(claimed) < limit:
+                await self._idle()
+
+    async def _idle(self) -> None:
+        """Nothing more is due: wait for a wake-up, or poll."""
+        self._wake.clear()
+        if self._listen is not None:
+            with contextlib.suppress(*_DB_ERRORS):
+                await self.store.request_wakeups(self.config.wakeup_seconds)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), self.config.poll_interval)
+
+    async def _start_listening(self) -> Callable[[], Awaitable[None]] | None:
+        if self._listen is None:
+            return None
+        try:
+            return await self._listen(self._wake.set)
+        except _DB_ERRORS as exc:
+            log.warning("cannot LISTEN for wake-ups (%s); polling only", type(exc).__name__)
+            return None
+
+    async def _hand_back_unstarted(self) -> None:
+        unstarted: list[Claimed] = []
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is not None:
+                unstarted.append(item)
+        if unstarted:
+            try:
+                await self.store.release(unstarted)
+                log.info("handed back %d claimed but unstarted message(s)", len(unstarted))
+            except _DB_ERRORS as exc:
+                log.warning(
+                    "could not hand back %d message(s) (%s); their leases will expire",
+                    len(unstarted),
+                    type(exc).__name__,
+                )
+
+    # -- delivering --------------------------------------------------------
+
+    async def _deliver_loop(self) -> None:
+        while True:
+            message = await self._queue.get()
+            if message is None:
+                return
+            self._busy += 1
+            try:
+                self._record(await self._attempt(message))
+            finally:
+                self._busy -= 1
+                self._room.set()
+
+    async def _endpoint(self, name: str) -> Endpoint | None:
+        """The cached endpoint; a miss reloads the cache first (it may be new)."""
+        endpoint = self._endpoints.get(name)
+        if endpoint is None:
+            async with self._refreshing:
+                endpoint = self._endpoints.get(name)
+                if endpoint is None:
+                    await self._refresh_endpoints(force=True)
+                    endpoint = self._endpoints.get(name)
+        return endpoint
+
+    async def _attempt(self, message: Claimed) -> Finished:
+        now = datetime.now(UTC)
+        try:
+            endpoint = await self._endpoint(message.endpoint)
+        except _DB_ERRORS as exc:
+            return Finished(
+                message.id,
+                message.token,
+                Outcome.RETRYING,
+                now,
+                0.0,
+                f"could not load endpoint {message.endpoint!r}: {type(exc).__name__}",
+                error=f"{type(exc).__name__}: endpoint lookup failed",
+                retry_at=now,
+            )
+        if endpoint is None:
+            return Finished(
+                message.id,
+                message.token,
+                Outcome.DEAD,
+                now,
+                0.0,
+                f"endpoint {message.endpoint!r} no longer exists",
+                error="UnknownEndpoint: the endpoint was removed",
+            )
+        channel = self.channels.get(endpoint.channel)
+        if channel is None:
+            result_classification = Classification(
+                Verdict.RETRYABLE, f"no {endpoint.channel!r} channel in this worker"
+            )
+            return self._decide(
+                message, endpoint, result_classification, now, 0.0, None, None, None
+            )
+        try:
+            result = await channel.send(message, endpoint)
+        except Exception as exc:  # a bug in a channel must not lose the message
+            log.exception("channel %s failed on message %s", endpoint.channel, message.id)
+            classification = classify_error("internal", type(exc).__name__)
+            return self._decide(
+                message,
+                endpoint,
+                Classification(Verdict.RETRYABLE, classification.reason),
+                now,
+                0.0,
+                None,
+                f"{type(exc).__name__}: channel error",
+                None,
+            )
+        return self._decide(
+            message,
+            endpoint,
+            result.classification,
+            result.started_at,
+            result.duration_ms,
+            result.status_code,
+            result.error,
+            result.excerpt,
+        )
+
+    def _decide(
+        self,
+        message: Claimed,
+        endpoint: Endpoint,
+        classification: Classification,
+        started_at: datetime,
+        duration_ms: float,
+        status_code: int | None,
+        error: str | None,
+        excerpt: str | None,
+    ) -> Finished:
+        decision = decide(
+            classification,
+            attempt=message.attempts + 1,
+            first_attempt_at=message.first_attempt_at,
+            now=datetime.now(UTC),
+            policy=endpoint.policy,
+            rng=self._rng,
+        )
+        if decision.outcome is not Outcome.DELIVERED:
+            log.info(
+                "attempt failed",
+                extra={
+                    "message_id": str(message.id),
+                    "endpoint": endpoint.name,
+                    "attempt": message.attempts + 1,
+                    "status": status_code,
+                    "error": error,
+                    "decision": decision.outcome.value,
+                    "reason": decision.reason,
+                },
+            )
+        return Finished(
+            message.id,
+            message.token,
+            decision.outcome,
+            started_at,
+            duration_ms,
+            decision.reason,
+            status_code,
+            error,
+            excerpt,
+            decision.retry_at,
+        )
+
+    def _record(self, finished: Finished) -> None:
+        self._results.append(finished)
+        if finished.outcome is Outcome.DELIVERED:
+            self.delivered += 1
+        if len(self._results) >= self.config.flush_max:
+            self._flush_now.set()
+
+    # -- recording ---------------------------------------------------------
+
+    async def _flush_loop(self) -> None:
+        failures = 0
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._flush_now.wait(), self.config.flush_interval)
+            self._flush_now.clear()
+            if self._results:
+                batch, self._results = self._results, []
+                try:
+                    self.recorded += await self.store.finish(batch)
+                    failures = 0
+                except _DB_ERRORS as exc:
+                    # Keep them: retried on the next round. If the outage
+                    # outlives the leases, the reaper records them instead.
+                    self._results[:0] = batch
+                    failures += 1
+                    await self._db_backoff("record results", exc, failures)
+                    continue
+            finished = self._stopped_claiming.is_set() and self._busy == 0 and self._queue.empty()
+            if finished and not self._results:
+                return
+
+    # -- reaping -----------------------------------------------------------
+
+    async def _reap_loop(self) -> None:
+        failures = 0
+        while True:
+            await asyncio.sleep(self.config.reap_interval * (0.5 + self._rng.random()))
+            try:
+                reaped = await self.store.reap(self.config.flush_max)
+                failures = 0
+            except _DB_ERRORS as exc:
+                failures += 1
+                await self._db_backoff("reap", exc, failures)
+                continue
+            if reaped:
+                log.warning("reaped %d message(s) whose lease expired", len(reaped))
+                for message in reaped:
+                    self._results.append(self._lost_attempt(message))
+                self._flush_now.set()
+
+    def _lost_attempt(self, message: Reaped) -> Finished:
+        reason = (
+            f"lease expired at {message.expired_at.isoformat()}: worker "
+            f"{message.lost_worker or '?'} stopped answering mid-attempt"
+        )
+        endpoint = self._endpoints.get(message.endpoint)
+        now = datetime.now(UTC)
+        if endpoint is None:
+            return Finished(
+                message.id,
+                message.token,
+                Outcome.DEAD,
+                message.expired_at,
+                0.0,
+                f"{reason}; endpoint {message.endpoint!r} no longer exists",
+                error="LeaseExpired",
+            )
+        decision = decide(
+            Classification(Verdict.RETRYABLE, reason),
+            attempt=message.attempts + 1,
+            first_attempt_at=message.first_attempt_at or now,
+            now=now,
+            policy=endpoint.policy,
+            rng=self._rng,
+        )
+        outcome = (
+            Outcome.LEASE_EXPIRED if decision.outcome is Outcome.RETRYING else decision.outcome
+        )
+        return Finished(
+            message.id,
+            message.token,
+            outcome,
+            message.expired_at,
+            0.0,
+            decision.reason,
+            error="LeaseExpired: no result was recorded",
+            retry_at=decision.retry_at,
+        )
+
+    # -- helpers -----------------------------------------------------------
+
+    async def _refresh_endpoints(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._endpoints_loaded < self.config.endpoint_refresh:
+            return
+        rows = await self.store.endpoints()
+        self._endpoints = {
+            r["name"]: Endpoint.from_row(
+                r, base=self.config.backoff_base, cap=self.config.backoff_cap
+            )
+            for r in rows
+        }
+        self._endpoints_loaded = now
+
+    async def _db_backoff(
+        self, what: str, exc: BaseException, failures: int, *, interruptible: bool = False
+    ) -> None:
+        delay = min(5.0, 0.1 * 2**failures) * (0.5 + self._rng.random())
+        log.warning(
+            "database error during %s (%s: %s); retrying in %.1fs",
+            what,
+            type(exc).__name__,
+            str(exc).splitlines()[0] if str(exc) else "",
+            delay,
+        )
+        if not interruptible:
+            await asyncio.sleep(delay)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), delay)

@@ -1,0 +1,176 @@
+"""The retry policy: backoff, jitter, Retry-After, classification and decisions."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from outbox.policy import (
+    Classification,
+    Outcome,
+    RetryPolicy,
+    Verdict,
+    backoff,
+    backoff_before_jitter,
+    classify_error,
+    classify_status,
+    decide,
+    parse_retry_after,
+)
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+POLICY = RetryPolicy()
+policies = st.builds(
+    RetryPolicy,
+    base=st.floats(0.01, 60),
+    cap=st.floats(60, 86400),
+    jitter=st.floats(0, 0.99),
+)
+
+
+@given(policies, st.integers(1, 10_000), st.integers(0, 2**32))
+def test_delays_are_capped_and_within_jitter_bounds(
+    policy: RetryPolicy, attempt: int, seed: int
+) -> None:
+    delay = backoff(attempt, policy, random.Random(seed))
+    scheduled = backoff_before_jitter(attempt, policy)
+    assert 0 < delay <= policy.cap
+    assert scheduled * (1 - policy.jitter) - 1e-9 <= delay <= scheduled * (1 + policy.jitter) + 1e-9
+
+
+@given(policies, st.integers(1, 200))
+def test_schedule_before_jitter_is_monotone(policy: RetryPolicy, attempt: int) -> None:
+    assert backoff_before_jitter(attempt, policy) <= backoff_before_jitter(attempt + 1, policy)
+
+
+def test_schedule_doubles_from_the_base() -> None:
+    assert [backoff_before_jitter(a, POLICY) for a in (1, 2, 3, 4)] == [2, 4, 8, 16]
+    assert backoff_before_jitter(50, POLICY) == POLICY.cap
+
+
+def test_default_schedule_spans_about_a_day() -> None:
+    total = sum(backoff_before_jitter(a, POLICY) for a in range(1, POLICY.max_attempts))
+    assert timedelta(hours=20) < timedelta(seconds=total) < timedelta(hours=36)
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("120", 120.0),
+        (" 7 ", 7.0),
+        ("Sun, 22 Nov 2026 12:01:30 GMT", 90.0),
+        ("Sun, 22 Nov 2026 11:00:00 GMT", 0.0),  # in the past: no wait
+        ("soon", None),
+        ("-5", None),
+        (None, None),
+    ],
+)
+def test_retry_after_seconds_or_http_date(header: str | None, seconds: float | None) -> None:
+    assert parse_retry_after(header, NOW) == seconds
+
+
+@pytest.mark.parametrize(
+    ("status", "verdict"),
+    [
+        (200, Verdict.DELIVERED),
+        (204, Verdict.DELIVERED),
+        (299, Verdict.DELIVERED),
+        (301, Verdict.RETRYABLE),
+        (302, Verdict.RETRYABLE),
+        (408, Verdict.RETRYABLE),
+        (425, Verdict.RETRYABLE),
+        (429, Verdict.RETRYABLE),
+        (500, Verdict.RETRYABLE),
+        (503, Verdict.RETRYABLE),
+        (599, Verdict.RETRYABLE),
+        (400, Verdict.PERMANENT),
+        (401, Verdict.PERMANENT),
+        (404, Verdict.PERMANENT),
+        (410, Verdict.PERMANENT),
+        (422, Verdict.PERMANENT),
+    ],
+)
+def test_status_classification(status: int, verdict: Verdict) -> None:
+    assert classify_status(status).verdict is verdict
+
+
+def test_network_errors_retry_and_other_errors_do_not() -> None:
+    assert classify_error("timeout", "read timed out").verdict is Verdict.RETRYABLE
+    assert classify_error("connect", "refused").verdict is Verdict.RETRYABLE
+    assert classify_error("invalid_request", "bad URL").verdict is Verdict.PERMANENT
+
+
+def run(c: Classification, attempt: int = 1, policy: RetryPolicy = POLICY, now: datetime = NOW):  # type: ignore[no-untyped-def]
+    return decide(
+        c, attempt=attempt, first_attempt_at=NOW, now=now, policy=policy, rng=random.Random(1)
+    )
+
+
+def test_success_is_delivered() -> None:
+    assert run(classify_status(200)).outcome is Outcome.DELIVERED
+
+
+def test_permanent_failure_dead_letters_at_once() -> None:
+    decision = run(classify_status(400))
+    assert decision.outcome is Outcome.DEAD
+    assert "HTTP 400" in decision.reason
+
+
+def test_retryable_failure_schedules_the_next_attempt() -> None:
+    decision = run(classify_status(500), attempt=3)
+    assert decision.outcome is Outcome.RETRYING
+    assert decision.retry_at is not None
+    assert timedelta(seconds=8 * 0.8) <= decision.retry_at - NOW <= timedelta(seconds=8 * 1.2)
+    assert "backoff" in decision.reason
+
+
+def test_last_attempt_dead_letters() -> None:
+    decision = run(classify_status(500), attempt=POLICY.max_attempts)
+    assert decision.outcome is Outcome.DEAD
+    assert "max_attempts" in decision.reason
+
+
+def test_retry_after_wins_when_later_than_the_schedule() -> None:
+    decision = run(classify_status(429, retry_after=300.0))
+    assert decision.retry_at == NOW + timedelta(seconds=300)
+    assert "Retry-After" in decision.reason
+
+
+def test_retry_after_earlier_than_the_schedule_is_not_followed() -> None:
+    decision = run(classify_status(503, retry_after=0.5), attempt=5)
+    assert decision.retry_at is not None
+    assert decision.retry_at - NOW >= timedelta(seconds=32 * 0.8)
+
+
+def test_retry_after_is_capped() -> None:
+    decision = run(classify_status(429, retry_after=10 * 86400.0))
+    assert decision.retry_at == NOW + timedelta(seconds=POLICY.retry_after_cap)
+
+
+def test_retry_past_the_window_dead_letters() -> None:
+    policy = RetryPolicy(retry_window=timedelta(minutes=1))
+    decision = run(classify_status(500), attempt=8, policy=policy)  # ~256 s away
+    assert decision.outcome is Outcome.DEAD
+    assert "retry window" in decision.reason
+
+
+@given(st.floats(0, 10 * 86400), st.integers(1, 24), st.integers(0, 2**32))
+def test_retry_after_is_always_honoured_up_to_its_cap(hint: float, attempt: int, seed: int) -> None:
+    policy = RetryPolicy(retry_window=timedelta(days=30))
+    decision = decide(
+        classify_status(429, retry_after=hint),
+        attempt=attempt,
+        first_attempt_at=NOW,
+        now=NOW,
+        policy=policy,
+        rng=random.Random(seed),
+    )
+    assert decision.outcome is Outcome.RETRYING
+    assert decision.retry_at is not None
+    waited = (decision.retry_at - NOW).total_seconds()
+    assert waited >= min(hint, policy.retry_after_cap) - 1e-6
+    assert waited <= max(policy.cap, policy.retry_after_cap) + 1e-6
