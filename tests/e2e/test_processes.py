@@ -1,0 +1,288 @@
+"""Real worker processes: several at once, killed, stopped, and a database restart."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import psutil
+import pytest
+
+import outbox
+from outbox import migrations
+from outbox.db import connect
+from outbox.receiver import Action, Receiver, always
+
+pytestmark = pytest.mark.e2e
+
+FAST_RETRIES = {
+    "OUTBOX_BACKOFF_BASE": "0.05",
+    "OUTBOX_BACKOFF_CAP": "0.2",
+    "OUTBOX_LOG_LEVEL": "INFO",
+}
+
+
+class WorkerProcess:
+    """``outbox worker`` in a child process, its output kept in a file."""
+
+    def __init__(self, url: str, *args: str, log_dir: Path) -> None:
+        self.log = log_dir / f"worker-{time.monotonic_ns()}.log"
+        env = {**os.environ, **FAST_RETRIES}
+        env.pop("OUTBOX_DATABASE_URL", None)
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "outbox",
+                    "worker",
+                    "--database-url",
+                    url,
+                    "--poll-interval",
+                    "0.1",
+                    *args,
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float) -> int:
+        return self.proc.wait(timeout)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[list[WorkerProcess]]:
+    started: list[WorkerProcess] = []
+    yield started
+    for w in started:
+        for child in _children(w.proc.pid):
+            child.kill()
+        w.kill()
+
+
+def _children(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+async def wait_until(predicate, within: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if await predicate():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"not within {within}s")
+
+
+async def setup(
+    conn: asyncpg.Connection, url: str, n: int, *, max_attempts: int = 25
+) -> list[object]:
+    await conn.execute(
+        "INSERT INTO outbox.endpoints (name, channel, url, max_attempts)"
+        " VALUES ('hook', 'webhook', $1, $2)",
+        url,
+        max_attempts,
+    )
+    async with conn.transaction():
+        return list(
+            await outbox.enqueue_many(
+                conn, [{"endpoint": "hook", "payload": {"i": i}} for i in range(n)]
+            )
+        )
+
+
+async def all_finished(conn: asyncpg.Connection) -> bool:
+    return bool(await conn.fetchval("SELECT count(*) = 0 FROM outbox.messages"))
+
+
+async def test_several_processes_deliver_thousands_and_never_one_message_twice_at_once(
+    database_url: str, conn: asyncpg.Connection, workers: list[WorkerProcess], tmp_path: Path
+) -> None:
+    with Receiver(always(Action(delay=0.002))) as rx:
+        ids = await setup(conn, rx.url(), 3000)
+        supervisor = WorkerProcess(
+            database_url, "--processes", "3", "--concurrency", "50", log_dir=tmp_path
+        )
+        workers.append(supervisor)
+        await wait_until(lambda: all_finished(conn), within=120)
+        supervisor.signal(signal.SIGTERM)
+        assert supervisor.wait(30) == 0, supervisor.output()
+    by_id = rx.by_id()
+    assert set(by_id) == {str(i) for i in ids}
+    for arrivals in by_id.values():
+        spans = sorted((a.arrived, a.finished) for a in arrivals)
+        for (_, end), (start, _) in itertools.pairwise(spans):
+            assert start >= end, "one message was being delivered by two workers at once"
+    workers_seen = await conn.fetch("SELECT DISTINCT worker_id FROM outbox.attempts")
+    assert len(workers_seen) == 3
+    assert (
+        await conn.fetchval("SELECT count(*) FROM outbox.attempts WHERE outcome = 'delivered'")
+        == 3000
+    )
+
+
+async def test_sigkill_mid_batch_loses_nothing(
+    database_url: str, conn: asyncpg.Connection, workers: list[WorkerProcess], tmp_path: Path
+) -> None:
+    with Receiver(always(Action(delay=0.3))) as rx:
+        ids = await setup(conn, rx.url(), 100)
+        doomed = WorkerProcess(
+            database_url, "--concurrency", "20", "--lease-seconds", "2", log_dir=tmp_path
+        )
+        workers.append(doomed)
+        rx.wait_for(lambda: len(rx.snapshot()) >= 25, timeout=30)
+        doomed.proc.send_signal(signal.SIGKILL)
+        doomed.wait(10)
+        in_flight = await conn.fetchval(
+            "SELECT count(*) FROM outbox.messages WHERE lease_token IS NOT NULL"
+        )
+        assert in_flight > 0  # it died holding leases
+        survivor = WorkerProcess(
+            database_url, "--concurrency", "20", "--lease-seconds", "2", log_dir=tmp_path
+        )
+        workers.append(survivor)
+        await wait_until(lambda: all_finished(conn), within=90)
+        survivor.signal(signal.SIGTERM)
+        assert survivor.wait(30) == 0
+    assert rx.ids() == {str(i) for i in ids}
+    delivered = await conn.fetchval(
+        "SELECT count(DISTINCT message_id) FROM outbox.attempts WHERE outcome = 'delivered'"
+    )
+    assert delivered == 100
+    lost = await conn.fetchval(
+        "SELECT count(*) FROM outbox.attempts WHERE outcome = 'lease_expired'"
+    )
+    assert lost >= in_flight
+    assert await conn.fetchval("SELECT count(*) FROM outbox.dead_letters") == 0
+
+
+async def test_sigterm_finishes_in_flight_work_and_hands_back_the_rest(
+    database_url: str, conn: asyncpg.Connection, workers: list[WorkerProcess], tmp_path: Path
+) -> None:
+    with Receiver(always(Action(delay=1.0))) as rx:
+        await setup(conn, rx.url(), 40)
+        worker = WorkerProcess(
+            database_url, "--concurrency", "4", "--batch-size", "4", log_dir=tmp_path
+        )
+        workers.append(worker)
+        rx.wait_for(lambda: len(rx.snapshot()) >= 4, timeout=30)
+        worker.signal(signal.SIGTERM)
+        started = time.monotonic()
+        assert worker.wait(20) == 0, worker.output()
+        assert time.monotonic() - started < 5
+    delivered = await conn.fetchval(
+        "SELECT count(*) FROM outbox.attempts WHERE outcome = 'delivered'"
+    )
+    assert delivered == len(rx.snapshot()) >= 4
+    rest = await conn.fetch("SELECT lease_token, attempts FROM outbox.messages")
+    assert len(rest) == 40 - delivered
+    assert all(r["lease_token"] is None and r["attempts"] == 0 for r in rest)
+
+
+async def test_a_second_signal_exits_at_once(
+    database_url: str, conn: asyncpg.Connection, workers: list[WorkerProcess], tmp_path: Path
+) -> None:
+    with Receiver(always(Action(delay=10))) as rx:
+        await setup(conn, rx.url(), 5)
+        worker = WorkerProcess(
+            database_url, "--concurrency", "5", "--shutdown-grace", "30", log_dir=tmp_path
+        )
+        workers.append(worker)
+        rx.wait_for(lambda: len(rx.snapshot()) >= 5, timeout=30)
+        worker.signal(signal.SIGTERM)
+        await asyncio.sleep(0.3)
+        worker.signal(signal.SIGTERM)
+        started = time.monotonic()
+        assert worker.wait(10) != 0
+        assert time.monotonic() - started < 3
+    # Their leases are still held: the reaper of a later worker recovers them.
+    assert (
+        await conn.fetchval("SELECT count(*) FROM outbox.messages WHERE lease_token IS NOT NULL")
+        == 5
+    )
+
+
+async def test_supervisor_restarts_a_child_that_dies(
+    database_url: str, conn: asyncpg.Connection, workers: list[WorkerProcess], tmp_path: Path
+) -> None:
+    supervisor = WorkerProcess(database_url, "--processes", "2", log_dir=tmp_path)
+    workers.append(supervisor)
+    await wait_until(lambda: _async(len(_children(supervisor.proc.pid)) == 2), within=30)
+    victim = _children(supervisor.proc.pid)[0]
+    victim.kill()
+    await wait_until(
+        lambda: _async(
+            len(kids := _children(supervisor.proc.pid)) == 2
+            and victim.pid not in {k.pid for k in kids}
+        ),
+        within=30,
+    )
+    supervisor.signal(signal.SIGTERM)
+    assert supervisor.wait(30) == 0, supervisor.output()
+    assert "restarting" in supervisor.output()
+
+
+async def _async(value: bool) -> bool:
+    return value
+
+
+async def test_worker_survives_a_postgresql_restart(
+    workers: list[WorkerProcess], tmp_path: Path
+) -> None:
+    from outbox.embedded import EmbeddedPostgres
+
+    data = Path(tempfile.mkdtemp(prefix="outbox-restart-", dir="/tmp"))
+    server = EmbeddedPostgres(data / "pgdata")
+    server.start()
+    try:
+        url = server.url()
+        await asyncio.to_thread(migrations.upgrade, url)
+        conn = await connect(url)
+        with Receiver() as rx:
+            await setup(conn, rx.url(), 50)
+            worker = WorkerProcess(url, "--concurrency", "10", log_dir=tmp_path)
+            workers.append(worker)
+            await wait_until(lambda: all_finished(conn), within=60)
+            await conn.close()
+
+            await asyncio.to_thread(server.restart)
+
+            conn = await connect(url)
+            async with conn.transaction():
+                more = await outbox.enqueue_many(
+                    conn, [{"endpoint": "hook", "payload": {"after": i}} for i in range(50)]
+                )
+            await wait_until(lambda: all_finished(conn), within=60)
+            assert worker.proc.poll() is None, worker.output()
+            assert {str(i) for i in more} <= rx.ids()
+            worker.signal(signal.SIGTERM)
+            assert worker.wait(30) == 0, worker.output()
+            await conn.close()
+        assert "database error" in worker.output() or "cannot reach" in worker.output()
+    finally:
+        server.stop()
+        shutil.rmtree(data, ignore_errors=True)
