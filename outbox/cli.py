@@ -400,3 +400,99 @@ def _configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # httpx logs every request URL at INFO; a Telegram URL holds the bot
+    # token. Our own attempt records carry what matters, redacted.
+    for noisy in ("httpx", "httpcore", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+BENCH_SCENARIOS = ("enqueue", "drain", "latency", "transport")
+
+
+@main.command("bench")
+@database_option
+@click.argument("scenarios", nargs=-1, type=click.Choice(BENCH_SCENARIOS))
+@click.option(
+    "--rounds", type=int, default=3, show_default=True, help="Rounds per figure (medians)."
+)
+@click.option(
+    "--messages", type=int, default=50_000, show_default=True, help="drain: backlog size."
+)
+@click.option("--rate", type=float, default=500.0, show_default=True, help="latency: messages/s.")
+@click.option("--seconds", type=float, default=10.0, show_default=True, help="latency: duration.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.pass_context
+def bench_cmd(
+    ctx: click.Context,
+    /,
+    database_url: str | None,
+    scenarios: tuple[str, ...],
+    rounds: int,
+    messages: int,
+    rate: float,
+    seconds: float,
+    as_json: bool,
+) -> None:
+    """Measure outbox against its ceilings (default: every scenario).
+
+    enqueue: outbox.enqueue() vs a bare INSERT at 1 and 32 producers, and the
+    batch form. drain: one worker process vs a raw-SQL claim-and-complete loop.
+    latency: commit-to-receipt at a steady rate. transport: httpx vs httpx over
+    aiohttp vs bare aiohttp. Without a database URL an embedded PostgreSQL
+    (durable settings) is started in a temporary directory.
+    """
+    import platform
+    import tempfile
+
+    from outbox.bench import common
+
+    chosen = scenarios or BENCH_SCENARIOS
+    explicit = ctx.params.get("database_url") or load_settings().database_url
+    server = None
+    if explicit:
+        url = _database_url(ctx)
+    else:
+        from outbox.embedded import EmbeddedPostgres
+
+        server = EmbeddedPostgres(tempfile.mkdtemp(prefix="outbox-bench-") + "/pgdata")
+        server.start()
+        url = server.url()
+    report: dict[str, Any] = {"machine": common.machine_facts(), "results": []}
+
+    def progress(name: str, value: float) -> None:
+        if not as_json:
+            click.echo(f"  {name}: {value:,.1f}", err=True)
+
+    async def go() -> None:
+        from outbox.bench import drain, enqueue, latency, transport
+        from outbox.db import connect
+
+        conn = await connect(url)
+        report["server"] = await common.server_facts(conn)
+        await conn.close()
+        for scenario in chosen:
+            if not as_json:
+                click.echo(f"{scenario} ...", err=True)
+            if scenario == "enqueue":
+                result = await enqueue.run(url, rounds=rounds, progress=progress)
+            elif scenario == "drain":
+                result = await drain.run(url, messages=messages, rounds=rounds, progress=progress)
+            elif scenario == "latency":
+                result = await latency.run(url, rate=rate, seconds=seconds, progress=progress)
+            else:
+                result = await transport.run(rounds=rounds, progress=progress)
+            report["results"].append(result)
+
+    try:
+        migrations.upgrade(url)
+        _run_event_loop(go())
+    finally:
+        if server is not None:
+            server.stop()
+    report["python"] = platform.python_version()
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+    else:
+        from outbox.bench.report import render
+
+        click.echo(render(report))

@@ -172,3 +172,23 @@ class Receiver:
                 return True
             time.sleep(0.02)
         return predicate()
+
+
+def main() -> None:
+    """``python -m outbox.receiver --port P``: answer 200 to everything (benchmarks)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+
+    async def ok(_request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", ok)
+    web.run_app(app, host="127.0.0.1", port=args.port, access_log=None, print=None)
+
+
+if __name__ == "__main__":
+    main()

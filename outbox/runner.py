@@ -35,6 +35,7 @@ WORKER_SESSION_SETTINGS = {
     "enable_bitmapscan": "off",
     "enable_sort": "off",
     "application_name": "outbox-worker",
+    "synchronous_commit": "off",
 }
 
 

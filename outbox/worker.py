@@ -89,6 +89,7 @@ class Worker:
         self._flush_now = asyncio.Event()
         self._stopped_claiming = asyncio.Event()
         self._refreshing = asyncio.Lock()
+        self._wakeups_requested = -1e9
         self.delivered = 0
         self.recorded = 0
 
@@ -157,6 +158,9 @@ class Worker:
                 await self._room.wait()
                 continue
             limit = min(self.config.batch_size, room)
+            # Cleared before claiming, so a wake-up that arrives while the
+            # claim is on the wire is not lost: the wait below returns at once.
+            self._wake.clear()
             try:
                 claimed = await self.store.claim(limit)
                 await self._refresh_endpoints()
@@ -172,10 +176,15 @@ class Worker:
 
     async def _idle(self) -> None:
         """Nothing more is due: wait for a wake-up, or poll."""
-        self._wake.clear()
-        if self._listen is not None:
+        now = time.monotonic()
+        if (
+            self._listen is not None
+            and now - self._wakeups_requested > self.config.wakeup_seconds / 3
+        ):
+            # Producers NOTIFY only while outbox.config.wakeup_until is ahead.
             with contextlib.suppress(*_DB_ERRORS):
                 await self.store.request_wakeups(self.config.wakeup_seconds)
+                self._wakeups_requested = now
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), self.config.poll_interval)
 

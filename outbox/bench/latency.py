@@ -1,0 +1,92 @@
+"""The `latency` scenario: commit-to-receipt time at a steady enqueue rate.
+
+A worker process runs with wake-ups on; one producer commits single-message
+transactions at a steady rate; the receiver (a thread of this process)
+stamps each arrival. Latency is arrival time minus commit time, on the same
+clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+from outbox.db import connect
+from outbox.producer import enqueue
+from outbox.receiver import Receiver
+
+ENDPOINT = "bench-latency"
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=1000, method="inclusive")[round(q * 1000) - 1]
+
+
+async def run(
+    url: str, *, rate: float = 500.0, seconds: float = 10.0, progress: Any = None
+) -> dict[str, Any]:
+    conn = await connect(url)
+    committed: dict[str, float] = {}
+    with Receiver() as rx:
+        await conn.execute(
+            "INSERT INTO outbox.endpoints (name, channel, url) VALUES ($1, 'webhook', $2) "
+            "ON CONFLICT (name) DO UPDATE SET url = excluded.url",
+            ENDPOINT,
+            rx.url("/latency"),
+        )
+        env = {**os.environ, "OUTBOX_LOG_LEVEL": "WARNING"}
+        env.pop("OUTBOX_DATABASE_URL", None)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "outbox",
+                "worker",
+                "--database-url",
+                url,
+                "--concurrency",
+                "100",
+            ],
+            env=env,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while not await conn.fetchval("SELECT wakeup_until > now() FROM outbox.config"):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the worker did not become ready")
+                await asyncio.sleep(0.05)
+            total = int(rate * seconds)
+            start = time.monotonic()
+            for k in range(total):
+                delay = start + k / rate - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                async with conn.transaction():
+                    message_id = await enqueue(conn, ENDPOINT, {"k": k})
+                committed[str(message_id)] = time.time()
+            rx.wait_for(lambda: committed.keys() <= rx.ids(), timeout=30)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+            await conn.close()
+    arrivals = {r.message_id: r.arrived for r in rx.snapshot() if r.message_id}
+    latencies = [(arrivals[i] - t) * 1000 for i, t in committed.items() if i in arrivals]
+    result = {
+        "scenario": "latency",
+        "rate_per_second": rate,
+        "seconds": seconds,
+        "messages": len(committed),
+        "received": len(latencies),
+        "p50_ms": _percentile(latencies, 0.50),
+        "p95_ms": _percentile(latencies, 0.95),
+        "p99_ms": _percentile(latencies, 0.99),
+        "max_ms": max(latencies),
+    }
+    if progress:
+        progress("latency p50/p99 ms", result["p50_ms"])
+    return result

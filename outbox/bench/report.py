@@ -1,0 +1,51 @@
+"""A readable summary of `outbox bench` results."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _median(result: dict[str, Any], name: str) -> float:
+    return float(result[name]["median"])
+
+
+def render(report: dict[str, Any]) -> str:
+    machine = report["machine"]
+    server = report.get("server", {})
+    lines = [
+        f"machine: {machine['cpu']} x{machine['cores']}, Python {machine['python']}",
+        f"server: PostgreSQL {server.get('server_version')}, fsync={server.get('fsync')}, "
+        f"synchronous_commit={server.get('synchronous_commit')}",
+        "",
+    ]
+    for r in report["results"]:
+        s = r["scenario"]
+        if s == "enqueue":
+            for n in (1, 32):
+                if f"enqueue_{n}_producers" in r:
+                    lines.append(
+                        f"enqueue  {n:>2} producer(s): {_median(r, f'enqueue_{n}_producers'):>9,.0f}/s"
+                        f"  bare INSERT {_median(r, f'bare_insert_{n}_producers'):>9,.0f}/s"
+                        f"  ratio {r[f'ratio_{n}_producers']:.0%}"
+                    )
+            for key in r:
+                if key.startswith("enqueue_many_"):
+                    lines.append(
+                        f"enqueue_many, {key.rsplit('_', 1)[1]} per call: {_median(r, key):,.0f}/s"
+                    )
+        elif s == "drain":
+            lines.append(
+                f"drain    worker {_median(r, 'drain_worker'):,.0f}/s  raw SQL ceiling "
+                f"{_median(r, 'drain_raw_sql_ceiling'):,.0f}/s  ratio {r['ratio_to_ceiling']:.0%}"
+            )
+        elif s == "latency":
+            lines.append(
+                f"latency  at {r['rate_per_second']:g}/s: p50 {r['p50_ms']:.1f} ms  p95 {r['p95_ms']:.1f} ms"
+                f"  p99 {r['p99_ms']:.1f} ms  ({r['received']}/{r['messages']} received)"
+            )
+        elif s == "transport":
+            lines.append(
+                f"transport httpx {_median(r, 'httpx_default'):,.0f}/s  httpx+aiohttp "
+                f"{_median(r, 'httpx_aiohttp'):,.0f}/s  aiohttp {_median(r, 'aiohttp'):,.0f}/s"
+            )
+    return "\n".join(lines)
