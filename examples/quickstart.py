@@ -13,13 +13,13 @@ import asyncio
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 
 import outbox
 from outbox import migrations
 from outbox.db import connect
+from outbox.processes import spawn_worker
 from outbox.receiver import OK, Action, Receiver
 
 
@@ -60,20 +60,7 @@ async def main(url: str) -> int:
             f"committed {len(committed)} orders with notifications, rolled back {len(rolled_back)}"
         )
 
-        env = {**os.environ, "OUTBOX_LOG_LEVEL": "WARNING"}
-        worker = subprocess.Popen(  # noqa: ASYNC220, S603 - our own interpreter and module
-            [
-                sys.executable,
-                "-m",
-                "outbox",
-                "worker",
-                "--database-url",
-                url,
-                "--poll-interval",
-                "0.2",
-            ],
-            env=env,
-        )
+        worker = spawn_worker(url, "--poll-interval", "0.2")
         for _ in range(600):  # until every message is delivered or dead-lettered
             if not await conn.fetchval("SELECT count(*) FROM outbox.messages"):
                 break

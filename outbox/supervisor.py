@@ -13,9 +13,10 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import time
 from types import FrameType
+
+from outbox.processes import worker_command
 
 log = logging.getLogger("outbox.supervisor")
 
@@ -35,7 +36,7 @@ class Supervisor:
 
     def _spawn(self, slot: int) -> None:
         env = dict(os.environ, OUTBOX_WORKER_SLOT=str(slot))
-        command = [sys.executable, "-m", "outbox", "worker", *self.child_args, "--processes", "1"]
+        command = worker_command(*self.child_args, "--processes", "1")
         self.children[slot] = subprocess.Popen(command, env=env)  # noqa: S603 - our own interpreter
         self.started_at[slot] = time.monotonic()
         log.info("started worker process %d (pid %d)", slot, self.children[slot].pid)

@@ -9,14 +9,12 @@ allows with no per-message Python work.
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
 from typing import Any
 
 from outbox.bench.common import Figure
 from outbox.db import connect
+from outbox.processes import spawn_worker
 from outbox.producer import enqueue_many
 
 ENDPOINT = "bench-drain"
@@ -88,24 +86,8 @@ async def raw_sql_rate(url: str, n: int) -> float:
 async def worker_rate(url: str, n: int, concurrency: int) -> float:
     await _fill(url, n)
     conn = await connect(url)
-    env = {**os.environ, "OUTBOX_LOG_LEVEL": "WARNING"}
-    env.pop("OUTBOX_DATABASE_URL", None)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "outbox",
-            "worker",
-            "--database-url",
-            url,
-            "--concurrency",
-            str(concurrency),
-            "--batch-size",
-            "500",
-            "--poll-interval",
-            "0.05",
-        ],
-        env=env,
+    proc = spawn_worker(
+        url, "--concurrency", str(concurrency), "--batch-size", "500", "--poll-interval", "0.05"
     )
     try:
         # Timed from the first delivery to the last, so process start-up is not counted.

@@ -9,14 +9,12 @@ clock.
 from __future__ import annotations
 
 import asyncio
-import os
 import statistics
-import subprocess
-import sys
 import time
 from typing import Any
 
 from outbox.db import connect
+from outbox.processes import spawn_worker
 from outbox.producer import enqueue
 from outbox.receiver import Receiver
 
@@ -39,21 +37,7 @@ async def run(
             ENDPOINT,
             rx.url("/latency"),
         )
-        env = {**os.environ, "OUTBOX_LOG_LEVEL": "WARNING"}
-        env.pop("OUTBOX_DATABASE_URL", None)
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "outbox",
-                "worker",
-                "--database-url",
-                url,
-                "--concurrency",
-                "100",
-            ],
-            env=env,
-        )
+        proc = spawn_worker(url, "--concurrency", "100")
         try:
             deadline = time.monotonic() + 30
             while not await conn.fetchval("SELECT wakeup_until > now() FROM outbox.config"):

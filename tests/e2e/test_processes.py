@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -21,6 +18,7 @@ import pytest
 import outbox
 from outbox import migrations
 from outbox.db import connect
+from outbox.processes import spawn_worker
 from outbox.receiver import Action, Receiver, always
 
 pytestmark = pytest.mark.e2e
@@ -37,24 +35,9 @@ class WorkerProcess:
 
     def __init__(self, url: str, *args: str, log_dir: Path) -> None:
         self.log = log_dir / f"worker-{time.monotonic_ns()}.log"
-        env = {**os.environ, **FAST_RETRIES}
-        env.pop("OUTBOX_DATABASE_URL", None)
         with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "outbox",
-                    "worker",
-                    "--database-url",
-                    url,
-                    "--poll-interval",
-                    "0.1",
-                    *args,
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
+            self.proc = spawn_worker(
+                url, "--poll-interval", "0.1", *args, log_level="INFO", env=FAST_RETRIES, output=out
             )
 
     def signal(self, sig: int) -> None:
