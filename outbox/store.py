@@ -66,12 +66,12 @@ class Store:
             [f.token for f in done],
             [f.outcome.value for f in done],
             [f.status_code for f in done],
-            [f.error for f in done],
-            [f.excerpt for f in done],
+            [_text(f.error) for f in done],
+            [_text(f.excerpt) for f in done],
             [f.duration_ms for f in done],
             [f.started_at for f in done],
             [f.retry_at for f in done],
-            [f.reason for f in done],
+            [_text(f.reason) for f in done],
             self.worker_id,
         )
         return len(rows)
@@ -108,3 +108,8 @@ class Store:
 
     async def cancel_wakeups(self) -> None:
         await self.pool.execute(QUERIES["cancel_wakeups"])
+
+
+def _text(value: str | None) -> str | None:
+    """PostgreSQL text cannot hold NUL; a receiver's response body can."""
+    return value.replace("\x00", "\ufffd") if value and "\x00" in value else value

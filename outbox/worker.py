@@ -224,6 +224,8 @@ class Worker:
             self._busy += 1
             try:
                 self._record(await self._attempt(message))
+            except Exception:  # never lose a deliverer: the lease expires and the reaper retries
+                log.exception("unexpected error delivering message %s", message.id)
             finally:
                 self._busy -= 1
                 self._room.set()
@@ -319,7 +321,13 @@ class Worker:
         )
         if decision.outcome is not Outcome.DELIVERED:
             log.info(
-                "attempt failed",
+                "attempt %d of message %s to %s failed (status %s, %s): %s",
+                message.attempts + 1,
+                message.id,
+                endpoint.name,
+                status_code,
+                error,
+                decision.reason,
                 extra={
                     "message_id": str(message.id),
                     "endpoint": endpoint.name,
@@ -363,6 +371,16 @@ class Worker:
                 try:
                     self.recorded += await self.store.finish(batch)
                     failures = 0
+                except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
+                    # Not transient: retrying would block every later result.
+                    # Dropped, the leases expire and the reaper retries them.
+                    log.error(
+                        "could not record %d result(s) (%s: %s); they will be retried",
+                        len(batch),
+                        type(exc).__name__,
+                        exc,
+                    )
+                    continue
                 except _DB_ERRORS as exc:
                     # Keep them: retried on the next round. If the outage
                     # outlives the leases, the reaper records them instead.

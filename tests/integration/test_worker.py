@@ -491,3 +491,15 @@ async def test_wakeup_delivers_within_milliseconds_when_idle(
                 await asyncio.sleep(0.1)
     # Polling alone would take up to 5 s; a wake-up takes milliseconds.
     assert max(latencies) < 1.0, latencies
+
+
+async def test_a_response_body_with_nul_bytes_is_recorded(database_url: str, conn: asyncpg.Connection) -> None:
+    """PostgreSQL text cannot hold NUL: such a body must not block recording."""
+    with Receiver(fail_first(1, Action(status=500, body="bad\x00body"))) as rx:
+        await add_endpoint(conn, "hook", rx.url())
+        [message_id] = await enqueue(conn, "hook")
+        async with running_worker(database_url):
+            await until(lambda: _is_zero(conn))
+    rows = await ledger(conn, message_id)
+    assert [r["outcome"] for r in rows] == ["retrying", "delivered"]
+    assert rows[0]["response_excerpt"] == "bad\ufffdbody"
