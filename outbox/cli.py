@@ -368,11 +368,14 @@ def worker_cmd(ctx: click.Context, /, database_url: str | None, **flags: Any) ->
     if settings.processes > 1:
         from outbox.supervisor import Supervisor
 
-        child_args = ["--database-url", url] if ctx.params.get("database_url") else []
+        child_args: list[str] = []
         for name, value in overrides.items():
             if name != "processes":
                 child_args += [f"--{name.replace('_', '-')}", str(value)]
-        ctx.exit(Supervisor(child_args, settings.processes, settings.shutdown_grace).run())
+        supervisor = Supervisor(
+            child_args, settings.processes, settings.shutdown_grace, database_url=url
+        )
+        ctx.exit(supervisor.run())
     from outbox.runner import run_worker
 
     code = _run_event_loop(run_worker(url, settings.worker_config(), worker_id=settings.worker_id))

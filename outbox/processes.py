@@ -20,11 +20,19 @@ def spawn_worker(
     env: dict[str, str] | None = None,
     output: IO[Any] | int | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start a worker on ``database_url``; the URL is passed as a flag, never inherited."""
-    child_env = {**os.environ, "OUTBOX_LOG_LEVEL": log_level, **(env or {})}
-    child_env.pop("OUTBOX_DATABASE_URL", None)
+    """Start a worker on ``database_url``.
+
+    The URL travels in the child's environment, not on its command line,
+    where ``ps`` would show a password to every user of the host.
+    """
+    child_env = {
+        **os.environ,
+        "OUTBOX_LOG_LEVEL": log_level,
+        **(env or {}),
+        "OUTBOX_DATABASE_URL": database_url,
+    }
     return subprocess.Popen(  # noqa: S603 - our own interpreter and module
-        worker_command("--database-url", database_url, *args),
+        worker_command(*args),
         env=child_env,
         stdout=output,
         stderr=subprocess.STDOUT if output is not None else None,

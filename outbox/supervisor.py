@@ -24,8 +24,11 @@ _QUICK_DEATH = 5.0  # a child that dies sooner than this after starting is crash
 
 
 class Supervisor:
-    def __init__(self, child_args: list[str], processes: int, grace: float) -> None:
+    def __init__(
+        self, child_args: list[str], processes: int, grace: float, *, database_url: str
+    ) -> None:
         self.child_args = child_args
+        self.database_url = database_url
         self.processes = processes
         self.grace = grace
         self.children: dict[int, subprocess.Popen[bytes]] = {}
@@ -35,7 +38,8 @@ class Supervisor:
         self.restarts = 0
 
     def _spawn(self, slot: int) -> None:
-        env = dict(os.environ, OUTBOX_WORKER_SLOT=str(slot))
+        # The URL goes in the environment: on a command line `ps` shows its password.
+        env = dict(os.environ, OUTBOX_WORKER_SLOT=str(slot), OUTBOX_DATABASE_URL=self.database_url)
         command = worker_command(*self.child_args, "--processes", "1")
         self.children[slot] = subprocess.Popen(command, env=env)  # noqa: S603 - our own interpreter
         self.started_at[slot] = time.monotonic()

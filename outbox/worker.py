@@ -90,6 +90,7 @@ class Worker:
         self._stopped_claiming = asyncio.Event()
         self._refreshing = asyncio.Lock()
         self._wakeups_requested = -1e9
+        self._warned: set[str] = set()
         self.delivered = 0
         self.recorded = 0
 
@@ -464,6 +465,16 @@ class Worker:
             for r in rows
         }
         self._endpoints_loaded = now
+        for endpoint in self._endpoints.values():
+            if endpoint.timeout >= self.config.lease_seconds and endpoint.name not in self._warned:
+                self._warned.add(endpoint.name)
+                log.warning(
+                    "endpoint %s has a %gs timeout, not shorter than the %gs lease: a slow "
+                    "delivery may be reaped and sent twice; raise --lease-seconds",
+                    endpoint.name,
+                    endpoint.timeout,
+                    self.config.lease_seconds,
+                )
 
     async def _db_backoff(
         self, what: str, exc: BaseException, failures: int, *, interruptible: bool = False

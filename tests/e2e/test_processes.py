@@ -215,6 +215,9 @@ async def test_supervisor_restarts_a_child_that_dies(
     supervisor = WorkerProcess(database_url, "--processes", "2", log_dir=tmp_path)
     workers.append(supervisor)
     await wait_until(lambda: _async(len(_children(supervisor.proc.pid)) == 2), within=30)
+    for child in _children(supervisor.proc.pid):  # a password on a command line shows in `ps`
+        assert database_url not in " ".join(child.cmdline())
+    assert database_url not in " ".join(psutil.Process(supervisor.proc.pid).cmdline())
     victim = _children(supervisor.proc.pid)[0]
     victim.kill()
     await wait_until(
