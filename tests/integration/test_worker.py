@@ -493,7 +493,9 @@ async def test_wakeup_delivers_within_milliseconds_when_idle(
     assert max(latencies) < 1.0, latencies
 
 
-async def test_a_response_body_with_nul_bytes_is_recorded(database_url: str, conn: asyncpg.Connection) -> None:
+async def test_a_response_body_with_nul_bytes_is_recorded(
+    database_url: str, conn: asyncpg.Connection
+) -> None:
     """PostgreSQL text cannot hold NUL: such a body must not block recording."""
     with Receiver(fail_first(1, Action(status=500, body="bad\x00body"))) as rx:
         await add_endpoint(conn, "hook", rx.url())
