@@ -21,6 +21,7 @@ statement does in PostgreSQL; use a savepoint to carry on after one.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -34,8 +35,16 @@ from sqlalchemy.orm import Session
 
 from outbox._pgerror import translate
 from outbox.errors import NotInTransactionError
-from outbox.models import Message, payload_json, to_input_error
+from outbox.models import (
+    KEY_MAX_CHARS,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    Message,
+    payload_json,
+    to_input_error,
+)
 from outbox.sql import QUERIES
+from outbox.tables import ENDPOINT_NAME_PATTERN
 
 __all__ = ["enqueue", "enqueue_many", "enqueue_many_sync", "enqueue_sync"]
 
@@ -72,6 +81,24 @@ def _prepare(message: Message | Mapping[str, Any], prefix: str = "") -> _Row:
     )
 
 
+# Message.endpoint's pattern; used with fullmatch(), which (like pydantic) lets
+# no trailing newline through "$".
+_ENDPOINT_NAME = re.compile(ENDPOINT_NAME_PATTERN)
+# payload_json()'s settings in one reusable encoder: json.dumps() builds one per call.
+_PAYLOAD_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _payload_json(payload: dict[str, Any]) -> str:
+    """payload_json(payload), faster; payload_json() itself reports any problem."""
+    try:
+        text = _PAYLOAD_ENCODER.encode(payload)
+    except (ValueError, TypeError):
+        return payload_json(payload)
+    if "\\u0000" in text:
+        return payload_json(payload)
+    return text
+
+
 def _one(
     endpoint: str,
     payload: Mapping[str, Any],
@@ -80,7 +107,38 @@ def _one(
     priority: int,
     deliver_at: datetime | None,
     headers: Mapping[str, str] | None,
-) -> _Row:
+) -> tuple[Any, ...]:
+    """The arguments of outbox.enqueue() for one message, checked.
+
+    Most messages are plain: a str endpoint, a dict payload, ASCII keys, an int
+    priority, no schedule, no headers. Those are checked right here, by the
+    same rules as `Message`, which would hand them back unchanged; building the
+    model costs more than the rest of the Python side of an enqueue. Anything
+    else, and every mistake, goes through `Message` for its exact error.
+    """
+    if (
+        deliver_at is None
+        and headers is None
+        and type(endpoint) is str
+        and _ENDPOINT_NAME.fullmatch(endpoint) is not None
+        and type(payload) is dict
+        and (key is None or (type(key) is str and key.isascii() and 0 < len(key) <= KEY_MAX_CHARS))
+        and (
+            idempotency_key is None
+            or (
+                type(idempotency_key) is str
+                and idempotency_key.isascii()
+                and 0 < len(idempotency_key) <= KEY_MAX_CHARS
+            )
+        )
+        and type(priority) is int
+        and PRIORITY_MIN <= priority <= PRIORITY_MAX
+    ):
+        for name in payload:
+            if type(name) is not str:
+                break
+        else:
+            return (endpoint, _payload_json(payload), key, idempotency_key, priority, None, None)
     return _prepare(
         {
             "endpoint": endpoint,
@@ -113,8 +171,8 @@ def _as_uuid(value: Any) -> uuid.UUID:
     return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
 
 
-def _named(row: _Row) -> dict[str, Any]:
-    return row._asdict()
+def _named(row: Sequence[Any]) -> dict[str, Any]:
+    return dict(zip(_Row._fields, row, strict=True))
 
 
 def _named_many(rows: Sequence[_Row]) -> dict[str, Any]:

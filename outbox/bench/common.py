@@ -38,27 +38,63 @@ class Rate:
     server_cpu_us: float
 
 
-def _server_cpu_seconds() -> float:
-    """CPU time used so far by every process named postgres on this machine (Linux)."""
-    total = 0.0
-    ticks = os.sysconf("SC_CLK_TCK")
+def _stat(pid: str) -> tuple[str, list[str]] | None:
+    """(process name, the fields after it) from /proc/<pid>/stat, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
+
+
+def _server_cpu_seconds(postmaster: int | None = None) -> float:
+    """CPU time used so far by PostgreSQL on this machine (Linux).
+
+    With ``postmaster``: that server's processes, plus what its children that
+    have already exited used (autovacuum workers, closed connections), which
+    the kernel adds to the postmaster's children's times. Without: every
+    process named postgres, whichever server it belongs to.
+    """
+    total = 0
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
-        try:
-            with open(f"/proc/{entry.name}/stat", encoding="utf-8") as f:
-                stat = f.read()
-        except OSError:
+        stat = _stat(entry.name)
+        if stat is None:
             continue
-        name = stat[stat.index("(") + 1 : stat.rindex(")")]
-        if name.startswith(("postgres", "postmaster")):
-            fields = stat[stat.rindex(")") + 2 :].split()
-            total += (int(fields[11]) + int(fields[12])) / ticks
-    return total
+        name, fields = stat
+        if postmaster is None:
+            if name.startswith(("postgres", "postmaster")):
+                total += int(fields[11]) + int(fields[12])  # utime, stime
+        elif int(entry.name) == postmaster:
+            total += sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
+        elif int(fields[1]) == postmaster:  # ppid
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
-async def rate_for(duration: float, step: Callable[[], Awaitable[int]], workers: int) -> Rate:
-    """Run ``step`` in ``workers`` concurrent loops for ``duration`` s."""
+async def postmaster_pid(conn: asyncpg.Connection) -> int | None:
+    """The postmaster of ``conn``'s server if it runs on this machine (Linux), else None."""
+    backend = await conn.fetchval("SELECT pg_backend_pid()")
+    stat = _stat(str(backend))
+    if stat is None or not stat[0].startswith(("postgres", "postmaster")):
+        return None  # another machine, or a pid namespace we cannot see into
+    return int(stat[1][1])
+
+
+async def rate_for(
+    duration: float,
+    step: Callable[[], Awaitable[int]],
+    workers: int,
+    *,
+    postmaster: int | None = None,
+) -> Rate:
+    """Run ``step`` in ``workers`` concurrent loops for ``duration`` s.
+
+    Server CPU is that of ``postmaster``'s server (see `postmaster_pid`), or
+    of every PostgreSQL process on the machine when it is not given.
+    """
     import asyncio
 
     done = 0
@@ -70,11 +106,12 @@ async def rate_for(duration: float, step: Callable[[], Awaitable[int]], workers:
             n = await step()  # not `done += await step()`: that reads `done` before awaiting
             done += n
 
-    server0, client0 = _server_cpu_seconds(), time.process_time()
+    server0, client0 = _server_cpu_seconds(postmaster), time.process_time()
     start = time.perf_counter()
     await asyncio.gather(*(loop() for _ in range(workers)))
     elapsed = time.perf_counter() - start
-    client, server = time.process_time() - client0, _server_cpu_seconds() - server0
+    client = time.process_time() - client0
+    server = _server_cpu_seconds(postmaster) - server0
     return Rate(done / elapsed, client / done * 1e6, server / done * 1e6)
 
 

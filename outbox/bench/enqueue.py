@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from outbox.bench.common import Figure, rate_for
+from outbox.bench.common import Figure, postmaster_pid, rate_for
 from outbox.db import connect
 from outbox.producer import enqueue, enqueue_many
 
@@ -55,6 +55,7 @@ async def run(
     progress: Any = None,
 ) -> dict[str, Any]:
     admin = await connect(url)
+    postmaster = await postmaster_pid(admin)  # server CPU: this server's processes only
     await admin.execute(_SETUP)
     copy_options = await admin.fetchval(_COPY_OPTIONS)
     if copy_options:
@@ -77,7 +78,7 @@ async def run(
                         pool: asyncio.Queue[asyncpg.Connection] = asyncio.Queue()
                         for c in conns:
                             pool.put_nowait(c)
-                        rate = await rate_for(seconds, step(pool), n)
+                        rate = await rate_for(seconds, step(pool), n, postmaster=postmaster)
                         figure.rounds.append(rate.per_second)
                         cpu[figure.name].append((rate.client_cpu_us, rate.server_cpu_us))
                         if progress:

@@ -359,3 +359,53 @@ async def test_missing_schema_says_to_migrate(pg_server_url: str) -> None:
                 await outbox.enqueue(conn, "hook", {})
     finally:
         await conn.close()
+
+
+async def test_null_payloads_are_named_by_both_functions(conn: asyncpg.Connection) -> None:
+    with pytest.raises(asyncpg.PostgresError) as one:
+        await conn.fetchval("SELECT outbox.enqueue('hook', NULL)")
+    assert (one.value.sqlstate, str(one.value)) == ("OB002", "payload: is required")
+    with pytest.raises(asyncpg.PostgresError) as many:
+        await conn.fetchval(
+            "SELECT outbox.enqueue_many(ARRAY['hook','hook'], ARRAY['{}', NULL]::jsonb[])"
+        )
+    assert (many.value.sqlstate, str(many.value)) == ("OB002", "messages[1].payload: is required")
+    await unchanged(conn)
+
+
+async def test_enqueue_cannot_slip_a_message_past_endpoint_remove(database_url: str) -> None:
+    """remove takes SHARE on messages; enqueue takes ROW EXCLUSIVE before it reads the endpoint."""
+    import asyncio
+
+    from outbox import admin
+    from outbox.db import connect
+
+    producer, remover = await connect(database_url), await connect(database_url)
+    try:
+        await producer.execute(
+            "INSERT INTO outbox.endpoints (name, channel) VALUES ('gone', 'null')"
+        )
+        for fn in ("enqueue('gone', '{}')", "enqueue_many(ARRAY['gone'], ARRAY['{}']::jsonb[])"):
+            tr = remover.transaction()
+            await tr.start()
+            await remover.execute("LOCK TABLE outbox.messages IN SHARE MODE")
+            # The producer now waits for the remover's lock, then must not find the endpoint.
+            blocked = asyncio.create_task(producer.fetchval(f"SELECT outbox.{fn}"))
+            await asyncio.sleep(0.2)
+            assert not blocked.done()
+            await remover.execute("DELETE FROM outbox.endpoints WHERE name = 'gone'")
+            await tr.commit()
+            with pytest.raises(asyncpg.PostgresError) as info:
+                await blocked
+            assert info.value.sqlstate == "OB001"
+            await producer.execute(
+                "INSERT INTO outbox.endpoints (name, channel) VALUES ('gone', 'null')"
+            )
+        await admin.remove_endpoint(remover, "gone")
+        assert (
+            await producer.fetchval("SELECT count(*) FROM outbox.messages WHERE endpoint = 'gone'")
+            == 0
+        )
+    finally:
+        await producer.close()
+        await remover.close()
