@@ -106,6 +106,21 @@ class Store:
     async def request_wakeups(self, seconds: float) -> None:
         await self.pool.execute(QUERIES["request_wakeups"], seconds)
 
+    async def vacuum_if_needed(self, min_dead: int) -> bool:
+        """VACUUM the hot table when its dead rows pass ``min_dead`` (and a fifth
+        of its live rows), one worker at a time. True if this call vacuumed."""
+        row = await self.pool.fetchrow(QUERIES["hot_table_dead_tuples"])
+        if row is None or row["dead"] < max(min_dead, row["live"] // 5):
+            return False
+        async with self.pool.acquire() as conn:
+            if not await conn.fetchval(QUERIES["vacuum_lock"]):
+                return False
+            try:
+                await conn.execute(QUERIES["vacuum_hot_table"])
+            finally:
+                await conn.fetchval(QUERIES["vacuum_unlock"])
+        return True
+
     async def cancel_wakeups(self) -> None:
         await self.pool.execute(QUERIES["cancel_wakeups"])
 

@@ -60,6 +60,8 @@ class WorkerConfig:
     backoff_base: float = 2.0
     backoff_cap: float = 7200.0
     wakeup_seconds: float = 5.0
+    vacuum_check_interval: float = 10.0
+    vacuum_min_dead: int = 5000
 
 
 class Worker:
@@ -116,6 +118,7 @@ class Worker:
         ]
         flusher = asyncio.create_task(self._flush_loop(), name="flush")
         reaper = asyncio.create_task(self._reap_loop(), name="reap")
+        upkeep = asyncio.create_task(self._vacuum_loop(), name="vacuum")
         try:
             await self._claim_loop()
         finally:
@@ -134,8 +137,9 @@ class Worker:
                     len(pending),
                 )
             reaper.cancel()
+            upkeep.cancel()
             self._flush_now.set()
-            await asyncio.gather(reaper, return_exceptions=True)
+            await asyncio.gather(reaper, upkeep, return_exceptions=True)
             try:
                 await asyncio.wait_for(flusher, self.config.shutdown_grace)
             except TimeoutError:
@@ -411,6 +415,21 @@ class Worker:
                 for message in reaped:
                     self._results.append(self._lost_attempt(message))
                 self._flush_now.set()
+
+    async def _vacuum_loop(self) -> None:
+        """Keep the hot table's dead rows down even where autovacuum is off or behind."""
+        while True:
+            await asyncio.sleep(self.config.vacuum_check_interval * (0.5 + self._rng.random()))
+            try:
+                if await self.store.vacuum_if_needed(self.config.vacuum_min_dead):
+                    log.info("vacuumed outbox.messages")
+            except asyncpg.InsufficientPrivilegeError:
+                log.warning(
+                    "cannot VACUUM outbox.messages (not its owner); leaving it to autovacuum"
+                )
+                return
+            except _DB_ERRORS as exc:
+                log.warning("vacuum check failed (%s)", type(exc).__name__)
 
     def _lost_attempt(self, message: Reaped) -> Finished:
         reason = (

@@ -505,3 +505,32 @@ async def test_a_response_body_with_nul_bytes_is_recorded(
     rows = await ledger(conn, message_id)
     assert [r["outcome"] for r in rows] == ["retrying", "delivered"]
     assert rows[0]["response_excerpt"] == "bad\ufffdbody"
+
+
+async def test_workers_vacuum_the_hot_table_when_dead_rows_pile_up(
+    database_url: str, conn: asyncpg.Connection
+) -> None:
+    """Autovacuum may be off (it is on the machines this was built on): claims then slow down."""
+    await conn.execute("INSERT INTO outbox.endpoints (name, channel) VALUES ('nul', 'null')")
+    await enqueue(conn, "nul", 3000)
+    before = await conn.fetchval(
+        "SELECT vacuum_count + autovacuum_count FROM pg_stat_user_tables WHERE relname = 'messages'"
+    )
+    config = WorkerConfig(
+        concurrency=50,
+        poll_interval=0.05,
+        flush_interval=0.01,
+        vacuum_check_interval=0.2,
+        vacuum_min_dead=1000,
+    )
+    async with running_worker(database_url, config):
+        await until(lambda: _is_zero(conn))
+        # The statistics lag by up to seconds; the worker acts once they show the dead rows.
+        await until(
+            lambda: conn.fetchval(
+                "SELECT vacuum_count + autovacuum_count > $1 FROM pg_stat_user_tables"
+                " WHERE relname = 'messages'",
+                before,
+            ),
+            within=30,
+        )
