@@ -37,6 +37,9 @@ async def run(
             ENDPOINT,
             rx.url("/latency"),
         )
+        # A worker of an earlier run may have left wakeup_until ahead: reset it,
+        # so that "ready" below means this run's worker is listening.
+        await conn.execute("UPDATE outbox.config SET wakeup_until = '-infinity'")
         proc = spawn_worker(url, "--concurrency", "100")
         try:
             deadline = time.monotonic() + 30
