@@ -69,10 +69,26 @@ async def run(
             conns = [await connect(url) for _ in range(n)]
             try:
                 ours = Figure(f"enqueue_{n}_producers", "messages/s")
+                # The same, while a worker asks for wake-ups the whole time: the
+                # worst case of the wake-up design (busy workers never ask).
+                waking = Figure(f"enqueue_{n}_producers_waking_idle_workers", "messages/s")
                 bare = Figure(f"bare_insert_{n}_producers", "rows/s")
-                cpu: dict[str, list[tuple[float, float]]] = {ours.name: [], bare.name: []}
+                cpu: dict[str, list[tuple[float, float]]] = {
+                    ours.name: [],
+                    waking.name: [],
+                    bare.name: [],
+                }
+                variants = (
+                    (ours, _enqueue_step, "-infinity"),
+                    (waking, _enqueue_step, "infinity"),
+                    (bare, _bare_step, "-infinity"),
+                )
                 for _ in range(rounds):
-                    for figure, step in ((ours, _enqueue_step), (bare, _bare_step)):
+                    for figure, step, wakeup_until in variants:
+                        await admin.execute(
+                            "UPDATE outbox.config SET wakeup_until = $1::text::timestamptz",
+                            wakeup_until,
+                        )
                         await admin.execute(_CLEAN)
                         await admin.execute("CHECKPOINT")
                         pool: asyncio.Queue[asyncpg.Connection] = asyncio.Queue()
@@ -83,12 +99,13 @@ async def run(
                         cpu[figure.name].append((rate.client_cpu_us, rate.server_cpu_us))
                         if progress:
                             progress(figure.name, rate.per_second)
-                for figure in (ours, bare):
+                for figure in (ours, waking, bare):
                     results[figure.name] = figure.to_json() | {
                         "client_cpu_us_per_item": statistics.median(c for c, _ in cpu[figure.name]),
                         "server_cpu_us_per_item": statistics.median(s for _, s in cpu[figure.name]),
                     }
                 results[f"ratio_{n}_producers"] = ours.median / bare.median
+                results[f"ratio_{n}_producers_waking_idle_workers"] = waking.median / bare.median
                 results[f"ratio_{n}_producers_by_round"] = [
                     o / b for o, b in zip(ours.rounds, bare.rounds, strict=True)
                 ]
@@ -110,6 +127,7 @@ async def run(
                 progress(batch.name, batch.rounds[-1])
         results[batch.name] = batch.to_json()
     finally:
+        await admin.execute("UPDATE outbox.config SET wakeup_until = '-infinity'")
         await admin.execute(_CLEAN + "DROP TABLE IF EXISTS public.outbox_bench_bare;")
         await admin.close()
         await listener.close()

@@ -28,6 +28,12 @@ def render(report: dict[str, Any]) -> str:
                         f"  bare INSERT {_median(r, f'bare_insert_{n}_producers'):>9,.0f}/s"
                         f"  ratio {r[f'ratio_{n}_producers']:.0%}"
                     )
+                waking = f"enqueue_{n}_producers_waking_idle_workers"
+                if waking in r:
+                    lines.append(
+                        f"         ...while idle workers ask for wake-ups: {_median(r, waking):>9,.0f}/s"
+                        f"  ratio {r[f'ratio_{n}_producers_waking_idle_workers']:.0%}"
+                    )
             for key in r:
                 if key.startswith("enqueue_many_"):
                     lines.append(
