@@ -352,7 +352,7 @@ def enqueue_cmd(
 @click.option(
     "--shutdown-grace", type=float, help="Seconds to finish in-flight work [default: 30]."
 )
-@click.option("--metrics-port", type=int, help="Serve Prometheus metrics on this port (not yet).")
+@click.option("--metrics-port", type=int, help="Prometheus metrics port (not implemented yet).")
 @click.pass_context
 def worker_cmd(ctx: click.Context, /, database_url: str | None, **flags: Any) -> None:
     """Deliver messages until SIGTERM/SIGINT, then stop gracefully.
@@ -362,6 +362,10 @@ def worker_cmd(ctx: click.Context, /, database_url: str | None, **flags: Any) ->
     signal exits at once (leases then expire and other workers retry).
     """
     url = _database_url(ctx)
+    if flags.get("metrics_port") is not None:
+        click.echo(
+            "warning: --metrics-port is not implemented yet; no metrics are served", err=True
+        )
     overrides = {k: v for k, v in flags.items() if v is not None and k != "metrics_port"}
     settings = load_settings(**overrides)
     _configure_logging(settings.log_level)

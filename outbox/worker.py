@@ -123,6 +123,10 @@ class Worker:
             await self._claim_loop()
         finally:
             self._stopped_claiming.set()
+            # The reaper first: once the flusher has drained, nothing may add results.
+            reaper.cancel()
+            upkeep.cancel()
+            await asyncio.gather(reaper, upkeep, return_exceptions=True)
             await self._hand_back_unstarted()
             for _ in deliverers:
                 self._queue.put_nowait(None)
@@ -136,10 +140,7 @@ class Worker:
                     "will expire and the reaper will retry them",
                     len(pending),
                 )
-            reaper.cancel()
-            upkeep.cancel()
             self._flush_now.set()
-            await asyncio.gather(reaper, upkeep, return_exceptions=True)
             try:
                 await asyncio.wait_for(flusher, self.config.shutdown_grace)
             except TimeoutError:
@@ -168,7 +169,6 @@ class Worker:
             self._wake.clear()
             try:
                 claimed = await self.store.claim(limit)
-                await self._refresh_endpoints()
                 failures = 0
             except _DB_ERRORS as exc:
                 failures += 1
@@ -176,6 +176,8 @@ class Worker:
                 continue
             for message in claimed:
                 self._queue.put_nowait(message)
+            with contextlib.suppress(*_DB_ERRORS):  # stale for a while is fine; misses reload
+                await self._refresh_endpoints()
             if len(claimed) < limit:
                 await self._idle()
 

@@ -534,3 +534,42 @@ async def test_workers_vacuum_the_hot_table_when_dead_rows_pile_up(
             ),
             within=30,
         )
+
+
+async def test_a_failing_endpoint_reload_does_not_strand_claimed_messages(
+    database_url: str, conn: asyncpg.Connection
+) -> None:
+    await conn.execute("INSERT INTO outbox.endpoints (name, channel) VALUES ('nul', 'null')")
+    pool = await asyncpg.create_pool(
+        database_url, min_size=1, max_size=4, server_settings=WORKER_SESSION_SETTINGS
+    )
+    assert pool is not None
+
+    class FlakyStore(Store):
+        loads = 0
+
+        async def endpoints(self) -> list[asyncpg.Record]:
+            FlakyStore.loads += 1
+            if FlakyStore.loads > 1:
+                raise asyncpg.InterfaceError("connection lost (on purpose)")
+            return await super().endpoints()
+
+    config = WorkerConfig(
+        poll_interval=0.05, flush_interval=0.01, endpoint_refresh=0.0, lease_seconds=30
+    )
+    worker = Worker(
+        FlakyStore(pool, worker_id="w", lease_seconds=30), {"null": NullChannel()}, config
+    )
+    task = asyncio.create_task(worker.run())
+    try:
+        await enqueue(conn, "nul", 50)
+        await until(lambda: _is_zero(conn), within=10)
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 20)
+        await pool.close()
+    assert FlakyStore.loads > 1
+    assert (
+        await conn.fetchval("SELECT count(*) FROM outbox.attempts WHERE outcome = 'delivered'")
+        == 50
+    )
