@@ -121,9 +121,6 @@ class Store:
                 await conn.fetchval(QUERIES["vacuum_unlock"])
         return True
 
-    async def cancel_wakeups(self) -> None:
-        await self.pool.execute(QUERIES["cancel_wakeups"])
-
 
 def _text(value: str | None) -> str | None:
     """PostgreSQL text cannot hold NUL; a receiver's response body can."""

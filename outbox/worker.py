@@ -37,7 +37,7 @@ import asyncpg
 
 from outbox.channels import Channel
 from outbox.delivery import Claimed, Endpoint, Finished
-from outbox.policy import Classification, Outcome, Verdict, classify_error, decide
+from outbox.policy import Classification, Outcome, Verdict, decide
 from outbox.store import Reaped, Store
 
 log = logging.getLogger("outbox.worker")
@@ -249,10 +249,10 @@ class Worker:
         return endpoint
 
     async def _attempt(self, message: Claimed) -> Finished:
-        now = datetime.now(UTC)
         try:
             endpoint = await self._endpoint(message.endpoint)
         except _DB_ERRORS as exc:
+            now = datetime.now(UTC)
             return Finished(
                 message.id,
                 message.token,
@@ -268,29 +268,29 @@ class Worker:
                 message.id,
                 message.token,
                 Outcome.DEAD,
-                now,
+                datetime.now(UTC),
                 0.0,
                 f"endpoint {message.endpoint!r} no longer exists",
                 error="UnknownEndpoint: the endpoint was removed",
             )
         channel = self.channels.get(endpoint.channel)
         if channel is None:
-            result_classification = Classification(
+            missing = Classification(
                 Verdict.RETRYABLE, f"no {endpoint.channel!r} channel in this worker"
             )
             return self._decide(
-                message, endpoint, result_classification, now, 0.0, None, None, None
+                message, endpoint, missing, datetime.now(UTC), 0.0, None, None, None
             )
         try:
             result = await channel.send(message, endpoint)
         except Exception as exc:  # a bug in a channel must not lose the message
             log.exception("channel %s failed on message %s", endpoint.channel, message.id)
-            classification = classify_error("internal", type(exc).__name__)
+            failed = Classification(Verdict.RETRYABLE, f"internal: {type(exc).__name__}")
             return self._decide(
                 message,
                 endpoint,
-                Classification(Verdict.RETRYABLE, classification.reason),
-                now,
+                failed,
+                datetime.now(UTC),
                 0.0,
                 None,
                 f"{type(exc).__name__}: channel error",

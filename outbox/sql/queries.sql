@@ -163,10 +163,6 @@ UPDATE outbox.config
    SET wakeup_until = now() + make_interval(secs => $1)
  WHERE wakeup_until < now() + make_interval(secs => $1 / 2);
 
--- cancel_wakeups --
--- The last worker leaving stops producers' NOTIFYs at once (others re-request within seconds if idle).
-UPDATE outbox.config SET wakeup_until = '-infinity';
-
 -- hot_table_dead_tuples --
 -- Dead and live row estimates of outbox.messages, from the statistics collector (kept even when autovacuum is off).
 SELECT coalesce(n_dead_tup, 0) AS dead, coalesce(n_live_tup, 0) AS live
