@@ -24,6 +24,8 @@ class Claimed:
     first_attempt_at: datetime
     seq: int
     token: uuid.UUID
+    send_at: float = 0.0  # time.monotonic() before which it must not be sent (a rate-limit slot)
+    probe: bool = False  # the one message let through a half-open circuit
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,12 +41,24 @@ class Endpoint:
     timeout: float
     connect_timeout: float
     policy: RetryPolicy
+    # During a secret rotation's grace period: the previous secret, resolved.
+    previous_secret: str | None = None
+    # Non-public address ranges this endpoint may reach (the SSRF guard's exceptions).
+    allow_networks: tuple[str, ...] = ()
+    # The breaker's shared state was not clean when the cache was loaded.
+    unhealthy: bool = False
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret to sign with (current first) and to redact."""
+        return tuple(s for s in (self.secret, self.previous_secret) if s)
 
     @classmethod
     def from_row(cls, row: Any, *, base: float, cap: float) -> Endpoint:
         import json
 
         secret, problem = resolve_secret(row["secret"])
+        previous, _ = resolve_secret(row["previous_secret"])
         return cls(
             name=row["name"],
             channel=row["channel"],
@@ -60,6 +74,9 @@ class Endpoint:
                 base=base,
                 cap=max(cap, base),
             ),
+            previous_secret=previous,
+            allow_networks=tuple(row["allow_networks"] or ()),
+            unhealthy=bool(row["unhealthy"]),
         )
 
 
@@ -84,6 +101,7 @@ class AttemptResult:
     status_code: int | None = None
     error: str | None = None
     excerpt: str | None = None
+    new_payload: str | None = None  # JSON text the message's payload becomes (retries only)
 
 
 @dataclass(slots=True)
@@ -100,3 +118,4 @@ class Finished:
     error: str | None = None
     excerpt: str | None = None
     retry_at: datetime | None = None
+    new_payload: str | None = None

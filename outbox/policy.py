@@ -6,8 +6,15 @@ reason, which goes into the attempts ledger.
 
 Classification (DESIGN.md): 2xx delivered; 3xx a failure (retried: redirects
 are not followed, and a temporary one may pass); 408, 425, 429, 5xx, timeouts
-and connection errors retried; other 4xx permanent; 410 permanent (and, later,
-it pauses the endpoint).
+and connection errors retried; other 4xx permanent; 410 permanent, and it
+pauses the endpoint.
+
+Each classification also says what the attempt tells about the *endpoint*
+(`Health`), which feeds the circuit breaker: 5xx, 3xx, 408, timeouts and
+connection errors count as endpoint failures; a 4xx is about the message and
+a 429 about our pace, so neither does. A 429 with a ``Retry-After`` holds the
+whole endpoint back for that long (``throttle``): every message to it would
+get the same answer.
 """
 
 from __future__ import annotations
@@ -36,11 +43,23 @@ class Outcome(enum.StrEnum):
     LEASE_EXPIRED = "lease_expired"  # the worker vanished mid-attempt (reaper)
 
 
+class Health(enum.Enum):
+    """What one attempt says about the endpoint as a whole."""
+
+    OK = "ok"
+    FAILING = "failing"
+    NEUTRAL = "neutral"
+
+
 @dataclass(frozen=True, slots=True)
 class Classification:
     verdict: Verdict
     reason: str
     retry_after: float | None = None  # seconds the receiver asked us to wait
+    health: Health = Health.NEUTRAL
+    throttle: float | None = None  # hold the whole endpoint back this long (seconds)
+    pause: str | None = None  # pause the endpoint, for this reason
+    immediate: bool = False  # retry at once (the request was corrected)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,24 +118,39 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
 
 def classify_status(status: int, retry_after: float | None = None) -> Classification:
     if 200 <= status < 300:
-        return Classification(Verdict.DELIVERED, f"HTTP {status}")
+        return Classification(Verdict.DELIVERED, f"HTTP {status}", health=Health.OK)
     if 300 <= status < 400:
         return Classification(
-            Verdict.RETRYABLE, f"HTTP {status}: redirects are not followed", retry_after
+            Verdict.RETRYABLE,
+            f"HTTP {status}: redirects are not followed",
+            retry_after,
+            health=Health.FAILING,
         )
-    if status in RETRYABLE_STATUS or status >= 500:
+    if status == 429:
+        return Classification(
+            Verdict.RETRYABLE, f"HTTP {status}", retry_after, throttle=retry_after or None
+        )
+    if status in RETRYABLE_STATUS:
         return Classification(Verdict.RETRYABLE, f"HTTP {status}", retry_after)
+    if status >= 500 or status == 408:
+        return Classification(
+            Verdict.RETRYABLE, f"HTTP {status}", retry_after, health=Health.FAILING
+        )
     if status == 410:
-        return Classification(Verdict.PERMANENT, "HTTP 410: the receiver says it is gone")
+        reason = "HTTP 410: the receiver says it is gone"
+        return Classification(Verdict.PERMANENT, reason, pause=reason)
     if 400 <= status < 500:
         return Classification(Verdict.PERMANENT, f"HTTP {status}: rejected by the receiver")
-    return Classification(Verdict.RETRYABLE, f"unexpected HTTP status {status}", retry_after)
+    return Classification(
+        Verdict.RETRYABLE, f"unexpected HTTP status {status}", retry_after, health=Health.FAILING
+    )
 
 
 def classify_error(kind: str, detail: str) -> Classification:
-    """A delivery that got no HTTP response: ``kind`` is timeout, connect or refused."""
+    """A delivery that got no HTTP response: ``kind`` is timeout, connect or network
+    (retried, and the endpoint is failing); anything else is permanent."""
     if kind in {"timeout", "connect", "network"}:
-        return Classification(Verdict.RETRYABLE, f"{kind}: {detail}")
+        return Classification(Verdict.RETRYABLE, f"{kind}: {detail}", health=Health.FAILING)
     return Classification(Verdict.PERMANENT, f"{kind}: {detail}")
 
 
@@ -143,6 +177,10 @@ def decide(
         return Decision(
             Outcome.DEAD,
             f"{classification.reason}; gave up after {attempt} attempt(s) (max_attempts)",
+        )
+    if classification.immediate:
+        return Decision(
+            Outcome.RETRYING, f"{classification.reason}; retry #{attempt + 1} at once", now
         )
     delay = backoff(attempt, policy, rng)
     source = "backoff"

@@ -15,8 +15,10 @@ import asyncpg
 from outbox._redact import redact_url
 from outbox.channels import Channel
 from outbox.channels.null import NullChannel
+from outbox.channels.telegram import TelegramChannel
 from outbox.channels.webhook import WebhookChannel, make_client
 from outbox.db import asyncpg_url
+from outbox.ssrf import parse_networks
 from outbox.store import Store
 from outbox.worker import WAKEUP_CHANNEL, Worker, WorkerConfig
 
@@ -141,8 +143,11 @@ async def run_worker(url: str, config: WorkerConfig, *, worker_id: str | None = 
     pool = await _create_pool(url, stop)
     if pool is None:
         return 0
-    client = make_client(config.concurrency)
-    channels: dict[str, Channel] = {"webhook": WebhookChannel(client), "null": NullChannel()}
+    channels: dict[str, Channel] = {
+        "webhook": WebhookChannel(config.concurrency, allow=parse_networks(config.allow_networks)),
+        "telegram": TelegramChannel(make_client(config.concurrency)),
+        "null": NullChannel(),
+    }
     store = Store(
         pool, worker_id=worker_id or default_worker_id(), lease_seconds=config.lease_seconds
     )

@@ -58,6 +58,28 @@ class Settings(BaseSettings):
     backoff_cap: float = Field(7200.0, gt=0, description="Longest retry delay, seconds.")
     worker_id: str | None = Field(None, description="Name in the ledger; default host:pid.")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    allow_networks: str = Field(
+        "",
+        description=(
+            "Comma-separated address ranges webhooks may reach although they are not public "
+            "(the SSRF guard refuses loopback, private and link-local addresses), "
+            "e.g. 10.0.0.0/8,127.0.0.1/32."
+        ),
+    )
+    first_attempt_share: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Share of each claim kept for first attempts, so retries cannot starve them.",
+    )
+
+    @field_validator("allow_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        from outbox.ssrf import parse_networks
+
+        parse_networks(value.split(","), "allow_networks")
+        return value
 
     @field_validator("database_url")
     @classmethod
@@ -82,6 +104,8 @@ class Settings(BaseSettings):
             reap_interval=self.reap_interval,
             backoff_base=self.backoff_base,
             backoff_cap=max(self.backoff_cap, self.backoff_base),
+            first_attempt_share=self.first_attempt_share,
+            allow_networks=tuple(n.strip() for n in self.allow_networks.split(",") if n.strip()),
         )
 
     def require_database_url(self) -> str:

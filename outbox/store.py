@@ -6,6 +6,7 @@ and one short transaction.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,17 +31,37 @@ class Reaped:
     token: uuid.UUID
 
 
+@dataclass(slots=True)
+class HealthReport:
+    """What one worker saw of one endpoint since its last report (in completion order)."""
+
+    endpoint: str
+    ok: int = 0
+    failures: int = 0
+    failures_since_ok: int = 0
+    last_failure: str | None = None
+    throttle: float | None = None
+    pause: str | None = None
+
+    def needed(self) -> bool:
+        """False when there is only good news: then it is sent only to reset a breaker."""
+        return bool(self.failures or self.throttle or self.pause)
+
+
 class Store:
     def __init__(self, pool: asyncpg.Pool, *, worker_id: str, lease_seconds: float) -> None:
         self.pool = pool
         self.worker_id = worker_id
         self.lease_seconds = lease_seconds
 
-    async def claim(self, limit: int) -> list[Claimed]:
+    async def claim(
+        self, limit: int, *, horizon: float = 1.0, first_share: float = 0.5
+    ) -> list[Claimed]:
         token = uuid.uuid4()
         rows = await self.pool.fetch(
-            QUERIES["claim"], limit, token, self.lease_seconds, self.worker_id
+            QUERIES["claim"], limit, token, self.lease_seconds, self.worker_id, horizon, first_share
         )
+        now = time.monotonic()
         return [
             Claimed(
                 r["id"],
@@ -52,6 +73,8 @@ class Store:
                 r["first_attempt_at"],
                 r["seq"],
                 token,
+                now + r["delay"] if r["delay"] else 0.0,
+                r["probe"],
             )
             for r in rows
         ]
@@ -73,6 +96,7 @@ class Store:
             [f.retry_at for f in done],
             [_text(f.reason) for f in done],
             self.worker_id,
+            [f.new_payload for f in done],
         )
         return len(rows)
 
@@ -102,6 +126,23 @@ class Store:
 
     async def endpoints(self) -> list[asyncpg.Record]:
         return await self.pool.fetch(QUERIES["worker_endpoints"])
+
+    async def report_health(self, reports: Sequence[HealthReport]) -> None:
+        if reports:
+            await self.pool.execute(
+                QUERIES["report_health"],
+                [r.endpoint for r in reports],
+                [r.ok for r in reports],
+                [r.failures for r in reports],
+                [r.failures_since_ok for r in reports],
+                [_text(r.last_failure) for r in reports],
+                [r.throttle for r in reports],
+                [_text(r.pause) for r in reports],
+            )
+
+    async def prune_key_limits(self, batch: int = 1000) -> int:
+        result = await self.pool.execute(QUERIES["key_limits_prune"], batch)
+        return int(result.split()[-1])
 
     async def request_wakeups(self, seconds: float) -> None:
         await self.pool.execute(QUERIES["request_wakeups"], seconds)

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Double,
+    ForeignKey,
     Identity,
     Index,
     Integer,
@@ -25,7 +26,7 @@ from sqlalchemy import (
     Text,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, CIDR, JSONB, UUID
 
 SCHEMA = "outbox"
 
@@ -77,7 +78,104 @@ endpoints = Table(
     ),
     CheckConstraint("max_attempts BETWEEN 1 AND 1000", name="endpoints_max_attempts_range"),
     CheckConstraint("retry_window > interval '0'", name="endpoints_retry_window_positive"),
+    # Destination controls (revision 0002).
+    Column("rate_limit", Double),
+    Column("rate_burst", Integer, nullable=False, server_default=text("1")),
+    Column("key_interval_ms", Integer),
+    Column("group_key_interval_ms", Integer),
+    Column("ordered", Boolean, nullable=False, server_default=text("false")),
+    Column("on_dead", Text, nullable=False, server_default=text("'release'")),
+    Column("breaker_failures", Integer, nullable=False, server_default=text("5")),
+    Column(
+        "breaker_cooldown", Interval, nullable=False, server_default=text("'30 seconds'::interval")
+    ),
+    Column(
+        "breaker_max_cooldown", Interval, nullable=False, server_default=text("'1 hour'::interval")
+    ),
+    Column("disable_after", Interval, nullable=False, server_default=text("'5 days'::interval")),
+    Column("previous_secret", Text),
+    Column("previous_secret_until", DateTime(timezone=True)),
+    Column("allow_networks", ARRAY(CIDR)),
+    Column("paused_at", DateTime(timezone=True)),
+    Column("paused_reason", Text),
+    Column("disabled_at", DateTime(timezone=True)),
+    Column("disabled_reason", Text),
+    CheckConstraint(
+        "rate_limit > 0 AND rate_limit <= 1000000", name="endpoints_rate_limit_positive"
+    ),
+    CheckConstraint("rate_burst BETWEEN 1 AND 1000000", name="endpoints_rate_burst_range"),
+    CheckConstraint("key_interval_ms BETWEEN 1 AND 86400000", name="endpoints_key_interval_range"),
+    CheckConstraint(
+        "group_key_interval_ms BETWEEN 1 AND 86400000", name="endpoints_group_key_interval_range"
+    ),
+    CheckConstraint("on_dead IN ('release', 'block')", name="endpoints_on_dead_known"),
+    CheckConstraint(
+        "breaker_failures BETWEEN 1 AND 1000000", name="endpoints_breaker_failures_range"
+    ),
+    CheckConstraint(
+        "breaker_cooldown > interval '0' AND breaker_max_cooldown >= breaker_cooldown",
+        name="endpoints_breaker_cooldown_positive",
+    ),
+    CheckConstraint("disable_after > interval '0'", name="endpoints_disable_after_positive"),
+    CheckConstraint(
+        "channel <> 'telegram' OR url IS NULL OR url ~ '^https?://[^/?#@\\s]+'",
+        name="endpoints_telegram_url",
+    ),
     comment="One row per destination.",
+)
+
+endpoint_state = Table(
+    "endpoint_state",
+    metadata,
+    Column(
+        "endpoint",
+        Text,
+        ForeignKey("outbox.endpoints.name", ondelete="CASCADE", onupdate="CASCADE"),
+        primary_key=True,
+    ),
+    Column("tat", DateTime(timezone=True), nullable=False, server_default=text("'-infinity'")),
+    Column("circuit", Text, nullable=False, server_default=text("'closed'")),
+    Column("consecutive_failures", Integer, nullable=False, server_default=text("0")),
+    Column("failing_since", DateTime(timezone=True)),
+    Column("open_until", DateTime(timezone=True)),
+    Column("cooldown_seconds", Double),
+    Column("probe_until", DateTime(timezone=True)),
+    Column("throttled_until", DateTime(timezone=True)),
+    Column("last_failure", Text),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    CheckConstraint(
+        "circuit IN ('closed', 'open', 'half_open')", name="endpoint_state_circuit_known"
+    ),
+    comment=(
+        "What workers share about each endpoint: rate-limit position, circuit breaker, throttling."
+    ),
+)
+
+key_limits = Table(
+    "key_limits",
+    metadata,
+    Column("endpoint", Text, primary_key=True),
+    Column("key", Text, primary_key=True),
+    Column("next_at", DateTime(timezone=True), nullable=False),
+    Column("holder", UUID(as_uuid=True)),
+    Column("spacing_seconds", Double, nullable=False),
+    Index("key_limits_next_at_idx", "next_at"),
+    comment=(
+        "Per-key minimum interval: when each key may next be sent to, and which message holds it."
+    ),
+)
+
+key_blocks = Table(
+    "key_blocks",
+    metadata,
+    Column("endpoint", Text, primary_key=True),
+    Column("key", Text, primary_key=True),
+    Column("message_id", UUID(as_uuid=True), nullable=False),
+    Column("blocked_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Column("reason", Text),
+    comment=(
+        "Keys of ordered endpoints (on_dead = block) held back after a dead letter, until released."
+    ),
 )
 
 messages = Table(
@@ -99,13 +197,24 @@ messages = Table(
     Column("leased_by", Text),
     Column("first_attempt_at", DateTime(timezone=True)),
     Column("last_error", Text),
+    Column("held", Text),
     Index(
-        "messages_claim_idx",
+        "messages_first_idx",
+        "endpoint",
         text("priority DESC"),
         "available_at",
         "seq",
-        postgresql_where=text("lease_token IS NULL"),
+        postgresql_where=text("lease_token IS NULL AND attempts = 0"),
     ),
+    Index(
+        "messages_retry_idx",
+        "endpoint",
+        text("priority DESC"),
+        "available_at",
+        "seq",
+        postgresql_where=text("lease_token IS NULL AND attempts > 0"),
+    ),
+    Index("messages_key_idx", "endpoint", "key", "seq", postgresql_where=text("key IS NOT NULL")),
     Index(
         "messages_lease_idx", "lease_expires_at", postgresql_where=text("lease_token IS NOT NULL")
     ),

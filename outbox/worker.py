@@ -37,8 +37,8 @@ import asyncpg
 
 from outbox.channels import Channel
 from outbox.delivery import Claimed, Endpoint, Finished
-from outbox.policy import Classification, Outcome, Verdict, decide
-from outbox.store import Reaped, Store
+from outbox.policy import Classification, Health, Outcome, Verdict, decide
+from outbox.store import HealthReport, Reaped, Store
 
 log = logging.getLogger("outbox.worker")
 
@@ -62,6 +62,17 @@ class WorkerConfig:
     wakeup_seconds: float = 5.0
     vacuum_check_interval: float = 10.0
     vacuum_min_dead: int = 5000
+    # How far ahead a claim may take rate-limited endpoints' slots (seconds);
+    # the worker sends each message at its slot.
+    rate_horizon: float = 1.0
+    # Of each endpoint's part of a claim, the share kept for first attempts,
+    # so a pile of due retries cannot starve new messages.
+    first_attempt_share: float = 0.5
+    # Good news alone (deliveries, no failure) is reported at most this often
+    # per endpoint, to reset a breaker another worker's failures moved.
+    health_report_interval: float = 1.0
+    # Non-public address ranges every webhook may reach (the SSRF guard's exceptions).
+    allow_networks: tuple[str, ...] = ()
 
 
 class Worker:
@@ -93,6 +104,9 @@ class Worker:
         self._refreshing = asyncio.Lock()
         self._wakeups_requested = -1e9
         self._warned: set[str] = set()
+        self._health: dict[str, HealthReport] = {}
+        self._health_sent: dict[str, float] = {}
+        self._watch: set[str] = set()  # endpoints whose good news must be reported soon
         self.delivered = 0
         self.recorded = 0
 
@@ -168,7 +182,11 @@ class Worker:
             # claim is on the wire is not lost: the wait below returns at once.
             self._wake.clear()
             try:
-                claimed = await self.store.claim(limit)
+                claimed = await self.store.claim(
+                    limit,
+                    horizon=self.config.rate_horizon,
+                    first_share=self.config.first_attempt_share,
+                )
                 failures = 0
             except _DB_ERRORS as exc:
                 failures += 1
@@ -249,6 +267,10 @@ class Worker:
         return endpoint
 
     async def _attempt(self, message: Claimed) -> Finished:
+        if message.send_at:
+            wait = message.send_at - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
         try:
             endpoint = await self._endpoint(message.endpoint)
         except _DB_ERRORS as exc:
@@ -296,7 +318,7 @@ class Worker:
                 f"{type(exc).__name__}: channel error",
                 None,
             )
-        return self._decide(
+        finished = self._decide(
             message,
             endpoint,
             result.classification,
@@ -306,6 +328,9 @@ class Worker:
             result.error,
             result.excerpt,
         )
+        if result.new_payload is not None and finished.outcome is Outcome.RETRYING:
+            finished.new_payload = result.new_payload
+        return finished
 
     def _decide(
         self,
@@ -326,6 +351,7 @@ class Worker:
             policy=endpoint.policy,
             rng=self._rng,
         )
+        self._note_health(endpoint, classification, message.probe)
         if decision.outcome is not Outcome.DELIVERED:
             log.info(
                 "attempt %d of message %s to %s failed (status %s, %s): %s",
@@ -357,6 +383,42 @@ class Worker:
             excerpt,
             decision.retry_at,
         )
+
+    def _note_health(self, endpoint: Endpoint, classification: Classification, probe: bool) -> None:
+        """Fold one attempt into this worker's next report on its endpoint."""
+        report = self._health.get(endpoint.name)
+        if report is None:
+            report = self._health[endpoint.name] = HealthReport(endpoint.name)
+        if classification.health is Health.OK:
+            report.ok += 1
+            report.failures_since_ok = 0
+        elif classification.health is Health.FAILING:
+            report.failures += 1
+            report.failures_since_ok += 1
+            report.last_failure = classification.reason
+            self._watch.add(endpoint.name)
+        if classification.throttle:
+            report.throttle = max(report.throttle or 0.0, classification.throttle)
+        if classification.pause:
+            report.pause = classification.pause
+        if probe or endpoint.unhealthy:
+            self._watch.add(endpoint.name)
+
+    def _due_reports(self) -> list[HealthReport]:
+        now = time.monotonic()
+        due = [
+            report
+            for name, report in self._health.items()
+            if report.needed()
+            or name in self._watch
+            or now - self._health_sent.get(name, -1e9) >= self.config.health_report_interval
+        ]
+        for report in due:
+            del self._health[report.endpoint]
+            self._health_sent[report.endpoint] = now
+            if not report.failures:
+                self._watch.discard(report.endpoint)
+        return due
 
     def _record(self, finished: Finished) -> None:
         self._results.append(finished)
@@ -395,6 +457,12 @@ class Worker:
                     failures += 1
                     await self._db_backoff("record results", exc, failures)
                     continue
+            reports = self._due_reports()
+            if reports:
+                try:
+                    await self.store.report_health(reports)
+                except _DB_ERRORS as exc:  # the next failures report again
+                    log.warning("could not report endpoint health (%s)", type(exc).__name__)
             finished = self._stopped_claiming.is_set() and self._busy == 0 and self._queue.empty()
             if finished and not self._results:
                 return
@@ -423,6 +491,7 @@ class Worker:
         while True:
             await asyncio.sleep(self.config.vacuum_check_interval * (0.5 + self._rng.random()))
             try:
+                await self.store.prune_key_limits()
                 if await self.store.vacuum_if_needed(self.config.vacuum_min_dead):
                     log.info("vacuumed outbox.messages")
             except asyncpg.InsufficientPrivilegeError:

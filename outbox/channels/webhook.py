@@ -5,6 +5,16 @@ concurrent requests httpx's own transport ran at ~0.6-1.5k requests/s on our
 2-core machines and this one at ~5k/s, with the same httpx API (see
 benchmarks/). Redirects are never followed; the endpoint's connect timeout
 bounds connecting and its timeout bounds the whole attempt.
+
+The SSRF guard (`outbox.ssrf`) sits in the client's resolver: an endpoint
+whose host resolves only to loopback, private, link-local or other non-public
+addresses is refused, and the message dead-lettered with the reason, unless
+the range is allowed in settings (``OUTBOX_ALLOW_NETWORKS``) or on the
+endpoint (``--allow-network``). Endpoints with their own allowances get a
+client (and connection pool) of their own.
+
+During a secret rotation's grace period the request carries one signature
+per secret, space-separated, as the Standard Webhooks scheme allows.
 """
 
 from __future__ import annotations
@@ -12,8 +22,10 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
+import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
@@ -27,20 +39,42 @@ from outbox.policy import (
     parse_retry_after,
 )
 from outbox.signing import signature_header
+from outbox.ssrf import (
+    GuardedResolver,
+    Network,
+    blocked_reason,
+    literal_host_problem,
+    parse_networks,
+)
 
 EXCERPT_CHARS = 1024
 _READ_LIMIT = 64 * 1024
 USER_AGENT = "outbox/0.1 (+https://github.com/outbox)"
 
 
-def make_client(max_connections: int) -> httpx.AsyncClient:
+def make_client(
+    max_connections: int, *, allow: Sequence[Network] | None = None
+) -> httpx.AsyncClient:
+    """An httpx client over aiohttp; ``allow`` given, its resolver is the SSRF
+    guard with those ranges allowed (None: no guard, for benchmarks and tools)."""
     limits = httpx.Limits(
         max_connections=max_connections,
         max_keepalive_connections=max_connections,
         keepalive_expiry=30.0,
     )
+    ssl_context = httpx.create_ssl_context(trust_env=False)
+
+    def session() -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            limit=max_connections,
+            keepalive_timeout=30.0,
+            ssl=ssl_context,
+            resolver=GuardedResolver(allow) if allow is not None else None,
+        )
+        return aiohttp.ClientSession(connector=connector)
+
     return httpx.AsyncClient(
-        transport=AiohttpTransport(limits=limits, trust_env=False),
+        transport=AiohttpTransport(limits=limits, trust_env=False, client=session),
         follow_redirects=False,
         trust_env=False,
         headers={"user-agent": USER_AGENT},
@@ -48,13 +82,37 @@ def make_client(max_connections: int) -> httpx.AsyncClient:
 
 
 class WebhookChannel:
-    def __init__(self, client: httpx.AsyncClient) -> None:
-        self.client = client
+    def __init__(
+        self, max_connections: int, *, allow: Sequence[Network] = (), guard: bool = True
+    ) -> None:
+        self._max_connections = max_connections
+        self._allow = tuple(allow)
+        self._guard = guard
+        self._clients: dict[tuple[str, ...], httpx.AsyncClient] = {}
+        self._literal: dict[tuple[str, tuple[str, ...]], str | None] = {}
+
+    def _client(self, endpoint: Endpoint) -> httpx.AsyncClient:
+        client = self._clients.get(endpoint.allow_networks)
+        if client is None:
+            allowed = self._allow + parse_networks(endpoint.allow_networks)
+            client = make_client(self._max_connections, allow=allowed if self._guard else None)
+            self._clients[endpoint.allow_networks] = client
+        return client
+
+    def _literal_problem(self, url: str, endpoint: Endpoint) -> str | None:
+        """The guard's verdict on a URL whose host is an IP literal (cached per URL)."""
+        key = (url, endpoint.allow_networks)
+        if key not in self._literal:
+            if len(self._literal) > 10_000:
+                self._literal.clear()
+            allowed = self._allow + parse_networks(endpoint.allow_networks)
+            self._literal[key] = literal_host_problem(httpx.URL(url).host, allowed)
+        return self._literal[key]
 
     async def send(self, message: Claimed, endpoint: Endpoint) -> AttemptResult:
         started_at = datetime.now(UTC)
         t0 = time.perf_counter()
-        secrets = (endpoint.secret,) if endpoint.secret else ()
+        secrets = endpoint.secrets
 
         def result(classification: Classification, **fields: object) -> AttemptResult:
             return AttemptResult(
@@ -74,32 +132,40 @@ class WebhookChannel:
                 Classification(Verdict.PERMANENT, "the endpoint has no URL"),
                 error="ConfigurationError: the endpoint has no URL",
             )
+        client = self._client(endpoint)
+        if self._guard:
+            refused = self._literal_problem(endpoint.url, endpoint)
+            if refused:
+                return result(_refused(refused), error=f"SSRFGuard: {refused}")
         body = message.payload.encode()
         headers = self.headers_for(message, endpoint, body)
         timeout = httpx.Timeout(endpoint.timeout, connect=endpoint.connect_timeout)
         try:
             async with asyncio.timeout(endpoint.timeout):
-                request = self.client.build_request(
+                request = client.build_request(
                     "POST", endpoint.url, content=body, headers=headers, timeout=timeout
                 )
-                response = await self.client.send(request, stream=True)
+                response = await client.send(request, stream=True)
                 try:
-                    excerpt = await _read_excerpt(response)
+                    excerpt = await read_excerpt(response)
                 finally:
                     await response.aclose()
         except (TimeoutError, httpx.TimeoutException) as exc:
             detail = f"no response within {endpoint.timeout:g}s"
             if isinstance(exc, httpx.ConnectTimeout):
                 detail = f"could not connect within {endpoint.connect_timeout:g}s"
-            return result(classify_error("timeout", detail), error=_error(exc, secrets, detail))
+            return result(classify_error("timeout", detail), error=error_text(exc, secrets, detail))
         except httpx.ConnectError as exc:
-            text = _error(exc, secrets)
+            blocked = blocked_reason(exc)
+            if blocked:
+                return result(_refused(blocked), error=f"SSRFGuard: {blocked}")
+            text = error_text(exc, secrets)
             return result(classify_error("connect", text), error=text)
         except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
-            text = _error(exc, secrets)
+            text = error_text(exc, secrets)
             return result(classify_error("invalid_request", text), error=text)
         except httpx.TransportError as exc:
-            text = _error(exc, secrets)
+            text = error_text(exc, secrets)
             return result(classify_error("network", text), error=text)
         retry_after = parse_retry_after(response.headers.get("retry-after"), datetime.now(UTC))
         classification = classify_status(response.status_code, retry_after)
@@ -122,18 +188,29 @@ class WebhookChannel:
         headers["content-type"] = "application/json"
         headers["webhook-id"] = str(message.id)
         headers["webhook-timestamp"] = str(timestamp)
-        if endpoint.secret:
+        secrets = endpoint.secrets
+        if secrets:
             headers["webhook-signature"] = signature_header(
-                [endpoint.secret], str(message.id), timestamp, body
+                list(secrets), str(message.id), timestamp, body
             )
         return headers
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        for client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()
 
 
-async def _read_excerpt(response: httpx.Response) -> str:
-    """The start of the body (at most 64 KiB are read), decoded, cut to 1 KiB."""
+def _refused(problem: str) -> Classification:
+    return Classification(
+        Verdict.PERMANENT,
+        f"refused by the SSRF guard: {problem}; allow the range with --allow-network "
+        "or OUTBOX_ALLOW_NETWORKS if this is intended",
+    )
+
+
+async def read_excerpt(response: httpx.Response, limit: int | None = EXCERPT_CHARS) -> str:
+    """The start of the body (at most 64 KiB are read), decoded, cut to ``limit`` characters."""
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.aiter_raw():
@@ -141,9 +218,9 @@ async def _read_excerpt(response: httpx.Response) -> str:
         size += len(chunk)
         if size >= _READ_LIMIT:
             break
-    return b"".join(chunks).decode("utf-8", "replace")[:EXCERPT_CHARS]
+    return b"".join(chunks).decode("utf-8", "replace")[:limit]
 
 
-def _error(exc: BaseException, secrets: tuple[str, ...], detail: str | None = None) -> str:
+def error_text(exc: BaseException, secrets: tuple[str, ...], detail: str | None = None) -> str:
     text = detail or str(exc) or exc.__class__.__name__
     return f"{type(exc).__name__}: {redact_text(text, secrets)}"[:EXCERPT_CHARS]

@@ -67,7 +67,19 @@ async def test_downgrade_removes_everything_and_upgrade_restores_it(
     before = await outbox_objects(conn)
     assert "messages" in before["tables"]
     assert "enqueue" in before["functions"]
-    assert before["views"] == ["stats"]
+    assert sorted(before["views"]) == ["blocked_keys", "endpoint_health", "stats"]
+
+    # One step down: revision 0001 exactly as it was, and its enqueue() still works.
+    await asyncio.to_thread(migrations.downgrade, database_url, "0001")
+    at_0001 = await outbox_objects(conn)
+    assert at_0001["views"] == ["stats"]
+    assert "endpoint_state" not in at_0001["tables"]
+    assert "_claim" not in at_0001["functions"]
+    await conn.execute("INSERT INTO outbox.endpoints (name, channel) VALUES ('n', 'null')")
+    async with conn.transaction():
+        assert await conn.fetchval("SELECT outbox.enqueue('n', '{}')") is not None
+    await conn.execute("DELETE FROM outbox.messages")
+    await conn.execute("DELETE FROM outbox.endpoints")
 
     await asyncio.to_thread(migrations.downgrade, database_url, "base")
     after_down = await outbox_objects(conn)
@@ -92,9 +104,10 @@ async def test_hot_table_carries_its_autovacuum_settings(conn: asyncpg.Connectio
     assert "autovacuum_vacuum_cost_delay=0" in options
 
 
-async def test_claim_index_is_partial_on_unleased_rows(conn: asyncpg.Connection) -> None:
-    definition = await conn.fetchval(
-        "SELECT pg_get_indexdef('outbox.messages_claim_idx'::regclass)"
-    )
-    assert "WHERE (lease_token IS NULL)" in definition
-    assert "priority DESC, available_at, seq" in definition
+async def test_claim_indexes_are_partial_on_unleased_rows(conn: asyncpg.Connection) -> None:
+    first = await conn.fetchval("SELECT pg_get_indexdef('outbox.messages_first_idx'::regclass)")
+    retry = await conn.fetchval("SELECT pg_get_indexdef('outbox.messages_retry_idx'::regclass)")
+    assert "WHERE ((lease_token IS NULL) AND (attempts = 0))" in first
+    assert "WHERE ((lease_token IS NULL) AND (attempts > 0))" in retry
+    for definition in (first, retry):
+        assert "(endpoint, priority DESC, available_at, seq)" in definition

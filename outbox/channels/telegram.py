@@ -1,0 +1,188 @@
+"""The ``telegram`` channel: one Bot API call per message.
+
+``POST {api}/bot{token}/{method}`` with the payload as the JSON body, where
+``api`` is the endpoint's URL (default https://api.telegram.org; a local Bot
+API server or a test double otherwise), the token is the endpoint's secret
+(or ``env:NAME``) and ``method`` is the payload's ``method`` field, default
+``sendMessage`` (the field itself is not sent).
+
+What the answers mean (https://core.telegram.org/bots/api#making-requests):
+
+* ``ok: true`` -- delivered;
+* 429 with ``parameters.retry_after`` -- retried after that long, and the
+  whole bot (endpoint) holds back for as long: every call would get the same;
+* 400 with ``parameters.migrate_to_chat_id`` -- the group became a
+  supergroup: the message's ``chat_id`` (and its key, if that was the chat id)
+  becomes the new id and it is retried at once; the ledger records the change;
+* 403 (bot blocked, user deactivated, kicked) and other 400s ("chat not
+  found") -- permanent;
+* 401 -- the token was rejected: the endpoint is paused and the message kept
+  for when it is resumed with a good token;
+* 5xx, timeouts, connection errors -- retried, and they count towards the
+  circuit breaker.
+
+The token is part of every URL, so nothing that could hold the URL is
+logged or recorded unredacted (and httpx's own request log stays silenced).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from outbox._redact import redact_text
+from outbox.channels.webhook import EXCERPT_CHARS, error_text, read_excerpt
+from outbox.delivery import AttemptResult, Claimed, Endpoint
+from outbox.models import TELEGRAM_API_BASE
+from outbox.policy import (
+    Classification,
+    Health,
+    Verdict,
+    classify_error,
+    classify_status,
+    parse_retry_after,
+)
+
+
+class TelegramChannel:
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+
+    async def send(self, message: Claimed, endpoint: Endpoint) -> AttemptResult:
+        started_at = datetime.now(UTC)
+        t0 = time.perf_counter()
+        secrets = endpoint.secrets
+
+        def result(classification: Classification, **fields: Any) -> AttemptResult:
+            return AttemptResult(
+                classification, started_at, (time.perf_counter() - t0) * 1000, **fields
+            )
+
+        if endpoint.secret_problem or not endpoint.secret:
+            problem = endpoint.secret_problem or "the endpoint has no bot token"
+            return result(
+                Classification(Verdict.RETRYABLE, problem, pause=problem),
+                error=f"ConfigurationError: {problem}",
+            )
+        payload = json.loads(message.payload)
+        call = dict(payload)
+        method = str(call.pop("method", "sendMessage"))
+        base = (endpoint.url or TELEGRAM_API_BASE).rstrip("/")
+        url = f"{base}/bot{endpoint.secret}/{method}"
+        headers = dict(endpoint.headers)
+        headers["content-type"] = "application/json"
+        body = json.dumps(call, ensure_ascii=False, separators=(",", ":")).encode()
+        timeout = httpx.Timeout(endpoint.timeout, connect=endpoint.connect_timeout)
+        try:
+            async with asyncio.timeout(endpoint.timeout):
+                request = self.client.build_request(
+                    "POST", url, content=body, headers=headers, timeout=timeout
+                )
+                response = await self.client.send(request, stream=True)
+                try:
+                    text = await read_excerpt(response, limit=None)
+                finally:
+                    await response.aclose()
+        except (TimeoutError, httpx.TimeoutException) as exc:
+            detail = f"no response within {endpoint.timeout:g}s"
+            if isinstance(exc, httpx.ConnectTimeout):
+                detail = f"could not connect within {endpoint.connect_timeout:g}s"
+            return result(classify_error("timeout", detail), error=error_text(exc, secrets, detail))
+        except httpx.ConnectError as exc:
+            error = error_text(exc, secrets)
+            return result(classify_error("connect", error), error=error)
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+            error = error_text(exc, secrets)
+            return result(classify_error("invalid_request", error), error=error)
+        except httpx.TransportError as exc:
+            error = error_text(exc, secrets)
+            return result(classify_error("network", error), error=error)
+
+        excerpt = redact_text(text[:EXCERPT_CHARS], secrets) if text else None
+        answer = _json(text)
+        status = response.status_code
+        if answer.get("ok") is True and 200 <= status < 300:
+            return result(
+                Classification(Verdict.DELIVERED, f"HTTP {status}", health=Health.OK),
+                status_code=status,
+                excerpt=excerpt,
+            )
+        said_code = answer.get("error_code")
+        code = said_code if isinstance(said_code, int) else status
+        description = redact_text(str(answer.get("description") or f"HTTP {code}"), secrets)
+        parameters = answer.get("parameters")
+        parameters = parameters if isinstance(parameters, dict) else {}
+        error = f"Telegram {code}: {description}"[:EXCERPT_CHARS]
+        classification, new_payload = _classify(code, description, parameters, payload, response)
+        return result(
+            classification,
+            status_code=status,
+            error=error,
+            excerpt=excerpt,
+            new_payload=new_payload,
+        )
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+def _classify(
+    code: int,
+    description: str,
+    parameters: dict[str, Any],
+    payload: dict[str, Any],
+    response: httpx.Response,
+) -> tuple[Classification, str | None]:
+    """The policy's classification of a Bot API error, and a rewritten payload if any."""
+    said = f"Telegram {code}: {description}"
+    if code == 429:
+        wait = parameters.get("retry_after")
+        seconds = (
+            float(wait)
+            if isinstance(wait, int | float) and wait >= 0
+            else parse_retry_after(response.headers.get("retry-after"), datetime.now(UTC))
+        )
+        return (
+            Classification(Verdict.RETRYABLE, said, retry_after=seconds, throttle=seconds),
+            None,
+        )
+    migrated = parameters.get("migrate_to_chat_id")
+    if code == 400 and isinstance(migrated, int) and not isinstance(migrated, bool):
+        old = payload.get("chat_id")
+        rewritten = dict(payload)
+        rewritten["chat_id"] = migrated
+        reason = f"{said}; the chat migrated: chat_id {old} -> {migrated}"
+        return (
+            Classification(Verdict.RETRYABLE, reason, immediate=True),
+            json.dumps(rewritten, ensure_ascii=False, separators=(",", ":")),
+        )
+    if code == 401:
+        reason = f"{said}: the bot token was rejected"
+        return Classification(Verdict.RETRYABLE, reason, pause=reason), None
+    if code in (400, 403, 404):
+        return Classification(Verdict.PERMANENT, said), None
+    classification = classify_status(code)
+    return (
+        Classification(
+            classification.verdict,
+            said,
+            classification.retry_after,
+            health=classification.health,
+            throttle=classification.throttle,
+            pause=classification.pause,
+        ),
+        None,
+    )
+
+
+def _json(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
