@@ -18,8 +18,8 @@ import asyncpg
 import pytest
 
 import outbox
-from outbox.channels.null import NullChannel
 from outbox.channels import Channel
+from outbox.channels.null import NullChannel
 from outbox.channels.telegram import TelegramChannel
 from outbox.channels.webhook import WebhookChannel, make_client
 from outbox.delivery import Finished
