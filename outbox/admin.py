@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 
 from outbox.errors import EndpointExistsError, EndpointInUseError, InvalidInputError
-from outbox.models import EndpointConfig
+from outbox.models import EndpointConfig, EndpointUpdate
 from outbox.sql import QUERIES
 
 # Removal waits at most this long for producers already inserting.
@@ -36,6 +36,9 @@ class EndpointInfo:
     retry_window: timedelta
     created_at: datetime
     unfinished: int
+    policy: dict[str, Any]
+    state: str
+    state_reason: str | None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -50,6 +53,9 @@ class EndpointInfo:
             "retry_window_seconds": self.retry_window.total_seconds(),
             "created_at": self.created_at.isoformat(),
             "unfinished": self.unfinished,
+            **self.policy,
+            "state": self.state,
+            "state_reason": self.state_reason,
         }
 
 
@@ -66,6 +72,17 @@ async def add_endpoint(conn: asyncpg.Connection, config: EndpointConfig) -> None
         round(config.connect_timeout * 1000),
         config.max_attempts,
         config.retry_window,
+        config.rate_limit,
+        config.rate_burst,
+        _ms(config.key_interval),
+        _ms(config.group_key_interval),
+        config.ordered,
+        config.on_dead,
+        config.breaker_failures,
+        config.breaker_cooldown,
+        config.breaker_max_cooldown,
+        config.disable_after,
+        list(config.allow_networks) or None,
     )
     if name is None:
         raise EndpointExistsError("name", f"endpoint {config.name!r} already exists")
@@ -86,9 +103,94 @@ async def list_endpoints(conn: asyncpg.Connection) -> list[EndpointInfo]:
             retry_window=r["retry_window"],
             created_at=r["created_at"],
             unfinished=r["unfinished"],
+            policy={
+                "rate_limit": r["rate_limit"],
+                "rate_burst": r["rate_burst"],
+                "key_interval_ms": r["key_interval_ms"],
+                "group_key_interval_ms": r["group_key_interval_ms"],
+                "ordered": r["ordered"],
+                "on_dead": r["on_dead"],
+                "breaker_failures": r["breaker_failures"],
+                "breaker_cooldown_seconds": r["breaker_cooldown"].total_seconds(),
+                "breaker_max_cooldown_seconds": r["breaker_max_cooldown"].total_seconds(),
+                "disable_after_seconds": r["disable_after"].total_seconds(),
+                "allow_networks": list(r["allow_networks"] or []),
+                "rotating_secret": bool(r["rotating"]),
+            },
+            state=r["state"] or "active",
+            state_reason=r["disabled_reason"]
+            or r["paused_reason"]
+            or (r["last_failure"] if r["consecutive_failures"] else None),
         )
         for r in rows
     ]
+
+
+async def update_endpoint(conn: asyncpg.Connection, name: str, changes: EndpointUpdate) -> None:
+    """Change the settings given in ``changes``; the rest stay as they are."""
+    patch: dict[str, Any] = {}
+    simple = {
+        "url": changes.url,
+        "headers": changes.headers,
+        "max_attempts": changes.max_attempts,
+        "rate_limit": changes.rate_limit,
+        "rate_burst": changes.rate_burst,
+        "ordered": changes.ordered,
+        "on_dead": changes.on_dead,
+        "breaker_failures": changes.breaker_failures,
+        "timeout_ms": _ms(changes.timeout),
+        "connect_timeout_ms": _ms(changes.connect_timeout),
+        "key_interval_ms": _ms(changes.key_interval),
+        "group_key_interval_ms": _ms(changes.group_key_interval),
+        "retry_window_seconds": _seconds(changes.retry_window),
+        "breaker_cooldown_seconds": _seconds(changes.breaker_cooldown),
+        "breaker_max_cooldown_seconds": _seconds(changes.breaker_max_cooldown),
+        "disable_after_seconds": _seconds(changes.disable_after),
+        "allow_networks": list(changes.allow_networks)
+        if changes.allow_networks is not None
+        else None,
+    }
+    patch.update({k: v for k, v in simple.items() if v is not None})
+    for cleared in changes.clear:
+        patch[_CLEARED_COLUMN[cleared]] = None
+    if changes.secret is not None:
+        patch["secret"] = changes.secret.get_secret_value()
+        patch["secret_grace_seconds"] = changes.secret_grace.total_seconds()
+    if not patch:
+        raise InvalidInputError("changes", "nothing to change: give at least one setting")
+    try:
+        updated = await conn.fetchval(QUERIES["endpoint_update"], name, json.dumps(patch))
+    except asyncpg.CheckViolationError as exc:
+        field, problem = _CONSTRAINT_PROBLEMS.get(
+            exc.constraint_name or "", ("settings", "the new settings do not fit together")
+        )
+        raise InvalidInputError(field, problem) from None
+    if updated is None:
+        raise InvalidInputError("name", f"unknown endpoint {name!r}")
+
+
+async def pause_endpoint(conn: asyncpg.Connection, name: str, reason: str | None = None) -> None:
+    """Stop delivering to ``name`` now; its messages stay parked and spend no attempts."""
+    reason = reason or "paused by an operator"
+    if await conn.fetchval(QUERIES["endpoint_pause"], name, reason) is None:
+        raise InvalidInputError("name", f"unknown endpoint {name!r}")
+
+
+async def resume_endpoint(conn: asyncpg.Connection, name: str) -> None:
+    """Deliver to ``name`` again: un-pause, re-enable, close its circuit, and restart
+    the retry windows of its parked messages."""
+    async with conn.transaction():
+        if await conn.fetchval(QUERIES["endpoint_resume"], name) is None:
+            raise InvalidInputError("name", f"unknown endpoint {name!r}")
+        await conn.execute(QUERIES["endpoint_restart_windows"], name)
+
+
+async def unblock_key(conn: asyncpg.Connection, name: str, key: str) -> int:
+    """Release a key blocked after a dead letter; returns how many messages it frees."""
+    async with conn.transaction():
+        if await conn.fetchval(QUERIES["endpoint_key_blocked"], name, key) is None:
+            raise InvalidInputError("key", f"key {key!r} of endpoint {name!r} is not blocked")
+        return len(await conn.fetch(QUERIES["endpoint_unblock"], name, key))
 
 
 async def remove_endpoint(conn: asyncpg.Connection, name: str) -> None:
@@ -132,6 +234,31 @@ async def set_config(
     row = await conn.fetchrow(QUERIES["config_set"], max_payload_bytes, dedupe_window_seconds)
     assert row is not None
     return OutboxConfig(row["max_payload_bytes"], row["dedupe_window_seconds"])
+
+
+# Checks that only the combination of old and new settings can break.
+_CONSTRAINT_PROBLEMS = {
+    "endpoints_breaker_cooldown_positive": (
+        "breaker_cooldown",
+        "must not be longer than breaker_max_cooldown (change both together)",
+    ),
+    "endpoints_webhook_url": ("url", "a webhook endpoint needs an http:// or https:// URL"),
+}
+
+_CLEARED_COLUMN = {
+    "rate_limit": "rate_limit",
+    "key_interval": "key_interval_ms",
+    "group_key_interval": "group_key_interval_ms",
+    "allow_networks": "allow_networks",
+}
+
+
+def _ms(seconds: float | None) -> int | None:
+    return None if seconds is None else max(1, round(seconds * 1000))
+
+
+def _seconds(value: timedelta | None) -> float | None:
+    return None if value is None else value.total_seconds()
 
 
 def _as_dict(value: Any) -> dict[str, str]:

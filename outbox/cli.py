@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from outbox import admin, migrations
 from outbox.db import connection
 from outbox.errors import InvalidInputError, OutboxError
-from outbox.models import EndpointConfig, to_input_error
+from outbox.models import EndpointConfig, EndpointUpdate, parse_duration, to_input_error
 from outbox.producer import enqueue as _enqueue
 from outbox.settings import load_settings
 
@@ -174,6 +174,108 @@ def endpoint() -> None:
     """Manage endpoints (destinations)."""
 
 
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> timedelta | None:
+    if value is None:
+        return None
+    return parse_duration(value, f"--{(param.name or 'duration').replace('_', '-')}")
+
+
+_POLICY_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
+    click.option("--timeout", type=float, help="Total timeout per attempt, seconds [default: 10]."),
+    click.option("--connect-timeout", type=float, help="Connect timeout, seconds [default: 5]."),
+    click.option("--max-attempts", type=int, help="Attempts before dead-lettering [default: 25]."),
+    click.option(
+        "--retry-window",
+        callback=_duration,
+        metavar="DURATION",
+        help="Stop retrying this long after the first attempt (e.g. 90s, 2h, 1d) [default: 1d].",
+    ),
+    click.option(
+        "--rate",
+        "rate_limit",
+        type=float,
+        metavar="PER_SECOND",
+        help="Messages per second across all workers [telegram default: 30].",
+    ),
+    click.option(
+        "--burst",
+        "rate_burst",
+        type=int,
+        help="Messages the rate lets through at once [default: 1].",
+    ),
+    click.option(
+        "--key-interval",
+        callback=_duration,
+        metavar="DURATION",
+        help="Minimum time between two messages with the same key [telegram default: 1s].",
+    ),
+    click.option(
+        "--group-key-interval",
+        callback=_duration,
+        metavar="DURATION",
+        help="The same for keys starting with '-' (Telegram group chats) [telegram default: 3s].",
+    ),
+    click.option(
+        "--ordered/--unordered",
+        default=None,
+        help="Deliver messages with the same key one at a time, in order [default: unordered].",
+    ),
+    click.option(
+        "--on-dead",
+        type=click.Choice(["release", "block"]),
+        help="Ordered: when a key's message is dead-lettered, release the key or block it "
+        "[default: release].",
+    ),
+    click.option(
+        "--breaker-failures",
+        type=int,
+        help="Consecutive failures that open the circuit [default: 5].",
+    ),
+    click.option(
+        "--breaker-cooldown",
+        callback=_duration,
+        metavar="DURATION",
+        help="First circuit cool-down; doubles after each failed probe [default: 30s].",
+    ),
+    click.option(
+        "--breaker-max-cooldown",
+        callback=_duration,
+        metavar="DURATION",
+        help="Longest cool-down [default: 1h].",
+    ),
+    click.option(
+        "--disable-after",
+        callback=_duration,
+        metavar="DURATION",
+        help="Disable the endpoint after failing this long without a success [default: 5d].",
+    ),
+    click.option(
+        "--allow-network",
+        "allow_networks",
+        multiple=True,
+        metavar="CIDR",
+        help="A non-public address range this webhook may reach (SSRF guard; repeatable).",
+    ),
+]
+
+
+def policy_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(_POLICY_OPTIONS):
+        func = option(func)
+    return func
+
+
+def _policy(options: dict[str, Any]) -> dict[str, Any]:
+    """The policy flags given (None: not given), in the models' terms."""
+    values = {k: v for k, v in options.items() if v is not None}
+    for name in ("key_interval", "group_key_interval"):
+        if name in values:
+            values[name] = values[name].total_seconds()
+    if not values.get("allow_networks"):
+        values.pop("allow_networks", None)
+    return values
+
+
 @endpoint.command("add")
 @database_option
 @click.argument("name")
@@ -186,38 +288,18 @@ def endpoint() -> None:
 @click.option(
     "--header", "headers", multiple=True, metavar="'Name: value'", help="Extra header (repeatable)."
 )
-@click.option(
-    "--timeout", type=float, default=10.0, show_default=True, help="Total timeout, seconds."
-)
-@click.option(
-    "--connect-timeout",
-    type=float,
-    default=5.0,
-    show_default=True,
-    help="Connect timeout, seconds.",
-)
-@click.option("--max-attempts", type=int, default=25, show_default=True)
-@click.option(
-    "--retry-window",
-    type=float,
-    default=86400,
-    show_default=True,
-    metavar="SECONDS",
-    help="Stop retrying this long after the first attempt.",
-)
+@policy_options
 @click.pass_context
 def endpoint_add(
     ctx: click.Context,
+    /,
     database_url: str | None,
     name: str,
     channel: str,
     url: str | None,
     secret: str | None,
     headers: tuple[str, ...],
-    timeout: float,
-    connect_timeout: float,
-    max_attempts: int,
-    retry_window: float,
+    **options: Any,
 ) -> None:
     """Register endpoint NAME."""
     db = _database_url(ctx)
@@ -228,10 +310,7 @@ def endpoint_add(
             url=url,
             secret=secret,
             headers=_parse_headers(headers),
-            timeout=timeout,
-            connect_timeout=connect_timeout,
-            max_attempts=max_attempts,
-            retry_window=timedelta(seconds=retry_window),
+            **_policy(options),
         )
     except ValidationError as exc:
         raise to_input_error(exc) from None
@@ -242,6 +321,120 @@ def endpoint_add(
 
     _run(go())
     click.echo(f"endpoint {name!r} added ({channel})")
+
+
+@endpoint.command("update")
+@database_option
+@click.argument("name")
+@click.option("--url", help="New URL (webhook) or Bot API base URL (telegram).")
+@click.option(
+    "--secret",
+    help="New secret or bot token. A webhook keeps signing with the old one too "
+    "for --secret-grace.",
+)
+@click.option(
+    "--secret-grace",
+    callback=_duration,
+    metavar="DURATION",
+    help="How long the previous secret still signs (both signatures are sent) [default: 1d].",
+)
+@click.option(
+    "--header", "headers", multiple=True, metavar="'Name: value'", help="Replace the extra headers."
+)
+@click.option(
+    "--clear",
+    multiple=True,
+    type=click.Choice(["rate_limit", "key_interval", "group_key_interval", "allow_networks"]),
+    help="Remove an optional setting (repeatable).",
+)
+@policy_options
+@click.pass_context
+def endpoint_update(
+    ctx: click.Context,
+    /,
+    database_url: str | None,
+    name: str,
+    url: str | None,
+    secret: str | None,
+    secret_grace: timedelta | None,
+    headers: tuple[str, ...],
+    clear: tuple[str, ...],
+    **options: Any,
+) -> None:
+    """Change settings of endpoint NAME; the ones not given stay as they are."""
+    db = _database_url(ctx)
+    fields: dict[str, Any] = {"clear": frozenset(clear), **_policy(options)}
+    if url is not None:
+        fields["url"] = url
+    if secret is not None:
+        fields["secret"] = secret
+    if secret_grace is not None:
+        fields["secret_grace"] = secret_grace
+    if headers:
+        fields["headers"] = _parse_headers(headers)
+    try:
+        changes = EndpointUpdate(**fields)
+    except ValidationError as exc:
+        raise to_input_error(exc) from None
+
+    async def go() -> None:
+        async with connection(db) as conn:
+            await admin.update_endpoint(conn, name, changes)
+
+    _run(go())
+    click.echo(f"endpoint {name!r} updated")
+
+
+@endpoint.command("pause")
+@database_option
+@click.argument("name")
+@click.option("--reason", help="Why (shown in endpoint list and outbox.endpoint_health).")
+@click.pass_context
+def endpoint_pause(
+    ctx: click.Context, database_url: str | None, name: str, reason: str | None
+) -> None:
+    """Stop delivering to NAME now; its messages wait, spending no attempts."""
+    db = _database_url(ctx)
+
+    async def go() -> None:
+        async with connection(db) as conn:
+            await admin.pause_endpoint(conn, name, reason)
+
+    _run(go())
+    click.echo(f"endpoint {name!r} paused")
+
+
+@endpoint.command("resume")
+@database_option
+@click.argument("name")
+@click.pass_context
+def endpoint_resume(ctx: click.Context, database_url: str | None, name: str) -> None:
+    """Deliver to NAME again (also after it was disabled or its circuit opened)."""
+    db = _database_url(ctx)
+
+    async def go() -> None:
+        async with connection(db) as conn:
+            await admin.resume_endpoint(conn, name)
+
+    _run(go())
+    click.echo(f"endpoint {name!r} resumed")
+
+
+@endpoint.command("unblock")
+@database_option
+@click.argument("name")
+@click.argument("key")
+@click.pass_context
+def endpoint_unblock(ctx: click.Context, database_url: str | None, name: str, key: str) -> None:
+    """Release KEY of ordered endpoint NAME, blocked after a dead letter (--on-dead block)."""
+    db = _database_url(ctx)
+
+    async def go() -> int:
+        async with connection(db) as conn:
+            return await admin.unblock_key(conn, name, key)
+
+    freed = _run(go())
+    click.echo(f"key {key!r} of endpoint {name!r} released; {freed} message(s) continue")
 
 
 @endpoint.command("list")
@@ -263,15 +456,23 @@ def endpoint_list(ctx: click.Context, database_url: str | None, as_json: bool) -
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("name", "channel", "url", "secret", "timeout", "max attempts", "unfinished")
+    table = Table("name", "channel", "url", "secret", "limits", "state", "unfinished")
     for i in infos:
+        limits = []
+        if i.policy["rate_limit"]:
+            limits.append(f"{i.policy['rate_limit']:g}/s")
+        if i.policy["key_interval_ms"]:
+            limits.append(f"key {i.policy['key_interval_ms'] / 1000:g}s")
+        if i.policy["ordered"]:
+            limits.append("ordered")
+        state = i.state + (f": {i.state_reason}" if i.state_reason else "")
         table.add_row(
             i.name,
             i.channel,
             i.url or "",
-            "set" if i.has_secret else "",
-            f"{i.timeout_ms / 1000:g}s",
-            str(i.max_attempts),
+            ("set, rotating" if i.policy["rotating_secret"] else "set") if i.has_secret else "",
+            ", ".join(limits),
+            state,
             str(i.unfinished),
         )
     Console().print(table)

@@ -128,7 +128,7 @@ class Receiver:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        message_id = request.headers.get("webhook-id")
+        message_id = self.identify(request.headers, body)
         with self._lock:
             self._seen[message_id] += 1
             nth = self._seen[message_id]
@@ -136,7 +136,7 @@ class Receiver:
                 request.path, message_id, CIMultiDict(request.headers), body, time.time(), nth=nth
             )
             self.received.append(record)
-        action = self.script(request.path, message_id, nth)
+        action = self.respond(record)
         record.action = action
         try:
             if action.delay:
@@ -148,6 +148,16 @@ class Receiver:
             return web.Response(status=action.status, text=action.body, headers=action.headers)
         finally:
             record.finished = time.time()
+
+    # -- what a request is and what it gets (subclasses: other protocols) -----
+
+    def identify(self, headers: Any, body: bytes) -> str | None:
+        """The message a request carries: the Standard Webhooks ``webhook-id``."""
+        value = headers.get("webhook-id")
+        return value if isinstance(value, str) else None
+
+    def respond(self, record: Received) -> Action:
+        return self.script(record.path, record.message_id, record.nth)
 
     # -- reading what arrived ------------------------------------------------
 

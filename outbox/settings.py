@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     def _networks(cls, value: str) -> str:
         from outbox.ssrf import parse_networks
 
-        parse_networks(value.split(","), "allow_networks")
+        parse_networks(value.split(","))
         return value
 
     @field_validator("database_url")

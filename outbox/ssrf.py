@@ -28,7 +28,7 @@ LOOPBACK: tuple[Network, ...] = (
 )
 
 
-def parse_networks(values: Iterable[str], field: str = "allow_networks") -> tuple[Network, ...]:
+def parse_networks(values: Iterable[str]) -> tuple[Network, ...]:
     """CIDR ranges (or single addresses); a bad one raises ValueError naming it."""
     networks: list[Network] = []
     for value in values:
@@ -38,9 +38,7 @@ def parse_networks(values: Iterable[str], field: str = "allow_networks") -> tupl
         try:
             networks.append(ipaddress.ip_network(text, strict=False))
         except ValueError:
-            raise ValueError(
-                f"{field}: {text!r} is not an address range (e.g. 10.0.0.0/8)"
-            ) from None
+            raise ValueError(f"{text!r} is not an address range (e.g. 10.0.0.0/8)") from None
     return tuple(networks)
 
 

@@ -21,18 +21,109 @@ SELECT outbox.enqueue_many($1::text[], $2::text[]::jsonb[], $3::text[], $4::text
 SELECT outbox.enqueue_many(CAST(:endpoints AS text[]), CAST(CAST(:payloads AS text[]) AS jsonb[]), CAST(:keys AS text[]), CAST(:idempotency_keys AS text[]), CAST(:priorities AS integer[]), CAST(:deliver_ats AS timestamptz[]), CAST(CAST(:headers AS text[]) AS jsonb[]));
 
 -- endpoint_insert --
--- Register an endpoint: $1 name, $2 channel, $3 url, $4 secret, $5 headers (JSON text), $6 timeout_ms, $7 connect_timeout_ms, $8 max_attempts, $9 retry_window.
-INSERT INTO outbox.endpoints (name, channel, url, secret, headers, timeout_ms, connect_timeout_ms, max_attempts, retry_window)
-VALUES ($1, $2, $3, $4, $5::text::jsonb, $6, $7, $8, $9)
+-- Register an endpoint: $1 name, $2 channel, $3 url, $4 secret, $5 headers (JSON text), $6 timeout_ms, $7 connect_timeout_ms,
+-- $8 max_attempts, $9 retry_window, $10 rate_limit, $11 rate_burst, $12 key_interval_ms, $13 group_key_interval_ms,
+-- $14 ordered, $15 on_dead, $16 breaker_failures, $17 breaker_cooldown, $18 breaker_max_cooldown, $19 disable_after,
+-- $20 allow_networks (text[] of CIDRs, NULL for none). Its endpoint_state row comes from a trigger.
+INSERT INTO outbox.endpoints (name, channel, url, secret, headers, timeout_ms, connect_timeout_ms, max_attempts, retry_window,
+                              rate_limit, rate_burst, key_interval_ms, group_key_interval_ms, ordered, on_dead,
+                              breaker_failures, breaker_cooldown, breaker_max_cooldown, disable_after, allow_networks)
+VALUES ($1, $2, $3, $4, $5::text::jsonb, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20::text[]::cidr[])
 ON CONFLICT (name) DO NOTHING
 RETURNING name;
 
+-- endpoint_update --
+-- Change some of an endpoint's settings: $1 name, $2 a JSON object of the changes (a key present with null clears that
+-- setting). A new secret moves the current one to previous_secret for secret_grace_seconds, during which webhooks carry
+-- both signatures. Returns the name, or nothing for an unknown endpoint.
+WITH p AS (SELECT $2::text::jsonb AS v)
+UPDATE outbox.endpoints AS e
+   SET url = CASE WHEN p.v ? 'url' THEN p.v ->> 'url' ELSE e.url END,
+       previous_secret = CASE WHEN p.v ? 'secret' THEN e.secret ELSE e.previous_secret END,
+       previous_secret_until = CASE WHEN p.v ? 'secret'
+                                    THEN now() + make_interval(secs => (p.v ->> 'secret_grace_seconds')::float8)
+                                    ELSE e.previous_secret_until END,
+       secret = CASE WHEN p.v ? 'secret' THEN p.v ->> 'secret' ELSE e.secret END,
+       headers = CASE WHEN p.v ? 'headers' THEN p.v -> 'headers' ELSE e.headers END,
+       timeout_ms = CASE WHEN p.v ? 'timeout_ms' THEN (p.v ->> 'timeout_ms')::integer ELSE e.timeout_ms END,
+       connect_timeout_ms = CASE WHEN p.v ? 'connect_timeout_ms' THEN (p.v ->> 'connect_timeout_ms')::integer
+                                 ELSE e.connect_timeout_ms END,
+       max_attempts = CASE WHEN p.v ? 'max_attempts' THEN (p.v ->> 'max_attempts')::integer ELSE e.max_attempts END,
+       retry_window = CASE WHEN p.v ? 'retry_window_seconds'
+                           THEN make_interval(secs => (p.v ->> 'retry_window_seconds')::float8) ELSE e.retry_window END,
+       rate_limit = CASE WHEN p.v ? 'rate_limit' THEN (p.v ->> 'rate_limit')::float8 ELSE e.rate_limit END,
+       rate_burst = CASE WHEN p.v ? 'rate_burst' THEN (p.v ->> 'rate_burst')::integer ELSE e.rate_burst END,
+       key_interval_ms = CASE WHEN p.v ? 'key_interval_ms' THEN (p.v ->> 'key_interval_ms')::integer
+                              ELSE e.key_interval_ms END,
+       group_key_interval_ms = CASE WHEN p.v ? 'group_key_interval_ms' THEN (p.v ->> 'group_key_interval_ms')::integer
+                                    ELSE e.group_key_interval_ms END,
+       ordered = CASE WHEN p.v ? 'ordered' THEN (p.v ->> 'ordered')::boolean ELSE e.ordered END,
+       on_dead = CASE WHEN p.v ? 'on_dead' THEN p.v ->> 'on_dead' ELSE e.on_dead END,
+       breaker_failures = CASE WHEN p.v ? 'breaker_failures' THEN (p.v ->> 'breaker_failures')::integer
+                               ELSE e.breaker_failures END,
+       breaker_cooldown = CASE WHEN p.v ? 'breaker_cooldown_seconds'
+                               THEN make_interval(secs => (p.v ->> 'breaker_cooldown_seconds')::float8)
+                               ELSE e.breaker_cooldown END,
+       breaker_max_cooldown = CASE WHEN p.v ? 'breaker_max_cooldown_seconds'
+                                   THEN make_interval(secs => (p.v ->> 'breaker_max_cooldown_seconds')::float8)
+                                   ELSE e.breaker_max_cooldown END,
+       disable_after = CASE WHEN p.v ? 'disable_after_seconds'
+                            THEN make_interval(secs => (p.v ->> 'disable_after_seconds')::float8)
+                            ELSE e.disable_after END,
+       allow_networks = CASE WHEN NOT p.v ? 'allow_networks' THEN e.allow_networks
+                             WHEN jsonb_typeof(p.v -> 'allow_networks') = 'array'
+                             THEN ARRAY(SELECT jsonb_array_elements_text(p.v -> 'allow_networks'))::cidr[] END,
+       updated_at = now()
+  FROM p
+ WHERE e.name = $1
+RETURNING e.name;
+
+-- endpoint_pause --
+-- Stop delivering to an endpoint at once (its messages stay parked; none spends an attempt): $1 name, $2 reason.
+UPDATE outbox.endpoints SET paused_at = now(), paused_reason = $2, updated_at = now() WHERE name = $1 RETURNING name;
+
+-- endpoint_resume --
+-- Deliver again: clear pause and disable, close the circuit, end a throttle: $1 name.
+WITH state AS (
+    UPDATE outbox.endpoint_state
+       SET circuit = 'closed', consecutive_failures = 0, failing_since = NULL, open_until = NULL,
+           cooldown_seconds = NULL, probe_until = NULL, throttled_until = NULL, updated_at = now()
+     WHERE endpoint = $1)
+UPDATE outbox.endpoints
+   SET paused_at = NULL, paused_reason = NULL, disabled_at = NULL, disabled_reason = NULL, updated_at = now()
+ WHERE name = $1
+RETURNING name;
+
+-- endpoint_restart_windows --
+-- After a resume, parked messages' retry windows start again (time parked must not dead-letter them): $1 name.
+UPDATE outbox.messages
+   SET first_attempt_at = now()
+ WHERE endpoint = $1 AND first_attempt_at IS NOT NULL AND lease_token IS NULL;
+
+-- endpoint_unblock --
+-- Release a key blocked after a dead letter (on_dead = block) and bring its waiting messages back: $1 name, $2 key.
+WITH released AS (
+    DELETE FROM outbox.key_blocks WHERE endpoint = $1 AND key = $2 RETURNING endpoint)
+UPDATE outbox.messages AS m
+   SET available_at = now(), held = NULL
+ WHERE m.endpoint = $1 AND m.key = $2 AND m.held = 'block'
+RETURNING m.id;
+
+-- endpoint_key_blocked --
+-- Whether a key is blocked: $1 name, $2 key.
+SELECT message_id FROM outbox.key_blocks WHERE endpoint = $1 AND key = $2;
+
 -- endpoint_list --
--- Every endpoint with its unfinished message count; never the secret itself, only whether one is set.
+-- Every endpoint with its policy, health and unfinished message count; never the secret itself, only whether one is set.
 SELECT e.name, e.channel, e.url, e.secret IS NOT NULL AS has_secret, e.headers, e.timeout_ms,
        e.connect_timeout_ms, e.max_attempts, e.retry_window, e.created_at,
-       (SELECT count(*) FROM outbox.messages AS m WHERE m.endpoint = e.name) AS unfinished
+       (SELECT count(*) FROM outbox.messages AS m WHERE m.endpoint = e.name) AS unfinished,
+       e.rate_limit, e.rate_burst, e.key_interval_ms, e.group_key_interval_ms, e.ordered, e.on_dead,
+       e.breaker_failures, e.breaker_cooldown, e.breaker_max_cooldown, e.disable_after,
+       e.allow_networks::text[] AS allow_networks, e.previous_secret_until > now() AS rotating,
+       h.state, h.paused_reason, h.disabled_reason, h.consecutive_failures, h.last_failure
   FROM outbox.endpoints AS e
+  LEFT JOIN outbox.endpoint_health AS h ON h.endpoint = e.name
  ORDER BY e.name;
 
 -- endpoint_lock_messages --
