@@ -151,6 +151,9 @@ class WebhookChannel:
                 finally:
                     await response.aclose()
         except (TimeoutError, httpx.TimeoutException) as exc:
+            blocked = blocked_reason(exc)  # httpx-aiohttp reports a refused lookup as a timeout
+            if blocked:
+                return result(_refused(blocked), error=f"SSRFGuard: {blocked}")
             detail = f"no response within {endpoint.timeout:g}s"
             if isinstance(exc, httpx.ConnectTimeout):
                 detail = f"could not connect within {endpoint.connect_timeout:g}s"

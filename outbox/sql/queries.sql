@@ -106,7 +106,7 @@ WITH released AS (
     DELETE FROM outbox.key_blocks WHERE endpoint = $1 AND key = $2 RETURNING endpoint)
 UPDATE outbox.messages AS m
    SET available_at = now(), held = NULL
- WHERE m.endpoint = $1 AND m.key = $2 AND m.held = 'block'
+ WHERE m.endpoint = $1 AND m.key = $2 AND m.held IS NOT NULL
 RETURNING m.id;
 
 -- endpoint_key_blocked --

@@ -4,109 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import hmac
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import asyncpg
 import pytest
+from support import add_endpoint, enqueue, running_worker, until
 
 import outbox
-from outbox.channels import Channel
 from outbox.channels.null import NullChannel
-from outbox.channels.telegram import TelegramChannel
-from outbox.channels.webhook import WebhookChannel, make_client
 from outbox.delivery import Finished
 from outbox.policy import Outcome
 from outbox.receiver import OK, Action, Receiver, always, fail_first
-from outbox.runner import WORKER_SESSION_SETTINGS, make_listener
-from outbox.ssrf import LOOPBACK
+from outbox.runner import WORKER_SESSION_SETTINGS
 from outbox.store import Store
 from outbox.worker import Worker, WorkerConfig
-
-FAST = WorkerConfig(
-    concurrency=20,
-    batch_size=50,
-    lease_seconds=30,
-    poll_interval=0.05,
-    flush_interval=0.01,
-    reap_interval=0.2,
-    backoff_base=0.05,
-    backoff_cap=0.2,
-    shutdown_grace=5,
-)
-
-
-def worker_channels(concurrency: int) -> dict[str, Channel]:
-    """The worker's channels; the SSRF guard allows loopback, where the test receivers live."""
-    return {
-        "webhook": WebhookChannel(concurrency, allow=LOOPBACK),
-        "telegram": TelegramChannel(make_client(concurrency)),
-        "null": NullChannel(),
-    }
-
-
-@contextlib.asynccontextmanager
-async def running_worker(
-    url: str, config: WorkerConfig = FAST, *, listen: bool = False
-) -> AsyncIterator[Worker]:
-    pool = await asyncpg.create_pool(
-        url, min_size=1, max_size=4, server_settings=WORKER_SESSION_SETTINGS
-    )
-    assert pool is not None
-    store = Store(pool, worker_id="test-worker", lease_seconds=config.lease_seconds)
-    channels = worker_channels(config.concurrency)
-    worker = Worker(
-        store,
-        channels,
-        config,
-        listen=make_listener(url) if listen else None,
-    )
-    task = asyncio.create_task(worker.run())
-    try:
-        yield worker
-    finally:
-        worker.stop()
-        await asyncio.wait_for(task, 20)
-        for channel in channels.values():
-            await channel.aclose()
-        await pool.close()
-
-
-async def until(predicate: Callable[[], Any], within: float = 20.0) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"condition not met within {within}s")
-
-
-async def add_endpoint(conn: asyncpg.Connection, name: str, url: str, **settings: Any) -> None:
-    columns = {"name": name, "channel": "webhook", "url": url, **settings}
-    names = ", ".join(columns)
-    params = ", ".join(f"${i + 1}" for i in range(len(columns)))
-    await conn.execute(
-        f"INSERT INTO outbox.endpoints ({names}) VALUES ({params})", *columns.values()
-    )
-
-
-async def enqueue(
-    conn: asyncpg.Connection, endpoint: str, n: int = 1, **kw: Any
-) -> list[uuid.UUID]:
-    async with conn.transaction():
-        return await outbox.enqueue_many(
-            conn, [{"endpoint": endpoint, "payload": {"n": i}, **kw} for i in range(n)]
-        )
 
 
 async def unfinished(conn: asyncpg.Connection) -> int:
