@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from urllib.parse import urlsplit, urlunsplit
 
@@ -42,3 +43,26 @@ def redact_text(text: str, secrets: tuple[str, ...] = ()) -> str:
     text = _USERINFO_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{_MASK}@", text)
     text = _PASSWORD_PARAM.sub(lambda m: f"{m[1]}={_MASK}", text)
     return _BOT_TOKEN.sub(_MASK, text)
+
+
+class RedactingFilter(logging.Filter):
+    """Redacts secrets from every record of the logger it is attached to.
+
+    Attached to the HTTP libraries' loggers (httpx logs each request's URL at
+    INFO, and a Telegram bot token travels in the URL path), so an application
+    that turns their logging on still never logs a token."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact_text(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+def guard_http_loggers() -> None:
+    """Attach `RedactingFilter` to the HTTP libraries' loggers (once)."""
+    for name in ("httpx", "httpcore", "aiohttp.client", "aiohttp.internal"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactingFilter) for f in logger.filters):
+            logger.addFilter(RedactingFilter())

@@ -36,14 +36,13 @@ from typing import Any
 import httpx
 
 from outbox._redact import redact_text
-from outbox.channels.webhook import EXCERPT_CHARS, error_text, read_excerpt
+from outbox.channels.webhook import EXCERPT_CHARS, read_excerpt, transport_failure
 from outbox.delivery import AttemptResult, Claimed, Endpoint
 from outbox.models import TELEGRAM_API_BASE
 from outbox.policy import (
     Classification,
     Health,
     Verdict,
-    classify_error,
     classify_status,
     parse_retry_after,
 )
@@ -88,20 +87,11 @@ class TelegramChannel:
                     text = await read_excerpt(response, limit=None)
                 finally:
                     await response.aclose()
-        except (TimeoutError, httpx.TimeoutException) as exc:
-            detail = f"no response within {endpoint.timeout:g}s"
-            if isinstance(exc, httpx.ConnectTimeout):
-                detail = f"could not connect within {endpoint.connect_timeout:g}s"
-            return result(classify_error("timeout", detail), error=error_text(exc, secrets, detail))
-        except httpx.ConnectError as exc:
-            error = error_text(exc, secrets)
-            return result(classify_error("connect", error), error=error)
-        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
-            error = error_text(exc, secrets)
-            return result(classify_error("invalid_request", error), error=error)
-        except httpx.TransportError as exc:
-            error = error_text(exc, secrets)
-            return result(classify_error("network", error), error=error)
+        except (TimeoutError, httpx.TransportError) as exc:
+            classification, error = transport_failure(
+                exc, endpoint, secrets, time.perf_counter() - t0
+            )
+            return result(classification, error=error)
 
         excerpt = redact_text(text[:EXCERPT_CHARS], secrets) if text else None
         answer = _json(text)

@@ -150,26 +150,11 @@ class WebhookChannel:
                     excerpt = await read_excerpt(response)
                 finally:
                     await response.aclose()
-        except (TimeoutError, httpx.TimeoutException) as exc:
-            blocked = blocked_reason(exc)  # httpx-aiohttp reports a refused lookup as a timeout
-            if blocked:
-                return result(_refused(blocked), error=f"SSRFGuard: {blocked}")
-            detail = f"no response within {endpoint.timeout:g}s"
-            if isinstance(exc, httpx.ConnectTimeout):
-                detail = f"could not connect within {endpoint.connect_timeout:g}s"
-            return result(classify_error("timeout", detail), error=error_text(exc, secrets, detail))
-        except httpx.ConnectError as exc:
-            blocked = blocked_reason(exc)
-            if blocked:
-                return result(_refused(blocked), error=f"SSRFGuard: {blocked}")
-            text = error_text(exc, secrets)
-            return result(classify_error("connect", text), error=text)
-        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
-            text = error_text(exc, secrets)
-            return result(classify_error("invalid_request", text), error=text)
-        except httpx.TransportError as exc:
-            text = error_text(exc, secrets)
-            return result(classify_error("network", text), error=text)
+        except (TimeoutError, httpx.TransportError) as exc:
+            classification, error = transport_failure(
+                exc, endpoint, secrets, time.perf_counter() - t0
+            )
+            return result(classification, error=error)
         retry_after = parse_retry_after(response.headers.get("retry-after"), datetime.now(UTC))
         classification = classify_status(response.status_code, retry_after)
         return result(
@@ -202,6 +187,33 @@ class WebhookChannel:
         for client in self._clients.values():
             await client.aclose()
         self._clients.clear()
+
+
+def transport_failure(
+    exc: BaseException, endpoint: Endpoint, secrets: tuple[str, ...], elapsed: float
+) -> tuple[Classification, str]:
+    """What an attempt that got no HTTP response means, and the error to record.
+
+    httpx-aiohttp reports every failure to connect (a refused connection, a
+    failed or refused lookup) as ``ConnectTimeout``; one that came before the
+    connect timeout is told apart and kept with its own message."""
+    blocked = blocked_reason(exc)
+    if blocked:
+        return _refused(blocked), f"SSRFGuard: {blocked}"
+    if isinstance(exc, httpx.ConnectTimeout) and elapsed < endpoint.connect_timeout * 0.9:
+        text = error_text(exc, secrets)
+        return classify_error("connect", text), text
+    if isinstance(exc, TimeoutError | httpx.TimeoutException):
+        detail = f"no response within {endpoint.timeout:g}s"
+        if isinstance(exc, httpx.ConnectTimeout):
+            detail = f"could not connect within {endpoint.connect_timeout:g}s"
+        return classify_error("timeout", detail), error_text(exc, secrets, detail)
+    text = error_text(exc, secrets)
+    if isinstance(exc, httpx.ConnectError):
+        return classify_error("connect", text), text
+    if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
+        return classify_error("invalid_request", text), text
+    return classify_error("network", text), text
 
 
 def _refused(problem: str) -> Classification:
