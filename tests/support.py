@@ -8,15 +8,18 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import asyncpg
+import psutil
 
 import outbox
 from outbox.channels import Channel
 from outbox.channels.null import NullChannel
 from outbox.channels.telegram import TelegramChannel
 from outbox.channels.webhook import WebhookChannel, make_client
+from outbox.processes import spawn_worker
 from outbox.runner import WORKER_SESSION_SETTINGS, make_listener
 from outbox.ssrf import LOOPBACK, Network
 from outbox.store import Store
@@ -103,3 +106,43 @@ async def enqueue(
         return await outbox.enqueue_many(
             conn, [{"endpoint": endpoint, "payload": {"n": i}, **kw} for i in range(n)]
         )
+
+
+FAST_RETRIES = {
+    "OUTBOX_BACKOFF_BASE": "0.05",
+    "OUTBOX_BACKOFF_CAP": "0.2",
+    "OUTBOX_LOG_LEVEL": "INFO",
+    "OUTBOX_ALLOW_NETWORKS": "127.0.0.0/8",  # the receivers are on loopback
+}
+
+
+class WorkerProcess:
+    """``outbox worker`` in a child process, its output kept in a file."""
+
+    def __init__(self, url: str, *args: str, log_dir: Path) -> None:
+        self.log = log_dir / f"worker-{time.monotonic_ns()}.log"
+        with self.log.open("wb") as out:
+            self.proc = spawn_worker(
+                url, "--poll-interval", "0.1", *args, log_level="INFO", env=FAST_RETRIES, output=out
+            )
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float) -> int:
+        return self.proc.wait(timeout)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def children(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []

@@ -8,69 +8,19 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
 import psutil
 import pytest
+from support import WorkerProcess, children
 
 import outbox
 from outbox import migrations
 from outbox.db import connect
-from outbox.processes import spawn_worker
 from outbox.receiver import Action, Receiver, always
 
 pytestmark = pytest.mark.e2e
-
-FAST_RETRIES = {
-    "OUTBOX_BACKOFF_BASE": "0.05",
-    "OUTBOX_BACKOFF_CAP": "0.2",
-    "OUTBOX_LOG_LEVEL": "INFO",
-    "OUTBOX_ALLOW_NETWORKS": "127.0.0.0/8",  # the receivers are on loopback
-}
-
-
-class WorkerProcess:
-    """``outbox worker`` in a child process, its output kept in a file."""
-
-    def __init__(self, url: str, *args: str, log_dir: Path) -> None:
-        self.log = log_dir / f"worker-{time.monotonic_ns()}.log"
-        with self.log.open("wb") as out:
-            self.proc = spawn_worker(
-                url, "--poll-interval", "0.1", *args, log_level="INFO", env=FAST_RETRIES, output=out
-            )
-
-    def signal(self, sig: int) -> None:
-        self.proc.send_signal(sig)
-
-    def wait(self, timeout: float) -> int:
-        return self.proc.wait(timeout)
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-
-@pytest.fixture
-def workers(tmp_path: Path) -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for w in started:
-        for child in _children(w.proc.pid):
-            child.kill()
-        w.kill()
-
-
-def _children(pid: int) -> list[psutil.Process]:
-    try:
-        return psutil.Process(pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return []
 
 
 async def wait_until(predicate, within: float = 60.0) -> None:  # type: ignore[no-untyped-def]
@@ -215,15 +165,15 @@ async def test_supervisor_restarts_a_child_that_dies(
 ) -> None:
     supervisor = WorkerProcess(database_url, "--processes", "2", log_dir=tmp_path)
     workers.append(supervisor)
-    await wait_until(lambda: _async(len(_children(supervisor.proc.pid)) == 2), within=30)
-    for child in _children(supervisor.proc.pid):  # a password on a command line shows in `ps`
+    await wait_until(lambda: _async(len(children(supervisor.proc.pid)) == 2), within=30)
+    for child in children(supervisor.proc.pid):  # a password on a command line shows in `ps`
         assert database_url not in " ".join(child.cmdline())
     assert database_url not in " ".join(psutil.Process(supervisor.proc.pid).cmdline())
-    victim = _children(supervisor.proc.pid)[0]
+    victim = children(supervisor.proc.pid)[0]
     victim.kill()
     await wait_until(
         lambda: _async(
-            len(kids := _children(supervisor.proc.pid)) == 2
+            len(kids := children(supervisor.proc.pid)) == 2
             and victim.pid not in {k.pid for k in kids}
         ),
         within=30,
