@@ -25,7 +25,8 @@ from outbox.worker import WAKEUP_CHANNEL, Worker, WorkerConfig
 log = logging.getLogger("outbox.worker")
 
 
-# The worker's statements each have one right plan: walk messages_claim_idx
+# The worker's statements each have one right plan: walk messages_first_idx or
+# messages_retry_idx
 # (or messages_lease_idx) in order and stop after the batch. The hot table's
 # statistics are always stale (a bulk enqueue lands between two autoanalyze
 # runs); with 50,000 fresh rows and old statistics the planner chose a bitmap
@@ -36,6 +37,9 @@ WORKER_SESSION_SETTINGS = {
     "enable_seqscan": "off",
     "enable_bitmapscan": "off",
     "enable_sort": "off",
+    # With sorts disabled, any plan that must sort costs ~1e10, which is past
+    # jit_above_cost: each such statement was JIT-compiled (~110 ms, every time).
+    "jit": "off",
     "application_name": "outbox-worker",
     "synchronous_commit": "off",
 }

@@ -469,8 +469,7 @@ BEGIN
                    CASE WHEN v_T IS NULL THEN 0.0
                         ELSE greatest(0.0, v_start + (v_got + l.i - 1) * v_T - v_tau) END,
                    v_probe
-              FROM leased AS l
-             ORDER BY l.i;
+              FROM leased AS l;  -- no ORDER BY: each row carries its own slot
             v_got := v_got + cardinality(v_ids);
         END IF;
         EXIT WHEN v_got >= v_n;

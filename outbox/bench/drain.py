@@ -22,7 +22,8 @@ ENDPOINT = "bench-drain"
 
 _RAW_CLAIM = """
 WITH due AS (SELECT id FROM outbox.messages
-              WHERE lease_token IS NULL AND available_at <= now()
+              WHERE endpoint = 'bench-drain' AND lease_token IS NULL AND attempts = 0
+                AND available_at <= now()
               ORDER BY priority DESC, available_at, seq LIMIT 500 FOR UPDATE SKIP LOCKED)
 UPDATE outbox.messages AS m SET lease_token = gen_random_uuid(), lease_expires_at = now() + interval '1 minute'
   FROM due WHERE m.id = due.id RETURNING m.id, m.lease_token
