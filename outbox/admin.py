@@ -83,6 +83,7 @@ async def add_endpoint(conn: asyncpg.Connection, config: EndpointConfig) -> None
         config.breaker_max_cooldown,
         config.disable_after,
         list(config.allow_networks) or None,
+        _ms(config.coalesce),
     )
     if name is None:
         raise EndpointExistsError("name", f"endpoint {config.name!r} already exists")
@@ -108,6 +109,7 @@ async def list_endpoints(conn: asyncpg.Connection) -> list[EndpointInfo]:
                 "rate_burst": r["rate_burst"],
                 "key_interval_ms": r["key_interval_ms"],
                 "group_key_interval_ms": r["group_key_interval_ms"],
+                "coalesce_ms": r["coalesce_ms"],
                 "ordered": r["ordered"],
                 "on_dead": r["on_dead"],
                 "breaker_failures": r["breaker_failures"],
@@ -142,6 +144,7 @@ async def update_endpoint(conn: asyncpg.Connection, name: str, changes: Endpoint
         "connect_timeout_ms": _ms(changes.connect_timeout),
         "key_interval_ms": _ms(changes.key_interval),
         "group_key_interval_ms": _ms(changes.group_key_interval),
+        "coalesce_ms": _ms(changes.coalesce),
         "retry_window_seconds": _seconds(changes.retry_window),
         "breaker_cooldown_seconds": _seconds(changes.breaker_cooldown),
         "breaker_max_cooldown_seconds": _seconds(changes.breaker_max_cooldown),
@@ -249,6 +252,7 @@ _CLEARED_COLUMN = {
     "rate_limit": "rate_limit",
     "key_interval": "key_interval_ms",
     "group_key_interval": "group_key_interval_ms",
+    "coalesce": "coalesce_ms",
     "allow_networks": "allow_networks",
 }
 

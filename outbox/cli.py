@@ -216,6 +216,13 @@ _POLICY_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         help="The same for keys starting with '-' (Telegram group chats) [telegram default: 3s].",
     ),
     click.option(
+        "--coalesce",
+        callback=_duration,
+        metavar="DURATION",
+        help="Telegram: merge a chat's waiting messages created within this window into one "
+        "message (texts joined, up to 4096 characters).",
+    ),
+    click.option(
         "--ordered/--unordered",
         default=None,
         help="Deliver messages with the same key one at a time, in order [default: unordered].",
@@ -268,7 +275,7 @@ def policy_options(func: Callable[..., Any]) -> Callable[..., Any]:
 def _policy(options: dict[str, Any]) -> dict[str, Any]:
     """The policy flags given (None: not given), in the models' terms."""
     values = {k: v for k, v in options.items() if v is not None}
-    for name in ("key_interval", "group_key_interval"):
+    for name in ("key_interval", "group_key_interval", "coalesce"):
         if name in values:
             values[name] = values[name].total_seconds()
     if not values.get("allow_networks"):
@@ -344,7 +351,9 @@ def endpoint_add(
 @click.option(
     "--clear",
     multiple=True,
-    type=click.Choice(["rate_limit", "key_interval", "group_key_interval", "allow_networks"]),
+    type=click.Choice(
+        ["rate_limit", "key_interval", "group_key_interval", "coalesce", "allow_networks"]
+    ),
     help="Remove an optional setting (repeatable).",
 )
 @policy_options

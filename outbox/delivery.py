@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,6 +26,8 @@ class Claimed:
     token: uuid.UUID
     send_at: float = 0.0  # time.monotonic() before which it must not be sent (a rate-limit slot)
     probe: bool = False  # the one message let through a half-open circuit
+    lead: uuid.UUID | None = None  # coalescing: the message this one rides with
+    riders: list[Claimed] = field(default_factory=list)  # coalescing: the ones riding with it
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +103,8 @@ class AttemptResult:
     status_code: int | None = None
     error: str | None = None
     excerpt: str | None = None
-    new_payload: str | None = None  # JSON text the message's payload becomes (retries only)
+    # JSON text a message's payload becomes (retries only), by message id.
+    new_payloads: dict[uuid.UUID, str] | None = None
 
 
 @dataclass(slots=True)

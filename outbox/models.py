@@ -126,7 +126,9 @@ TELEGRAM_DEFAULTS: dict[str, Any] = {
     "key_interval": 1.0,  # per chat (the key defaults to the chat id)
     "group_key_interval": 3.0,  # group chats (negative ids): 20 per minute
 }
-Clearable = Literal["rate_limit", "key_interval", "group_key_interval", "allow_networks"]
+Clearable = Literal[
+    "rate_limit", "key_interval", "group_key_interval", "coalesce", "allow_networks"
+]
 
 
 class EndpointConfig(BaseModel):
@@ -149,6 +151,7 @@ class EndpointConfig(BaseModel):
     rate_burst: Annotated[int, Field(ge=1, le=1_000_000)] = 1
     key_interval: Seconds | None = None
     group_key_interval: Seconds | None = None
+    coalesce: Seconds | None = None
     ordered: bool = False
     on_dead: Literal["release", "block"] = "release"
     breaker_failures: Annotated[int, Field(ge=1, le=1_000_000)] = 5
@@ -202,6 +205,8 @@ class EndpointConfig(BaseModel):
                 )
         if self.channel == "null" and self.url is not None:
             raise ValueError("a null endpoint takes no --url")
+        if self.coalesce is not None and self.channel != "telegram":
+            raise ValueError("coalescing (--coalesce) is for telegram endpoints")
         if self.breaker_max_cooldown < self.breaker_cooldown:
             raise ValueError("breaker_max_cooldown must not be shorter than breaker_cooldown")
         return self
@@ -234,6 +239,7 @@ class EndpointUpdate(BaseModel):
     rate_burst: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
     key_interval: Seconds | None = None
     group_key_interval: Seconds | None = None
+    coalesce: Seconds | None = None
     ordered: bool | None = None
     on_dead: Literal["release", "block"] | None = None
     breaker_failures: Annotated[int, Field(ge=1, le=1_000_000)] | None = None

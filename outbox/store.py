@@ -75,6 +75,7 @@ class Store:
                 token,
                 now + r["delay"] if r["delay"] else 0.0,
                 r["probe"],
+                r["lead"],
             )
             for r in rows
         ]

@@ -83,6 +83,7 @@ endpoints = Table(
     Column("rate_burst", Integer, nullable=False, server_default=text("1")),
     Column("key_interval_ms", Integer),
     Column("group_key_interval_ms", Integer),
+    Column("coalesce_ms", Integer),
     Column("ordered", Boolean, nullable=False, server_default=text("false")),
     Column("on_dead", Text, nullable=False, server_default=text("'release'")),
     Column("breaker_failures", Integer, nullable=False, server_default=text("5")),
@@ -109,6 +110,10 @@ endpoints = Table(
         "group_key_interval_ms BETWEEN 1 AND 86400000", name="endpoints_group_key_interval_range"
     ),
     CheckConstraint("on_dead IN ('release', 'block')", name="endpoints_on_dead_known"),
+    CheckConstraint(
+        "coalesce_ms IS NULL OR (coalesce_ms BETWEEN 1 AND 3600000 AND channel = 'telegram')",
+        name="endpoints_coalesce_telegram",
+    ),
     CheckConstraint(
         "breaker_failures BETWEEN 1 AND 1000000", name="endpoints_breaker_failures_range"
     ),

@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 import asyncpg
 
 from outbox.channels import Channel
-from outbox.delivery import Claimed, Endpoint, Finished
+from outbox.delivery import AttemptResult, Claimed, Endpoint, Finished
 from outbox.policy import Classification, Health, Outcome, Verdict, decide
 from outbox.store import HealthReport, Reaped, Store
 
@@ -192,7 +192,7 @@ class Worker:
                 failures += 1
                 await self._db_backoff("claim", exc, failures, interruptible=True)
                 continue
-            for message in claimed:
+            for message in _with_riders(claimed):
                 self._queue.put_nowait(message)
             with contextlib.suppress(*_DB_ERRORS):  # stale for a while is fine; misses reload
                 await self._refresh_endpoints()
@@ -227,7 +227,7 @@ class Worker:
         while not self._queue.empty():
             item = self._queue.get_nowait()
             if item is not None:
-                unstarted.append(item)
+                unstarted.extend((item, *item.riders))
         if unstarted:
             try:
                 await self.store.release(unstarted)
@@ -248,7 +248,8 @@ class Worker:
                 return
             self._busy += 1
             try:
-                self._record(await self._attempt(message))
+                for finished in await self._attempt(message):
+                    self._record(finished)
             except Exception:  # never lose a deliverer: the lease expires and the reaper retries
                 log.exception("unexpected error delivering message %s", message.id)
             finally:
@@ -266,7 +267,8 @@ class Worker:
                     endpoint = self._endpoints.get(name)
         return endpoint
 
-    async def _attempt(self, message: Claimed) -> Finished:
+    async def _attempt(self, message: Claimed) -> list[Finished]:
+        """Deliver one message (with any riding on it: coalescing) and decide for each."""
         if message.send_at:
             wait = message.send_at - time.monotonic()
             if wait > 0:
@@ -275,114 +277,105 @@ class Worker:
             endpoint = await self._endpoint(message.endpoint)
         except _DB_ERRORS as exc:
             now = datetime.now(UTC)
-            return Finished(
-                message.id,
-                message.token,
-                Outcome.RETRYING,
-                now,
-                0.0,
-                f"could not load endpoint {message.endpoint!r}: {type(exc).__name__}",
-                error=f"{type(exc).__name__}: endpoint lookup failed",
-                retry_at=now,
-            )
+            return [
+                Finished(
+                    m.id,
+                    m.token,
+                    Outcome.RETRYING,
+                    now,
+                    0.0,
+                    f"could not load endpoint {message.endpoint!r}: {type(exc).__name__}",
+                    error=f"{type(exc).__name__}: endpoint lookup failed",
+                    retry_at=now,
+                )
+                for m in (message, *message.riders)
+            ]
         if endpoint is None:
-            return Finished(
-                message.id,
-                message.token,
-                Outcome.DEAD,
-                datetime.now(UTC),
-                0.0,
-                f"endpoint {message.endpoint!r} no longer exists",
-                error="UnknownEndpoint: the endpoint was removed",
-            )
+            return [
+                Finished(
+                    m.id,
+                    m.token,
+                    Outcome.DEAD,
+                    datetime.now(UTC),
+                    0.0,
+                    f"endpoint {message.endpoint!r} no longer exists",
+                    error="UnknownEndpoint: the endpoint was removed",
+                )
+                for m in (message, *message.riders)
+            ]
         channel = self.channels.get(endpoint.channel)
         if channel is None:
             missing = Classification(
                 Verdict.RETRYABLE, f"no {endpoint.channel!r} channel in this worker"
             )
-            return self._decide(
-                message, endpoint, missing, datetime.now(UTC), 0.0, None, None, None
-            )
+            return self._decide(message, endpoint, AttemptResult(missing, datetime.now(UTC), 0.0))
         try:
             result = await channel.send(message, endpoint)
         except Exception as exc:  # a bug in a channel must not lose the message
             log.exception("channel %s failed on message %s", endpoint.channel, message.id)
             failed = Classification(Verdict.RETRYABLE, f"internal: {type(exc).__name__}")
-            return self._decide(
-                message,
-                endpoint,
-                failed,
-                datetime.now(UTC),
-                0.0,
-                None,
-                f"{type(exc).__name__}: channel error",
-                None,
+            result = AttemptResult(
+                failed, datetime.now(UTC), 0.0, error=f"{type(exc).__name__}: channel error"
             )
-        finished = self._decide(
-            message,
-            endpoint,
-            result.classification,
-            result.started_at,
-            result.duration_ms,
-            result.status_code,
-            result.error,
-            result.excerpt,
-        )
-        if result.new_payload is not None and finished.outcome is Outcome.RETRYING:
-            finished.new_payload = result.new_payload
-        return finished
+        return self._decide(message, endpoint, result)
 
     def _decide(
-        self,
-        message: Claimed,
-        endpoint: Endpoint,
-        classification: Classification,
-        started_at: datetime,
-        duration_ms: float,
-        status_code: int | None,
-        error: str | None,
-        excerpt: str | None,
-    ) -> Finished:
-        decision = decide(
-            classification,
-            attempt=message.attempts + 1,
-            first_attempt_at=message.first_attempt_at,
-            now=datetime.now(UTC),
-            policy=endpoint.policy,
-            rng=self._rng,
-        )
+        self, message: Claimed, endpoint: Endpoint, result: AttemptResult
+    ) -> list[Finished]:
+        """What becomes of the message (and its riders) after this attempt."""
+        classification = result.classification
         self._note_health(endpoint, classification, message.probe)
-        if decision.outcome is not Outcome.DELIVERED:
-            log.info(
-                "attempt %d of message %s to %s failed (status %s, %s): %s",
-                message.attempts + 1,
-                message.id,
-                endpoint.name,
-                status_code,
-                error,
-                decision.reason,
-                extra={
-                    "message_id": str(message.id),
-                    "endpoint": endpoint.name,
-                    "attempt": message.attempts + 1,
-                    "status": status_code,
-                    "error": error,
-                    "decision": decision.outcome.value,
-                    "reason": decision.reason,
-                },
+        now = datetime.now(UTC)
+        finished: list[Finished] = []
+        for m in (message, *message.riders):
+            decision = decide(
+                classification,
+                attempt=m.attempts + 1,
+                first_attempt_at=m.first_attempt_at,
+                now=now,
+                policy=endpoint.policy,
+                rng=self._rng,
             )
-        return Finished(
-            message.id,
-            message.token,
-            decision.outcome,
-            started_at,
-            duration_ms,
-            decision.reason,
-            status_code,
-            error,
-            excerpt,
-            decision.retry_at,
-        )
+            reason = decision.reason
+            if m is not message:
+                reason = f"{reason} (one request with {message.id}: coalesced)"
+            elif message.riders:
+                reason = f"{reason} (coalesced {len(message.riders) + 1} messages)"
+            if decision.outcome is not Outcome.DELIVERED:
+                log.info(
+                    "attempt %d of message %s to %s failed (status %s, %s): %s",
+                    m.attempts + 1,
+                    m.id,
+                    endpoint.name,
+                    result.status_code,
+                    result.error,
+                    reason,
+                    extra={
+                        "message_id": str(m.id),
+                        "endpoint": endpoint.name,
+                        "attempt": m.attempts + 1,
+                        "status": result.status_code,
+                        "error": result.error,
+                        "decision": decision.outcome.value,
+                        "reason": reason,
+                    },
+                )
+            done = Finished(
+                m.id,
+                m.token,
+                decision.outcome,
+                result.started_at,
+                result.duration_ms,
+                reason,
+                result.status_code,
+                result.error,
+                result.excerpt,
+                decision.retry_at,
+            )
+            if result.new_payloads and decision.outcome is Outcome.RETRYING:
+                done.new_payload = result.new_payloads.get(m.id)
+            finished.append(done)
+        return finished
 
     def _note_health(self, endpoint: Endpoint, classification: Classification, probe: bool) -> None:
         """Fold one attempt into this worker's next report on its endpoint."""
@@ -582,3 +575,19 @@ class Worker:
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), delay)
+
+
+def _with_riders(claimed: list[Claimed]) -> list[Claimed]:
+    """The messages to deliver, each carrying those that ride with it (in key order)."""
+    by_id = {m.id: m for m in claimed}
+    leads: list[Claimed] = []
+    for m in claimed:
+        lead = by_id.get(m.lead) if m.lead is not None else None
+        if lead is None:
+            leads.append(m)
+        else:
+            lead.riders.append(m)
+    for lead in leads:
+        if len(lead.riders) > 1:
+            lead.riders.sort(key=lambda r: r.seq)
+    return leads

@@ -48,6 +48,7 @@ def upgrade() -> None:
     )
     add("endpoints", sa.Column("key_interval_ms", sa.Integer), schema=S)
     add("endpoints", sa.Column("group_key_interval_ms", sa.Integer), schema=S)
+    add("endpoints", sa.Column("coalesce_ms", sa.Integer), schema=S)
     add(
         "endpoints",
         sa.Column("ordered", sa.Boolean, nullable=False, server_default=sa.text("false")),
@@ -106,6 +107,10 @@ def upgrade() -> None:
         ("endpoints_key_interval_range", "key_interval_ms BETWEEN 1 AND 86400000"),
         ("endpoints_group_key_interval_range", "group_key_interval_ms BETWEEN 1 AND 86400000"),
         ("endpoints_on_dead_known", "on_dead IN ('release', 'block')"),
+        (
+            "endpoints_coalesce_telegram",
+            "coalesce_ms IS NULL OR (coalesce_ms BETWEEN 1 AND 3600000 AND channel = 'telegram')",
+        ),
         ("endpoints_breaker_failures_range", "breaker_failures BETWEEN 1 AND 1000000"),
         (
             "endpoints_breaker_cooldown_positive",
@@ -229,6 +234,7 @@ def downgrade() -> None:
         "endpoints_key_interval_range",
         "endpoints_group_key_interval_range",
         "endpoints_on_dead_known",
+        "endpoints_coalesce_telegram",
         "endpoints_breaker_failures_range",
         "endpoints_breaker_cooldown_positive",
         "endpoints_disable_after_positive",
@@ -240,6 +246,7 @@ def downgrade() -> None:
         "rate_burst",
         "key_interval_ms",
         "group_key_interval_ms",
+        "coalesce_ms",
         "ordered",
         "on_dead",
         "breaker_failures",
@@ -274,6 +281,6 @@ DROP_STATEMENTS = (
     "DROP FUNCTION IF EXISTS outbox._refuse_delete_in_use()",
     "DROP FUNCTION IF EXISTS outbox._claim(integer, uuid, double precision, text, double precision, double precision)",
     "DROP FUNCTION IF EXISTS outbox._claim_endpoint(text, integer, uuid, double precision, text, double precision, double precision)",
-    "DROP FUNCTION IF EXISTS outbox._pick(text, integer, boolean, boolean, double precision, double precision, double precision)",
+    "DROP FUNCTION IF EXISTS outbox._pick(text, integer, boolean, boolean, double precision, double precision, double precision, double precision)",
     "DROP FUNCTION IF EXISTS outbox._report_health(text[], integer[], integer[], integer[], text[], double precision[], text[])",
 )

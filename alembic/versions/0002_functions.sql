@@ -273,49 +273,62 @@ $fn$;
 -- (p_retries) or first attempts. Endpoints without per-key rules take the
 -- plain index scan; the others check each candidate's key and park those
 -- whose key is not free.
+-- Coalescing (p_coalesce seconds, Telegram sendMessage): a message taken for
+-- sending brings along the next unfinished messages of its key, created
+-- within the window after it, with the same parameters but the text, while
+-- the joined text fits the Bot API's 4096 characters; they go out as one
+-- request. ids[i] is a message to lease; leads[i] the message it rides with
+-- (NULL for one sent on its own).
 CREATE FUNCTION outbox._pick(
     p_endpoint text, p_n integer, p_retries boolean, p_ordered boolean,
     p_key_spacing double precision, p_group_spacing double precision,
-    p_lease double precision)
-RETURNS uuid[]
+    p_lease double precision, p_coalesce double precision,
+    OUT ids uuid[], OUT leads uuid[])
 LANGUAGE plpgsql AS $fn$
 DECLARE
     v_now timestamptz := now();
-    v_ids uuid[] := '{}';
     v_cur refcursor;
     c record;
+    f record;
     v_spacing double precision;
     v_head timestamptz;
     v_next timestamptz;
     v_holder uuid;
+    v_total integer;
+    v_last bigint;
 BEGIN
+    ids := '{}';
     IF p_n <= 0 THEN
-        RETURN v_ids;
+        RETURN;
     END IF;
-    IF NOT p_ordered AND p_key_spacing IS NULL AND p_group_spacing IS NULL THEN
+    IF NOT p_ordered AND p_key_spacing IS NULL AND p_group_spacing IS NULL
+       AND p_coalesce IS NULL THEN
         IF p_retries THEN
-            RETURN ARRAY(
+            ids := ARRAY(
                 SELECT m.id FROM outbox.messages AS m
                  WHERE m.endpoint = p_endpoint AND m.lease_token IS NULL AND m.attempts > 0
                    AND m.available_at <= v_now
                  ORDER BY m.priority DESC, m.available_at, m.seq
                  LIMIT p_n
                    FOR UPDATE SKIP LOCKED);
+            RETURN;
         END IF;
-        RETURN ARRAY(
+        ids := ARRAY(
             SELECT m.id FROM outbox.messages AS m
              WHERE m.endpoint = p_endpoint AND m.lease_token IS NULL AND m.attempts = 0
                AND m.available_at <= v_now
              ORDER BY m.priority DESC, m.available_at, m.seq
              LIMIT p_n
                FOR UPDATE SKIP LOCKED);
+        RETURN;
     END IF;
+    leads := '{}';
 
     -- Per-key rules: look at a bounded number of candidates; parked ones move
     -- out of the way, so the next claim sees fresh ones.
     IF p_retries THEN
         OPEN v_cur FOR
-            SELECT m.id, m.key, m.seq FROM outbox.messages AS m
+            SELECT m.id, m.key, m.seq, m.payload, m.created_at FROM outbox.messages AS m
              WHERE m.endpoint = p_endpoint AND m.lease_token IS NULL AND m.attempts > 0
                AND m.available_at <= v_now
              ORDER BY m.priority DESC, m.available_at, m.seq
@@ -323,7 +336,7 @@ BEGIN
                FOR UPDATE SKIP LOCKED;
     ELSE
         OPEN v_cur FOR
-            SELECT m.id, m.key, m.seq FROM outbox.messages AS m
+            SELECT m.id, m.key, m.seq, m.payload, m.created_at FROM outbox.messages AS m
              WHERE m.endpoint = p_endpoint AND m.lease_token IS NULL AND m.attempts = 0
                AND m.available_at <= v_now
              ORDER BY m.priority DESC, m.available_at, m.seq
@@ -332,9 +345,11 @@ BEGIN
     END IF;
     LOOP
         FETCH v_cur INTO c;
-        EXIT WHEN NOT FOUND OR cardinality(v_ids) >= p_n;
+        EXIT WHEN NOT FOUND OR cardinality(ids) >= p_n;
+        CONTINUE WHEN c.id = ANY (ids);  -- already riding with an earlier one
         IF c.key IS NULL THEN
-            v_ids := v_ids || c.id;
+            ids := ids || c.id;
+            leads := leads || NULL::uuid;
             CONTINUE;
         END IF;
         IF p_ordered THEN
@@ -380,10 +395,39 @@ BEGIN
                 CONTINUE;
             END IF;
         END IF;
-        v_ids := v_ids || c.id;
+        ids := ids || c.id;
+        leads := leads || NULL::uuid;
+        IF p_coalesce IS NOT NULL AND coalesce(c.payload ->> 'method', 'sendMessage') = 'sendMessage'
+           AND jsonb_typeof(c.payload -> 'text') = 'string' THEN
+            v_total := char_length(c.payload ->> 'text');
+            v_last := c.seq;
+            FOR f IN
+                SELECT m.id, m.seq, char_length(m.payload ->> 'text') AS length
+                  FROM outbox.messages AS m
+                 WHERE m.endpoint = p_endpoint AND m.key = c.key AND m.seq > c.seq
+                   AND m.lease_token IS NULL
+                   AND (m.available_at <= v_now OR m.held IS NOT NULL)
+                   AND m.created_at <= c.created_at + make_interval(secs => p_coalesce)
+                   AND jsonb_typeof(m.payload -> 'text') = 'string'
+                   AND (m.payload - 'text') = (c.payload - 'text')
+                 ORDER BY m.seq
+                 LIMIT 50
+                   FOR UPDATE SKIP LOCKED
+            LOOP
+                -- Only the very next messages of the key, in order: stop at a gap
+                -- (a message in between that another claimer holds or that differs).
+                EXIT WHEN EXISTS (SELECT 1 FROM outbox.messages AS x
+                                   WHERE x.endpoint = p_endpoint AND x.key = c.key
+                                     AND x.seq > v_last AND x.seq < f.seq);
+                EXIT WHEN v_total + 2 + f.length > 4096;
+                v_total := v_total + 2 + f.length;
+                v_last := f.seq;
+                ids := ids || f.id;
+                leads := leads || c.id;
+            END LOOP;
+        END IF;
     END LOOP;
     CLOSE v_cur;
-    RETURN v_ids;
 END
 $fn$;
 -- split --
@@ -392,7 +436,8 @@ CREATE FUNCTION outbox._claim_endpoint(
     p_endpoint text, p_quota integer, p_token uuid, p_lease double precision, p_worker text,
     p_horizon double precision, p_first_share double precision)
 RETURNS TABLE (id uuid, endpoint text, payload text, headers text, key text, attempts integer,
-               first_attempt_at timestamptz, seq bigint, delay double precision, probe boolean)
+               first_attempt_at timestamptz, seq bigint, delay double precision, probe boolean,
+               lead uuid)
 LANGUAGE plpgsql AS $fn$
 #variable_conflict use_column
 DECLARE
@@ -404,11 +449,15 @@ DECLARE
     v_tau double precision := 0;
     v_start double precision := 0;  -- seconds from now to the first rate slot
     v_ids uuid[];
-    v_got integer := 0;
+    v_leads uuid[];
+    v_slots integer[];
+    v_got integer := 0;  -- sends so far (a coalesced group is one send)
     v_pass integer;
     v_want integer;
+    v_i integer;
 BEGIN
     SELECT x.rate_limit, x.rate_burst, x.ordered, x.key_interval_ms, x.group_key_interval_ms,
+           x.coalesce_ms,
            x.paused_at, x.disabled_at, s.circuit, s.open_until, s.probe_until, s.throttled_until, s.tat
       INTO e
       FROM outbox.endpoints AS x JOIN outbox.endpoint_state AS s ON s.endpoint = x.name
@@ -420,6 +469,7 @@ BEGIN
     IF e.circuit <> 'closed' OR e.rate_limit IS NOT NULL THEN
         -- Probes and rate slots are handed out one claimer at a time.
         SELECT x.rate_limit, x.rate_burst, x.ordered, x.key_interval_ms, x.group_key_interval_ms,
+               x.coalesce_ms,
                x.paused_at, x.disabled_at, s.circuit, s.open_until, s.probe_until,
                s.throttled_until, s.tat
           INTO e
@@ -449,9 +499,18 @@ BEGIN
     FOR v_pass IN 1..3 LOOP
         v_want := CASE WHEN v_pass = 1 THEN v_n - ceil(v_n * p_first_share)::integer
                        ELSE v_n - v_got END;
-        v_ids := outbox._pick(p_endpoint, v_want, v_pass <> 2, e.ordered,
-                              e.key_interval_ms / 1000.0, e.group_key_interval_ms / 1000.0, p_lease);
+        SELECT p.ids, p.leads INTO v_ids, v_leads
+          FROM outbox._pick(p_endpoint, v_want, v_pass <> 2, e.ordered, e.key_interval_ms / 1000.0,
+                            e.group_key_interval_ms / 1000.0, p_lease, e.coalesce_ms / 1000.0) AS p;
         IF cardinality(v_ids) > 0 THEN
+            -- Each send's rate slot: riders share their lead's.
+            v_slots := '{}';
+            FOR v_i IN 1..cardinality(v_ids) LOOP
+                IF v_leads[v_i] IS NULL THEN
+                    v_got := v_got + 1;
+                END IF;
+                v_slots := v_slots || (v_got - 1);
+            END LOOP;
             RETURN QUERY
             WITH leased AS (
                 UPDATE outbox.messages AS m
@@ -460,17 +519,17 @@ BEGIN
                        leased_by = p_worker,
                        first_attempt_at = coalesce(m.first_attempt_at, v_now),
                        held = NULL
-                  FROM unnest(v_ids) WITH ORDINALITY AS p(id, i)
+                  FROM unnest(v_ids, v_leads, v_slots) AS p(id, lead, slot)
                  WHERE m.id = p.id
                 RETURNING m.id, m.endpoint, m.payload::text AS payload, m.headers::text AS headers,
-                          m.key, m.attempts, m.first_attempt_at, m.seq, p.i)
+                          m.key, m.attempts, m.first_attempt_at, m.seq, p.slot, p.lead)
             SELECT l.id, l.endpoint, l.payload, l.headers, l.key, l.attempts, l.first_attempt_at,
                    l.seq,
                    CASE WHEN v_T IS NULL THEN 0.0
-                        ELSE greatest(0.0, v_start + (v_got + l.i - 1) * v_T - v_tau) END,
-                   v_probe
+                        ELSE greatest(0.0, v_start + l.slot * v_T - v_tau) END,
+                   v_probe,
+                   l.lead
               FROM leased AS l;  -- no ORDER BY: each row carries its own slot
-            v_got := v_got + cardinality(v_ids);
         END IF;
         EXIT WHEN v_got >= v_n;
     END LOOP;
@@ -494,7 +553,8 @@ CREATE FUNCTION outbox._claim(
     p_limit integer, p_token uuid, p_lease double precision, p_worker text,
     p_horizon double precision, p_first_share double precision)
 RETURNS TABLE (id uuid, endpoint text, payload text, headers text, key text, attempts integer,
-               first_attempt_at timestamptz, seq bigint, delay double precision, probe boolean)
+               first_attempt_at timestamptz, seq bigint, delay double precision, probe boolean,
+               lead uuid)
 LANGUAGE plpgsql AS $fn$
 #variable_conflict use_column
 DECLARE

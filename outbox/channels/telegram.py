@@ -71,6 +71,10 @@ class TelegramChannel:
         payload = json.loads(message.payload)
         call = dict(payload)
         method = str(call.pop("method", "sendMessage"))
+        if message.riders:  # coalesced: one message with every text, in key order
+            texts = [str(payload.get("text", ""))]
+            texts += [str(json.loads(r.payload).get("text", "")) for r in message.riders]
+            call["text"] = "\n\n".join(texts)
         base = (endpoint.url or TELEGRAM_API_BASE).rstrip("/")
         url = f"{base}/bot{endpoint.secret}/{method}"
         headers = dict(endpoint.headers)
@@ -108,27 +112,40 @@ class TelegramChannel:
         parameters = answer.get("parameters")
         parameters = parameters if isinstance(parameters, dict) else {}
         error = f"Telegram {code}: {description}"[:EXCERPT_CHARS]
-        classification, new_payload = _classify(code, description, parameters, payload, response)
+        classification, new_chat = _classify(
+            code, description, parameters, response, payload.get("chat_id")
+        )
+        new_payloads = None
+        if new_chat is not None:
+            new_payloads = {
+                m.id: _with_chat(m.payload, new_chat) for m in (message, *message.riders)
+            }
         return result(
             classification,
             status_code=status,
             error=error,
             excerpt=excerpt,
-            new_payload=new_payload,
+            new_payloads=new_payloads,
         )
 
     async def aclose(self) -> None:
         await self.client.aclose()
 
 
+def _with_chat(payload: str, chat_id: int) -> str:
+    rewritten = json.loads(payload)
+    rewritten["chat_id"] = chat_id
+    return json.dumps(rewritten, ensure_ascii=False, separators=(",", ":"))
+
+
 def _classify(
     code: int,
     description: str,
     parameters: dict[str, Any],
-    payload: dict[str, Any],
     response: httpx.Response,
-) -> tuple[Classification, str | None]:
-    """The policy's classification of a Bot API error, and a rewritten payload if any."""
+    old_chat: Any,
+) -> tuple[Classification, int | None]:
+    """The policy's classification of a Bot API error, and the chat's new id if it moved."""
     said = f"Telegram {code}: {description}"
     if code == 429:
         wait = parameters.get("retry_after")
@@ -143,14 +160,8 @@ def _classify(
         )
     migrated = parameters.get("migrate_to_chat_id")
     if code == 400 and isinstance(migrated, int) and not isinstance(migrated, bool):
-        old = payload.get("chat_id")
-        rewritten = dict(payload)
-        rewritten["chat_id"] = migrated
-        reason = f"{said}; the chat migrated: chat_id {old} -> {migrated}"
-        return (
-            Classification(Verdict.RETRYABLE, reason, immediate=True),
-            json.dumps(rewritten, ensure_ascii=False, separators=(",", ":")),
-        )
+        reason = f"{said}; the chat migrated: chat_id {old_chat} -> {migrated}"
+        return Classification(Verdict.RETRYABLE, reason, immediate=True), migrated
     if code == 401:
         reason = f"{said}: the bot token was rejected"
         return Classification(Verdict.RETRYABLE, reason, pause=reason), None

@@ -24,11 +24,13 @@ SELECT outbox.enqueue_many(CAST(:endpoints AS text[]), CAST(CAST(:payloads AS te
 -- Register an endpoint: $1 name, $2 channel, $3 url, $4 secret, $5 headers (JSON text), $6 timeout_ms, $7 connect_timeout_ms,
 -- $8 max_attempts, $9 retry_window, $10 rate_limit, $11 rate_burst, $12 key_interval_ms, $13 group_key_interval_ms,
 -- $14 ordered, $15 on_dead, $16 breaker_failures, $17 breaker_cooldown, $18 breaker_max_cooldown, $19 disable_after,
--- $20 allow_networks (text[] of CIDRs, NULL for none). Its endpoint_state row comes from a trigger.
+-- $20 allow_networks (text[] of CIDRs, NULL for none), $21 coalesce_ms. Its endpoint_state row comes from a trigger.
 INSERT INTO outbox.endpoints (name, channel, url, secret, headers, timeout_ms, connect_timeout_ms, max_attempts, retry_window,
                               rate_limit, rate_burst, key_interval_ms, group_key_interval_ms, ordered, on_dead,
-                              breaker_failures, breaker_cooldown, breaker_max_cooldown, disable_after, allow_networks)
-VALUES ($1, $2, $3, $4, $5::text::jsonb, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20::text[]::cidr[])
+                              breaker_failures, breaker_cooldown, breaker_max_cooldown, disable_after, allow_networks,
+                              coalesce_ms)
+VALUES ($1, $2, $3, $4, $5::text::jsonb, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20::text[]::cidr[],
+        $21)
 ON CONFLICT (name) DO NOTHING
 RETURNING name;
 
@@ -57,6 +59,7 @@ UPDATE outbox.endpoints AS e
                               ELSE e.key_interval_ms END,
        group_key_interval_ms = CASE WHEN p.v ? 'group_key_interval_ms' THEN (p.v ->> 'group_key_interval_ms')::integer
                                     ELSE e.group_key_interval_ms END,
+       coalesce_ms = CASE WHEN p.v ? 'coalesce_ms' THEN (p.v ->> 'coalesce_ms')::integer ELSE e.coalesce_ms END,
        ordered = CASE WHEN p.v ? 'ordered' THEN (p.v ->> 'ordered')::boolean ELSE e.ordered END,
        on_dead = CASE WHEN p.v ? 'on_dead' THEN p.v ->> 'on_dead' ELSE e.on_dead END,
        breaker_failures = CASE WHEN p.v ? 'breaker_failures' THEN (p.v ->> 'breaker_failures')::integer
@@ -118,7 +121,7 @@ SELECT message_id FROM outbox.key_blocks WHERE endpoint = $1 AND key = $2;
 SELECT e.name, e.channel, e.url, e.secret IS NOT NULL AS has_secret, e.headers, e.timeout_ms,
        e.connect_timeout_ms, e.max_attempts, e.retry_window, e.created_at,
        (SELECT count(*) FROM outbox.messages AS m WHERE m.endpoint = e.name) AS unfinished,
-       e.rate_limit, e.rate_burst, e.key_interval_ms, e.group_key_interval_ms, e.ordered, e.on_dead,
+       e.rate_limit, e.rate_burst, e.key_interval_ms, e.group_key_interval_ms, e.coalesce_ms, e.ordered, e.on_dead,
        e.breaker_failures, e.breaker_cooldown, e.breaker_max_cooldown, e.disable_after,
        e.allow_networks::text[] AS allow_networks, e.previous_secret_until > now() AS rotating,
        h.state, h.paused_reason, h.disabled_reason, h.consecutive_failures, h.last_failure
@@ -158,7 +161,7 @@ RETURNING max_payload_bytes, extract(epoch FROM dedupe_window)::bigint AS dedupe
 -- per-key intervals, and returns each message's delay (its rate-limit slot) and whether it is a circuit probe. "Due" is
 -- decided by state and time, never by "highest id seen" (ids commit out of order). The transaction is only this statement:
 -- in flight is a state of the row (lease_token), not an open transaction across HTTP.
-SELECT id, endpoint, payload, headers, key, attempts, first_attempt_at, seq, delay, probe
+SELECT id, endpoint, payload, headers, key, attempts, first_attempt_at, seq, delay, probe, lead
   FROM outbox._claim($1, $2, $3, $4, $5, $6);
 
 -- finish --

@@ -20,6 +20,10 @@ COMMANDS = [
     ["endpoint", "add"],
     ["endpoint", "list"],
     ["endpoint", "remove"],
+    ["endpoint", "update"],
+    ["endpoint", "pause"],
+    ["endpoint", "resume"],
+    ["endpoint", "unblock"],
     ["enqueue"],
 ]
 
@@ -233,3 +237,113 @@ def test_a_password_in_the_environment_never_reaches_an_error(
     assert result.exit_code == 1
     assert "Sup3rS3cretPw" not in result.output
     assert "OUTBOX_DATABASE_URL" in result.output
+
+
+async def test_endpoint_policy_flags_round_trip(run, conn: asyncpg.Connection) -> None:  # type: ignore[no-untyped-def]
+    result = run(
+        "endpoint", "add", "hook", "--channel", "webhook", "--url", "https://example.org/h",
+        "--rate", "12.5", "--burst", "3", "--key-interval", "250ms", "--ordered",
+        "--on-dead", "block", "--breaker-failures", "7", "--breaker-cooldown", "1m",
+        "--breaker-max-cooldown", "2h", "--disable-after", "3d", "--retry-window", "6h",
+        "--allow-network", "10.0.0.0/8",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    [info] = json.loads(run("endpoint", "list", "--json").output)
+    assert {k: info[k] for k in ("rate_limit", "rate_burst", "key_interval_ms", "ordered")} == {
+        "rate_limit": 12.5,
+        "rate_burst": 3,
+        "key_interval_ms": 250,
+        "ordered": True,
+    }
+    assert info["on_dead"] == "block"
+    assert info["breaker_failures"] == 7
+    assert info["breaker_cooldown_seconds"] == 60
+    assert info["breaker_max_cooldown_seconds"] == 7200
+    assert info["disable_after_seconds"] == 3 * 86400
+    assert info["retry_window_seconds"] == 6 * 3600
+    assert info["allow_networks"] == ["10.0.0.0/8"]
+
+    result = run("endpoint", "update", "hook", "--rate", "3", "--clear", "key_interval")
+    assert result.exit_code == 0, result.output
+    [info] = json.loads(run("endpoint", "list", "--json").output)
+    assert info["rate_limit"] == 3
+    assert info["key_interval_ms"] is None
+    assert info["rate_burst"] == 3  # untouched
+
+
+def test_telegram_endpoints_get_the_bot_api_limits(run) -> None:  # type: ignore[no-untyped-def]
+    token = "123456:" + "A" * 35
+    assert run("endpoint", "add", "bot", "--channel", "telegram", "--secret", token).exit_code == 0
+    [info] = json.loads(run("endpoint", "list", "--json").output)
+    assert (info["rate_limit"], info["key_interval_ms"], info["group_key_interval_ms"]) == (
+        30,
+        1000,
+        3000,
+    )
+
+
+def test_rotating_a_secret_never_prints_it(run, conn) -> None:  # type: ignore[no-untyped-def]
+    old, new = "whsec_" + "b2xkLXNlY3JldC1vbGQtb2xkLW9sZA==", "whsec_bmV3LXNlY3JldC1uZXctbmV3"
+    run("endpoint", "add", "h", "--channel", "webhook", "--url", "https://e.org", "--secret", old)
+    result = run("endpoint", "update", "h", "--secret", new, "--secret-grace", "1h")
+    assert result.exit_code == 0, result.output
+    listing = run("endpoint", "list").output + run("endpoint", "list", "--json").output
+    assert "rotating" in listing
+    assert "true" in listing  # rotating_secret
+    for secret in (old, new):
+        assert secret not in listing
+        assert secret not in result.output
+
+
+async def test_pause_resume_and_unblock(run, conn: asyncpg.Connection) -> None:  # type: ignore[no-untyped-def]
+    run("endpoint", "add", "h", "--channel", "null")
+    result = run("endpoint", "pause", "h", "--reason", "receiver migration")
+    assert result.exit_code == 0, result.output
+    assert "paused" in run("endpoint", "list").output
+    [info] = json.loads(run("endpoint", "list", "--json").output)
+    assert (info["state"], info["state_reason"]) == ("paused", "receiver migration")
+    assert await conn.fetchval("SELECT paused_reason FROM outbox.endpoints") == "receiver migration"
+    assert run("endpoint", "resume", "h").exit_code == 0
+    assert await conn.fetchval("SELECT paused_at FROM outbox.endpoints") is None
+
+    result = run("endpoint", "unblock", "h", "k1")
+    assert result.exit_code == 2
+    assert "not blocked" in result.output
+
+
+ADD_X = ["add", "x", "--channel", "webhook", "--url", "http://a/"]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["update", "nope", "--rate", "1"], "unknown endpoint 'nope'"),
+        (["update", "h"], "nothing to change"),
+        (["update", "h", "--rate", "-1"], "rate_limit"),
+        (["update", "h", "--breaker-cooldown", "3h"], "breaker_max_cooldown"),
+        (["update", "h", "--retry-window", "soon"], "--retry-window: 'soon' is not a duration"),
+        (
+            [
+                "add",
+                "x",
+                "--channel",
+                "webhook",
+                "--url",
+                "http://a/",
+                "--allow-network",
+                "10.0.0.300",
+            ],
+            "'10.0.0.300' is not an address range",
+        ),
+        (
+            ["add", "x", "--channel", "webhook", "--url", "http://a/", "--coalesce", "1s"],
+            "for telegram endpoints",
+        ),
+        (["pause", "nope"], "unknown endpoint 'nope'"),
+    ],
+)
+def test_bad_policy_input_names_the_problem(run, args: list[str], expected: str) -> None:  # type: ignore[no-untyped-def]
+    run("endpoint", "add", "h", "--channel", "null")
+    result = run("endpoint", *args)
+    assert result.exit_code == 2, result.output
+    assert expected in result.output

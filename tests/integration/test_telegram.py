@@ -228,3 +228,31 @@ async def test_the_token_appears_nowhere(
     assert any("Connect" in r["error"] for r in errors)
     assert "[redacted]" in places[1] or "***" in places[1]
     assert await admin.list_endpoints(conn)
+
+
+async def test_coalescing_merges_a_chats_waiting_messages_into_one(
+    database_url: str, conn: asyncpg.Connection
+) -> None:
+    with FakeTelegram() as tg:
+        await telegram_endpoint(conn, tg, key_interval_ms=300, coalesce_ms=5000)
+        small = await send(conn, *({"chat_id": 9, "text": f"line {n}"} for n in range(5)))
+        big = await send(conn, *({"chat_id": 10, "text": str(n) * 2000} for n in range(3)))
+        other = await send(
+            conn,
+            {"chat_id": 11, "text": "plain"},
+            {"chat_id": 11, "text": "<b>bold</b>", "parse_mode": "HTML"},
+        )
+        async with running_worker(database_url):
+            await until(lambda: none_left(conn))
+    texts: dict[int, list[str]] = {}
+    for _, call in sorted(tg.calls(), key=lambda rc: rc[0].arrived):
+        texts.setdefault(call.chat_id, []).append(call.params["text"])
+    assert texts[9] == ["\n\n".join(f"line {n}" for n in range(5))]
+    # Up to the Bot API's 4096 characters: two of the three fit together.
+    assert texts[10] == ["0" * 2000 + "\n\n" + "1" * 2000, "2" * 2000]
+    assert texts[11] == ["plain", "<b>bold</b>"]  # different parameters: not merged
+    ledger = await conn.fetch("SELECT message_id, outcome, reason FROM outbox.attempts")
+    assert {r["message_id"] for r in ledger} == {*small, *big, *other}
+    assert all(r["outcome"] == "delivered" for r in ledger)
+    riders = [r for r in ledger if "coalesced)" in r["reason"]]
+    assert {r["message_id"] for r in riders} == {*small[1:], big[1]}
