@@ -130,12 +130,12 @@ def classify_status(status: int, retry_after: float | None = None) -> Classifica
         return Classification(
             Verdict.RETRYABLE, f"HTTP {status}", retry_after, throttle=retry_after or None
         )
-    if status in RETRYABLE_STATUS:
-        return Classification(Verdict.RETRYABLE, f"HTTP {status}", retry_after)
-    if status >= 500 or status == 408:
+    if status >= 500 or status == 408:  # the receiver is failing or too slow
         return Classification(
             Verdict.RETRYABLE, f"HTTP {status}", retry_after, health=Health.FAILING
         )
+    if status in RETRYABLE_STATUS:
+        return Classification(Verdict.RETRYABLE, f"HTTP {status}", retry_after)
     if status == 410:
         reason = "HTTP 410: the receiver says it is gone"
         return Classification(Verdict.PERMANENT, reason, pause=reason)

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from outbox.policy import (
     Classification,
+    Health,
     Outcome,
     RetryPolicy,
     Verdict,
@@ -174,3 +175,60 @@ def test_retry_after_is_always_honoured_up_to_its_cap(hint: float, attempt: int,
     waited = (decision.retry_at - NOW).total_seconds()
     assert waited >= min(hint, policy.retry_after_cap) - 1e-6
     assert waited <= max(policy.cap, policy.retry_after_cap) + 1e-6
+
+
+# -- what an attempt says about the endpoint (breaker, throttle, pause) -------
+
+
+@pytest.mark.parametrize(
+    ("status", "health"),
+    [
+        (200, Health.OK),
+        (204, Health.OK),
+        (301, Health.FAILING),
+        (408, Health.FAILING),
+        (500, Health.FAILING),
+        (503, Health.FAILING),
+        (400, Health.NEUTRAL),  # about the message, not the endpoint
+        (404, Health.NEUTRAL),
+        (422, Health.NEUTRAL),
+        (429, Health.NEUTRAL),  # about our pace
+    ],
+)
+def test_which_answers_count_against_the_endpoint(status: int, health: Health) -> None:
+    assert classify_status(status).health is health
+
+
+def test_a_429_with_retry_after_throttles_the_endpoint_and_410_pauses_it() -> None:
+    assert classify_status(429, 30.0).throttle == 30.0
+    assert classify_status(429).throttle is None
+    assert classify_status(503, 30.0).throttle is None
+    gone = classify_status(410)
+    assert gone.verdict is Verdict.PERMANENT
+    assert gone.pause is not None
+    assert "410" in gone.pause
+
+
+def test_network_failures_count_against_the_endpoint() -> None:
+    for kind in ("timeout", "connect", "network"):
+        assert classify_error(kind, "x").health is Health.FAILING
+    assert classify_error("invalid_request", "x").health is Health.NEUTRAL
+
+
+def test_an_immediate_retry_is_scheduled_now_but_still_bounded() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    moved = Classification(Verdict.RETRYABLE, "chat migrated", immediate=True)
+    decision = decide(
+        moved, attempt=1, first_attempt_at=now, now=now, policy=RetryPolicy(), rng=random.Random(1)
+    )
+    assert decision.outcome is Outcome.RETRYING
+    assert decision.retry_at == now
+    last = decide(
+        moved,
+        attempt=3,
+        first_attempt_at=now,
+        now=now,
+        policy=RetryPolicy(max_attempts=3),
+        rng=random.Random(1),
+    )
+    assert last.outcome is Outcome.DEAD
