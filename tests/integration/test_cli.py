@@ -347,3 +347,19 @@ def test_bad_policy_input_names_the_problem(run, args: list[str], expected: str)
     result = run("endpoint", *args)
     assert result.exit_code == 2, result.output
     assert expected in result.output
+
+
+def test_the_readme_destination_controls_commands_run(run) -> None:  # type: ignore[no-untyped-def]
+    import shlex
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Destination controls", 1)[1]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    commands = block.replace("\\\n", " ").splitlines()
+    assert len(commands) >= 5
+    for line in commands:
+        args = shlex.split(line, comments=True)
+        assert args[0] == "outbox"
+        result = run(*args[1:])
+        assert result.exit_code == 0, (line, result.output)
