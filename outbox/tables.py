@@ -165,6 +165,7 @@ key_limits = Table(
     Column("holder", UUID(as_uuid=True)),
     Column("spacing_seconds", Double, nullable=False),
     Index("key_limits_next_at_idx", "next_at"),
+    Index("key_limits_holder_idx", "holder", postgresql_where=text("holder IS NOT NULL")),
     comment=(
         "Per-key minimum interval: when each key may next be sent to, and which message holds it."
     ),

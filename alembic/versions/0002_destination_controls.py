@@ -165,6 +165,13 @@ def upgrade() -> None:
         comment="Per-key minimum interval: when each key may next be sent to, and which message holds it.",
     )
     op.create_index("key_limits_next_at_idx", "key_limits", ["next_at"], schema=S)
+    op.create_index(
+        "key_limits_holder_idx",
+        "key_limits",
+        ["holder"],
+        schema=S,
+        postgresql_where=sa.text("holder IS NOT NULL"),
+    )
 
     op.create_table(
         "key_blocks",

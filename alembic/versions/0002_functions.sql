@@ -296,6 +296,7 @@ DECLARE
     v_holder uuid;
     v_total integer;
     v_last bigint;
+    v_taken boolean;
 BEGIN
     ids := '{}';
     IF p_n <= 0 THEN
@@ -373,24 +374,59 @@ BEGIN
         END IF;
         v_spacing := CASE WHEN c.key LIKE '-%' AND p_group_spacing IS NOT NULL THEN p_group_spacing
                           ELSE p_key_spacing END;
+        IF p_ordered THEN
+            -- Ordered keys are held too (interval 0): one message in flight per
+            -- key, even when an earlier-numbered one commits after a later one
+            -- was already sent.
+            v_spacing := coalesce(v_spacing, 0);
+        END IF;
         IF v_spacing IS NOT NULL THEN
             -- Take the key until this message finishes (or its lease runs out):
             -- a key's next message starts only after the previous one ended
-            -- plus the interval, so the receiver sees the interval too.
-            INSERT INTO outbox.key_limits AS k (endpoint, key, next_at, holder, spacing_seconds)
-            VALUES (p_endpoint, c.key, v_now + make_interval(secs => p_lease + v_spacing), c.id,
-                    v_spacing)
-            ON CONFLICT (endpoint, key) DO UPDATE
-               SET next_at = excluded.next_at, holder = excluded.holder,
-                   spacing_seconds = excluded.spacing_seconds
-             WHERE k.next_at <= v_now;
-            IF NOT FOUND THEN
-                SELECT k.next_at, k.holder INTO v_next, v_holder
-                  FROM outbox.key_limits AS k WHERE k.endpoint = p_endpoint AND k.key = c.key;
+            -- plus the interval, so the receiver sees the interval too. The
+            -- try-lock first: claimers never wait on each other for a key (they
+            -- met their candidates in different orders and deadlocked).
+            IF NOT pg_try_advisory_xact_lock(1869968483, hashtext(p_endpoint || E'\x1f' || c.key)) THEN
+                UPDATE outbox.messages AS m
+                   SET available_at = v_now + make_interval(secs => greatest(v_spacing, 0.05)),
+                       held = 'key'
+                 WHERE m.id = c.id;
+                CONTINUE;
+            END IF;
+            -- Never wait on the key's row either: `finish` may be freeing it
+            -- (and waiting for a row this claim holds). Locked means busy.
+            SELECT k.next_at, k.holder INTO v_next, v_holder
+              FROM outbox.key_limits AS k
+             WHERE k.endpoint = p_endpoint AND k.key = c.key
+               FOR UPDATE SKIP LOCKED;
+            IF FOUND THEN
+                v_taken := v_next <= v_now;
+                IF v_taken THEN
+                    UPDATE outbox.key_limits AS k
+                       SET next_at = v_now + make_interval(secs => p_lease + v_spacing),
+                           holder = c.id, spacing_seconds = v_spacing
+                     WHERE k.endpoint = p_endpoint AND k.key = c.key;
+                END IF;
+            ELSE
+                -- No row, or one someone holds (then busy: no INSERT, whose
+                -- uniqueness check would wait for that holder).
+                PERFORM 1 FROM outbox.key_limits AS k WHERE k.endpoint = p_endpoint AND k.key = c.key;
+                v_taken := NOT FOUND;
+                IF v_taken THEN
+                    INSERT INTO outbox.key_limits AS k (endpoint, key, next_at, holder, spacing_seconds)
+                    VALUES (p_endpoint, c.key, v_now + make_interval(secs => p_lease + v_spacing), c.id,
+                            v_spacing)
+                    ON CONFLICT (endpoint, key) DO NOTHING;
+                    v_taken := FOUND;
+                END IF;
+                v_holder := c.id;  -- busy if not taken
+            END IF;
+            IF NOT v_taken THEN
                 UPDATE outbox.messages AS m
                    SET available_at = CASE WHEN v_holder IS NULL THEN v_next
-                                           ELSE v_now + make_interval(secs => v_spacing) END,
-                       held = 'key'
+                                           ELSE v_now + make_interval(secs => greatest(v_spacing, 0.05))
+                                      END,
+                       held = CASE WHEN p_ordered AND v_holder IS NOT NULL THEN 'order' ELSE 'key' END
                  WHERE m.id = c.id;
                 CONTINUE;
             END IF;
@@ -467,7 +503,9 @@ BEGIN
         RETURN;
     END IF;
     IF e.circuit <> 'closed' OR e.rate_limit IS NOT NULL THEN
-        -- Probes and rate slots are handed out one claimer at a time.
+        -- Probes and rate slots are handed out one claimer at a time; a claimer
+        -- that finds another at it skips the endpoint this time (waiting here,
+        -- with claims visiting endpoints in random order, deadlocked).
         SELECT x.rate_limit, x.rate_burst, x.ordered, x.key_interval_ms, x.group_key_interval_ms,
                x.coalesce_ms,
                x.paused_at, x.disabled_at, s.circuit, s.open_until, s.probe_until,
@@ -475,7 +513,12 @@ BEGIN
           INTO e
           FROM outbox.endpoints AS x JOIN outbox.endpoint_state AS s ON s.endpoint = x.name
          WHERE x.name = p_endpoint
-           FOR UPDATE OF s;
+           FOR UPDATE OF s SKIP LOCKED;
+        IF NOT FOUND THEN
+            RETURN;
+        END IF;
+        -- Slots count from now, not from the start of the claim's transaction.
+        v_now := clock_timestamp();
         IF (e.circuit = 'open' AND e.open_until > v_now)
            OR (e.circuit = 'half_open' AND e.probe_until > v_now)
            OR e.throttled_until > v_now THEN
@@ -654,7 +697,8 @@ BEGIN
             END IF;
         ELSIF r.failures > 0 THEN
             v_count := CASE WHEN r.ok > 0 THEN r.since_ok ELSE v.consecutive_failures + r.failures END;
-            v_since := coalesce(v.failing_since, now());
+            -- A success in this report ends the earlier failing run.
+            v_since := CASE WHEN r.ok > 0 THEN now() ELSE coalesce(v.failing_since, now()) END;
             v_cooldown := NULL;
             IF v.circuit = 'half_open' THEN
                 v_cooldown := least(v.max_cooldown, coalesce(v.cooldown_seconds, v.base) * 2);

@@ -208,21 +208,26 @@ retried AS (
     RETURNING m.id, m.endpoint, m.key, m.attempts AS attempt, r.outcome, r.status_code, r.error, r.excerpt,
               r.duration_ms, r.started_at, r.retry_at, r.reason),
 promoted AS (
+    -- SKIP LOCKED: a claimer looking at that message right now decides about it itself; recording never waits on a claim.
     UPDATE outbox.messages AS s
        SET available_at = now(), held = NULL
-      FROM gone AS g
-     WHERE g.key IS NOT NULL AND s.held = 'order'
-       AND s.id = (SELECT x.id FROM outbox.messages AS x
-                    WHERE x.endpoint = g.endpoint AND x.key = g.key AND x.id <> g.id
-                    ORDER BY x.seq
-                    LIMIT 1)),
+      FROM (SELECT n.id
+              FROM gone AS g
+              CROSS JOIN LATERAL (SELECT x.id FROM outbox.messages AS x
+                                   WHERE x.endpoint = g.endpoint AND x.key = g.key AND x.id <> g.id
+                                   ORDER BY x.seq
+                                   LIMIT 1) AS n
+             WHERE g.key IS NOT NULL) AS nxt
+     WHERE s.id = nxt.id AND s.held = 'order'
+       AND s.id IN (SELECT y.id FROM outbox.messages AS y WHERE y.id = nxt.id FOR UPDATE SKIP LOCKED)),
 freed AS (
+    -- By holder, not by key: a Telegram chat migration changes the key in `retried`.
     UPDATE outbox.key_limits AS k
        SET next_at = now() + make_interval(secs => k.spacing_seconds), holder = NULL
-      FROM (SELECT id, endpoint, key FROM gone WHERE key IS NOT NULL
+      FROM (SELECT id FROM gone WHERE key IS NOT NULL
             UNION ALL
-            SELECT id, endpoint, key FROM retried WHERE key IS NOT NULL) AS f
-     WHERE k.endpoint = f.endpoint AND k.key = f.key AND k.holder = f.id),
+            SELECT id FROM retried WHERE key IS NOT NULL) AS f
+     WHERE k.holder = f.id),
 blocked AS (
     INSERT INTO outbox.key_blocks (endpoint, key, message_id, reason)
     SELECT g.endpoint, g.key, g.id, g.reason
@@ -255,7 +260,7 @@ WITH released AS (
 UPDATE outbox.key_limits AS k
    SET next_at = now(), holder = NULL
   FROM released AS x
- WHERE x.key IS NOT NULL AND k.endpoint = x.endpoint AND k.key = x.key AND k.holder = x.id;
+ WHERE x.key IS NOT NULL AND k.holder = x.id;
 
 -- reap --
 -- Take over up to $1 messages whose lease expired (their worker died or stalled): $1 limit, $2 new lease token, $3 lease seconds,

@@ -401,3 +401,115 @@ async def test_enqueue_for_a_telegram_endpoint_keys_by_chat(conn: asyncpg.Connec
     keys = dict(await conn.fetch("SELECT id, key FROM outbox.messages"))
     assert keys == {one: "-1001", two: "mine", three: "@chan"}
     assert isinstance(one, uuid.UUID)
+
+
+# -- concurrency (found by review: each of these failed before its fix) ---------
+
+
+async def test_concurrent_claimers_never_deadlock(
+    database_url: str, conn: asyncpg.Connection
+) -> None:
+    for name in ("r1", "r2", "r3"):
+        await null_endpoint(conn, name, rate_limit=1000.0)
+    await null_endpoint(conn, "keyed", key_interval_ms=1)
+    await null_endpoint(conn, "seq", ordered=True)
+    for name in ("r1", "r2", "r3"):
+        await enqueue(conn, name, 300)
+    async with conn.transaction():
+        await outbox.enqueue_many(
+            conn,
+            [
+                {"endpoint": e, "key": f"k{i % 40}", "payload": {"i": i}}
+                for e in ("keyed", "seq")
+                for i in range(2000)
+            ],
+        )
+    errors: list[BaseException] = []
+
+    async def claimer() -> None:
+        c = await asyncpg.connect(database_url)
+        try:
+            for _ in range(15):
+                try:
+                    ids = [r["id"] for r in await c.fetch(CLAIM, 40, 0.5)]
+                except asyncpg.PostgresError as exc:
+                    errors.append(exc)
+                    continue
+                # Finish what was claimed, so keys free up and get contended again.
+                async with c.transaction():
+                    await c.execute("DELETE FROM outbox.messages WHERE id = ANY($1)", ids)
+                    await c.execute(
+                        "UPDATE outbox.key_limits SET holder = NULL, next_at = now()"
+                        " WHERE holder = ANY($1)",
+                        ids,
+                    )
+        finally:
+            await c.close()
+
+    await asyncio.gather(*(claimer() for _ in range(8)))
+    assert errors == []
+
+
+async def test_an_ordered_key_never_has_two_in_flight_whatever_the_commit_order(
+    database_url: str, conn: asyncpg.Connection
+) -> None:
+    await null_endpoint(conn, "seq", ordered=True)
+    early = await asyncpg.connect(database_url)
+    try:
+        tx = early.transaction()
+        await tx.start()
+        [a] = await outbox.enqueue_many(early, [{"endpoint": "seq", "key": "k", "payload": {}}])
+        [b] = await enqueue(conn, "seq", 1, key="k")  # a later number, committed first
+        assert [r["id"] for r in await claim(conn, 10)] == [b]
+        await tx.commit()
+    finally:
+        await early.close()
+    assert await claim(conn, 10) == []  # `a` waits while `b` is in flight
+    leased = await conn.fetchval(
+        "SELECT count(*) FROM outbox.messages WHERE lease_token IS NOT NULL"
+    )
+    assert leased == 1
+    assert a != b
+
+
+async def test_a_success_in_a_report_ends_the_failing_run(conn: asyncpg.Connection) -> None:
+    await null_endpoint(conn, "n", disable_after=timedelta(seconds=1), breaker_failures=1000)
+    report = (
+        "SELECT outbox._report_health(ARRAY['n'], ARRAY[$1::int], ARRAY[$2::int],"
+        " ARRAY[$3::int], ARRAY['x'], ARRAY[0.0::float8], ARRAY[NULL::text])"
+    )
+    await conn.execute(report, 0, 1, 1)  # a failure...
+    for _ in range(3):
+        await asyncio.sleep(0.5)
+        await conn.execute(report, 50, 1, 1)  # ...then successes with a failure after them
+    assert (await state(conn, "n"))["state"] == "active"
+    await asyncio.sleep(1.1)
+    await conn.execute(report, 0, 1, 1)  # only failures for longer than disable_after
+    await conn.execute(report, 0, 1, 1)
+    assert (await state(conn, "n"))["state"] == "disabled"
+
+
+async def test_a_migrated_chat_frees_the_key_it_held(conn: asyncpg.Connection) -> None:
+    from outbox.delivery import Finished
+    from outbox.policy import Outcome
+
+    await conn.execute(
+        "INSERT INTO outbox.endpoints (name, channel, secret, key_interval_ms)"
+        " VALUES ('tg', 'telegram', 'env:T', 100)"
+    )
+    async with conn.transaction():
+        await outbox.enqueue(conn, "tg", {"chat_id": -100, "text": "hi"})
+    [row] = await claim(conn, 1)
+    token = await conn.fetchval("SELECT lease_token FROM outbox.messages")
+    now = await conn.fetchval("SELECT now()")
+    done = Finished(row["id"], token, Outcome.RETRYING, now, 1.0, "migrated", retry_at=now)
+    done.new_payload = '{"chat_id": -1009, "text": "hi"}'
+    from outbox.sql import QUERIES
+
+    await conn.fetch(
+        QUERIES["finish"],
+        [done.id], [done.token], [done.outcome.value], [None], [None], [None], [1.0],
+        [now], [now], [done.reason], "w", [done.new_payload],
+    )  # fmt: skip
+    assert await conn.fetchval("SELECT key FROM outbox.messages") == "-1009"
+    assert await conn.fetchval("SELECT holder FROM outbox.key_limits WHERE key = '-100'") is None
