@@ -46,23 +46,39 @@ def redact_text(text: str, secrets: tuple[str, ...] = ()) -> str:
 
 
 class RedactingFilter(logging.Filter):
-    """Redacts secrets from every record of the logger it is attached to.
+    """Redacts secrets from every record of the logger it is attached to,
+    including the text of an attached exception and its traceback.
 
     Attached to the HTTP libraries' loggers (httpx logs each request's URL at
-    INFO, and a Telegram bot token travels in the URL path), so an application
-    that turns their logging on still never logs a token."""
+    INFO, and a Telegram bot token travels in the URL path) and to ours (an
+    unexpected exception's message may quote that URL), so a log line never
+    carries a token or a password."""
+
+    _formatter = logging.Formatter()
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         cleaned = redact_text(message)
         if cleaned != message:
             record.msg, record.args = cleaned, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact_text(self._formatter.formatException(record.exc_info))
         return True
 
 
-def guard_http_loggers() -> None:
-    """Attach `RedactingFilter` to the HTTP libraries' loggers (once)."""
-    for name in ("httpx", "httpcore", "aiohttp.client", "aiohttp.internal"):
+GUARDED_LOGGERS = (
+    "httpx",
+    "httpcore",
+    "aiohttp.client",
+    "aiohttp.internal",
+    "outbox.worker",
+    "outbox.supervisor",
+)
+
+
+def guard_loggers() -> None:
+    """Attach `RedactingFilter` to the HTTP libraries' loggers and ours (once)."""
+    for name in GUARDED_LOGGERS:
         logger = logging.getLogger(name)
         if not any(isinstance(f, RedactingFilter) for f in logger.filters):
             logger.addFilter(RedactingFilter())

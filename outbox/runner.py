@@ -16,7 +16,7 @@ from outbox._redact import redact_url
 from outbox.channels import Channel
 from outbox.channels.null import NullChannel
 from outbox.channels.telegram import TelegramChannel
-from outbox.channels.webhook import WebhookChannel, make_client
+from outbox.channels.webhook import WebhookChannel
 from outbox.db import asyncpg_url
 from outbox.ssrf import parse_networks
 from outbox.store import Store
@@ -147,9 +147,10 @@ async def run_worker(url: str, config: WorkerConfig, *, worker_id: str | None = 
     pool = await _create_pool(url, stop)
     if pool is None:
         return 0
+    allow = parse_networks(config.allow_networks)
     channels: dict[str, Channel] = {
-        "webhook": WebhookChannel(config.concurrency, allow=parse_networks(config.allow_networks)),
-        "telegram": TelegramChannel(make_client(config.concurrency)),
+        "webhook": WebhookChannel(config.concurrency, allow=allow),
+        "telegram": TelegramChannel(config.concurrency, allow=allow),
         "null": NullChannel(),
     }
     store = Store(

@@ -45,13 +45,30 @@ def parse_networks(values: Iterable[str]) -> tuple[Network, ...]:
 def address_problem(address: str, allowed: Sequence[Network] = ()) -> str | None:
     """Why a webhook must not connect to ``address``, or None if it may."""
     ip: Address = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        ip = _embedded_ipv4(ip) or ip
     if any(ip.version == net.version and ip in net for net in allowed):
         return None
     if ip.is_global and not ip.is_multicast:
         return None
     return f"{ip} is {_kind(ip)}"
+
+
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one stands for, where a translator or tunnel
+    would take it there: IPv4-mapped, IPv4-compatible, NAT64, 6to4, Teredo."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip in _NAT64 or (1 < int(ip) < 2**32):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    return None
 
 
 def _kind(ip: Address) -> str:

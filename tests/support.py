@@ -18,7 +18,7 @@ import outbox
 from outbox.channels import Channel
 from outbox.channels.null import NullChannel
 from outbox.channels.telegram import TelegramChannel
-from outbox.channels.webhook import WebhookChannel, make_client
+from outbox.channels.webhook import WebhookChannel
 from outbox.processes import spawn_worker
 from outbox.runner import WORKER_SESSION_SETTINGS, make_listener
 from outbox.ssrf import LOOPBACK, Network
@@ -42,7 +42,7 @@ def worker_channels(concurrency: int, allow: Sequence[Network] = LOOPBACK) -> di
     """The worker's channels; the SSRF guard allows loopback, where the test receivers live."""
     return {
         "webhook": WebhookChannel(concurrency, allow=allow),
-        "telegram": TelegramChannel(make_client(concurrency)),
+        "telegram": TelegramChannel(concurrency, allow=allow),
         "null": NullChannel(),
     }
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from outbox._redact import guard_http_loggers
+from outbox._redact import guard_loggers
 from outbox.delivery import AttemptResult, Claimed, Endpoint
 
-guard_http_loggers()
+guard_loggers()
 
 
 class Channel(Protocol):

@@ -29,14 +29,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 import httpx
 
 from outbox._redact import redact_text
-from outbox.channels.webhook import EXCERPT_CHARS, read_excerpt, transport_failure
+from outbox.channels.webhook import (
+    EXCERPT_CHARS,
+    GuardedClients,
+    read_excerpt,
+    ssrf_refusal,
+    transport_failure,
+)
 from outbox.delivery import AttemptResult, Claimed, Endpoint
 from outbox.models import TELEGRAM_API_BASE
 from outbox.policy import (
@@ -46,11 +55,19 @@ from outbox.policy import (
     classify_status,
     parse_retry_after,
 )
+from outbox.ssrf import Network
+
+_METHOD = re.compile(r"^[A-Za-z]{1,64}$")
 
 
 class TelegramChannel:
-    def __init__(self, client: httpx.AsyncClient) -> None:
-        self.client = client
+    """Bot API calls; the API base URL is behind the same SSRF guard as webhooks
+    (allow a local Bot API server's range on the endpoint or in settings)."""
+
+    def __init__(
+        self, max_connections: int, *, allow: Sequence[Network] = (), guard: bool = True
+    ) -> None:
+        self.clients = GuardedClients(max_connections, allow=allow, guard=guard)
 
     async def send(self, message: Claimed, endpoint: Endpoint) -> AttemptResult:
         started_at = datetime.now(UTC)
@@ -71,11 +88,18 @@ class TelegramChannel:
         payload = json.loads(message.payload)
         call = dict(payload)
         method = str(call.pop("method", "sendMessage"))
+        if not _METHOD.match(method):  # outbox.enqueue() refuses these; rows written by hand
+            problem = f"{method!r} is not a Bot API method name"
+            return result(Classification(Verdict.PERMANENT, problem), error=problem[:200])
         if message.riders:  # coalesced: one message with every text, in key order
             texts = [str(payload.get("text", ""))]
             texts += [str(json.loads(r.payload).get("text", "")) for r in message.riders]
             call["text"] = "\n\n".join(texts)
         base = (endpoint.url or TELEGRAM_API_BASE).rstrip("/")
+        refused = self.clients.refused(base, endpoint)
+        if refused:
+            return result(ssrf_refusal(refused), error=f"SSRFGuard: {refused}")
+        client = self.clients.client(endpoint)
         url = f"{base}/bot{endpoint.secret}/{method}"
         headers = dict(endpoint.headers)
         headers["content-type"] = "application/json"
@@ -83,15 +107,15 @@ class TelegramChannel:
         timeout = httpx.Timeout(endpoint.timeout, connect=endpoint.connect_timeout)
         try:
             async with asyncio.timeout(endpoint.timeout):
-                request = self.client.build_request(
+                request = client.build_request(
                     "POST", url, content=body, headers=headers, timeout=timeout
                 )
-                response = await self.client.send(request, stream=True)
+                response = await client.send(request, stream=True)
                 try:
                     text = await read_excerpt(response, limit=None)
                 finally:
                     await response.aclose()
-        except (TimeoutError, httpx.TransportError) as exc:
+        except (TimeoutError, httpx.TransportError, aiohttp.ClientError) as exc:
             classification, error = transport_failure(
                 exc, endpoint, secrets, time.perf_counter() - t0
             )
@@ -129,7 +153,7 @@ class TelegramChannel:
         )
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        await self.clients.aclose()
 
 
 def _with_chat(payload: str, chat_id: int) -> str:

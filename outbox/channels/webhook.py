@@ -81,7 +81,11 @@ def make_client(
     )
 
 
-class WebhookChannel:
+class GuardedClients:
+    """HTTP clients behind the SSRF guard, one per set of allowances (the guard
+    lives in a client's resolver, so endpoints allowed different ranges need
+    clients of their own); ``guard=False`` turns the guard off (tools only)."""
+
     def __init__(
         self, max_connections: int, *, allow: Sequence[Network] = (), guard: bool = True
     ) -> None:
@@ -91,7 +95,7 @@ class WebhookChannel:
         self._clients: dict[tuple[str, ...], httpx.AsyncClient] = {}
         self._literal: dict[tuple[str, tuple[str, ...]], str | None] = {}
 
-    def _client(self, endpoint: Endpoint) -> httpx.AsyncClient:
+    def client(self, endpoint: Endpoint) -> httpx.AsyncClient:
         client = self._clients.get(endpoint.allow_networks)
         if client is None:
             allowed = self._allow + parse_networks(endpoint.allow_networks)
@@ -99,8 +103,11 @@ class WebhookChannel:
             self._clients[endpoint.allow_networks] = client
         return client
 
-    def _literal_problem(self, url: str, endpoint: Endpoint) -> str | None:
-        """The guard's verdict on a URL whose host is an IP literal (cached per URL)."""
+    def refused(self, url: str, endpoint: Endpoint) -> str | None:
+        """The guard's verdict on a URL whose host is an IP literal (cached per URL);
+        host names are judged where they resolve."""
+        if not self._guard:
+            return None
         key = (url, endpoint.allow_networks)
         if key not in self._literal:
             if len(self._literal) > 10_000:
@@ -108,6 +115,18 @@ class WebhookChannel:
             allowed = self._allow + parse_networks(endpoint.allow_networks)
             self._literal[key] = literal_host_problem(httpx.URL(url).host, allowed)
         return self._literal[key]
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()
+
+
+class WebhookChannel:
+    def __init__(
+        self, max_connections: int, *, allow: Sequence[Network] = (), guard: bool = True
+    ) -> None:
+        self.clients = GuardedClients(max_connections, allow=allow, guard=guard)
 
     async def send(self, message: Claimed, endpoint: Endpoint) -> AttemptResult:
         started_at = datetime.now(UTC)
@@ -132,11 +151,10 @@ class WebhookChannel:
                 Classification(Verdict.PERMANENT, "the endpoint has no URL"),
                 error="ConfigurationError: the endpoint has no URL",
             )
-        client = self._client(endpoint)
-        if self._guard:
-            refused = self._literal_problem(endpoint.url, endpoint)
-            if refused:
-                return result(_refused(refused), error=f"SSRFGuard: {refused}")
+        client = self.clients.client(endpoint)
+        refused = self.clients.refused(endpoint.url, endpoint)
+        if refused:
+            return result(ssrf_refusal(refused), error=f"SSRFGuard: {refused}")
         body = message.payload.encode()
         headers = self.headers_for(message, endpoint, body)
         timeout = httpx.Timeout(endpoint.timeout, connect=endpoint.connect_timeout)
@@ -150,7 +168,7 @@ class WebhookChannel:
                     excerpt = await read_excerpt(response)
                 finally:
                     await response.aclose()
-        except (TimeoutError, httpx.TransportError) as exc:
+        except (TimeoutError, httpx.TransportError, aiohttp.ClientError) as exc:
             classification, error = transport_failure(
                 exc, endpoint, secrets, time.perf_counter() - t0
             )
@@ -184,9 +202,7 @@ class WebhookChannel:
         return headers
 
     async def aclose(self) -> None:
-        for client in self._clients.values():
-            await client.aclose()
-        self._clients.clear()
+        await self.clients.aclose()
 
 
 def transport_failure(
@@ -199,7 +215,7 @@ def transport_failure(
     connect timeout is told apart and kept with its own message."""
     blocked = blocked_reason(exc)
     if blocked:
-        return _refused(blocked), f"SSRFGuard: {blocked}"
+        return ssrf_refusal(blocked), f"SSRFGuard: {blocked}"
     if isinstance(exc, httpx.ConnectTimeout) and elapsed < endpoint.connect_timeout * 0.9:
         text = error_text(exc, secrets)
         return classify_error("connect", text), text
@@ -216,7 +232,7 @@ def transport_failure(
     return classify_error("network", text), text
 
 
-def _refused(problem: str) -> Classification:
+def ssrf_refusal(problem: str) -> Classification:
     return Classification(
         Verdict.PERMANENT,
         f"refused by the SSRF guard: {problem}; allow the range with --allow-network "

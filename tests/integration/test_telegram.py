@@ -256,3 +256,47 @@ async def test_coalescing_merges_a_chats_waiting_messages_into_one(
     assert all(r["outcome"] == "delivered" for r in ledger)
     riders = [r for r in ledger if "coalesced)" in r["reason"]]
     assert {r["message_id"] for r in riders} == {*small[1:], big[1]}
+
+
+async def test_the_bot_api_base_is_behind_the_ssrf_guard_too(
+    database_url: str, conn: asyncpg.Connection
+) -> None:
+    with FakeTelegram() as tg:
+        await telegram_endpoint(conn, tg)  # on loopback, not allowed below
+        await send(conn, {"chat_id": 1, "text": "hi"})
+        async with running_worker(database_url, allow=()):
+            await until(lambda: none_left(conn))
+    assert tg.snapshot() == []
+    reason = await conn.fetchval("SELECT reason FROM outbox.dead_letters")
+    assert "SSRF guard" in reason
+
+
+async def test_a_malformed_answer_leaves_no_token_behind(
+    database_url: str, conn: asyncpg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiohttp raises its own error for a broken response, quoting the URL (and so the token)."""
+
+    async def broken(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n{}")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(broken, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    caplog.set_level(logging.DEBUG)
+    try:
+        with FakeTelegram() as tg:
+            await telegram_endpoint(conn, tg, url=f"http://127.0.0.1:{port}", max_attempts=1)
+        await send(conn, {"chat_id": 1, "text": "hi"})
+        async with running_worker(database_url):
+            await until(lambda: none_left(conn))
+    finally:
+        server.close()
+    dead = await conn.fetchrow("SELECT last_error, reason FROM outbox.dead_letters")
+    assert dead is not None
+    assert "ClientResponseError" in dead["last_error"]  # the error that quoted the URL
+    assert "***" in dead["last_error"]
+    secret_part = TOKEN.split(":", 1)[1]
+    for text in (caplog.text, dead["last_error"], dead["reason"]):
+        assert secret_part not in text

@@ -32,6 +32,11 @@ from outbox.ssrf import (
         ("0.0.0.0", "unspecified"),
         ("::ffff:127.0.0.1", "loopback"),  # IPv4-mapped IPv6
         ("::ffff:10.1.1.1", "private"),
+        ("64:ff9b::a9fe:a9fe", "link-local"),  # NAT64 of 169.254.169.254
+        ("64:ff9b::7f00:1", "loopback"),  # NAT64 of 127.0.0.1
+        ("2002:7f00:1::", "loopback"),  # 6to4 of 127.0.0.1
+        ("::127.0.0.1", "loopback"),  # IPv4-compatible
+        ("2001:0:4136:e378:8000:63bf:f5ff:fffe", "private"),  # Teredo of 10.0.0.1
         ("100.64.0.1", "not a public address"),  # carrier-grade NAT
         ("224.0.0.1", "multicast"),
         ("240.0.0.1", "address"),  # reserved (Python counts it as private)
@@ -43,7 +48,9 @@ def test_non_public_addresses_are_refused(address: str, kind: str) -> None:
     assert kind in problem
 
 
-@pytest.mark.parametrize("address", ["93.184.215.14", "1.1.1.1", "2606:4700:4700::1111"])
+@pytest.mark.parametrize(
+    "address", ["93.184.215.14", "1.1.1.1", "2606:4700:4700::1111", "64:ff9b::808:808"]
+)
 def test_public_addresses_pass(address: str) -> None:
     assert address_problem(address) is None
 
