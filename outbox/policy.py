@@ -11,8 +11,8 @@ pauses the endpoint.
 
 Each classification also says what the attempt tells about the *endpoint*
 (`Health`), which feeds the circuit breaker: 5xx, 3xx, 408, timeouts and
-connection errors count as endpoint failures; a 4xx is about the message and
-a 429 about our pace, so neither does. A 429 with a ``Retry-After`` holds the
+connection errors count as endpoint failures; a 4xx is about the message (the
+receiver answered: healthy) and a 429 about our pace (neither). A 429 with a ``Retry-After`` holds the
 whole endpoint back for that long (``throttle``): every message to it would
 get the same answer.
 """
@@ -140,7 +140,11 @@ def classify_status(status: int, retry_after: float | None = None) -> Classifica
         reason = "HTTP 410: the receiver says it is gone"
         return Classification(Verdict.PERMANENT, reason, pause=reason)
     if 400 <= status < 500:
-        return Classification(Verdict.PERMANENT, f"HTTP {status}: rejected by the receiver")
+        # The receiver is up and answering, about this message: for the
+        # breaker that is a sign of health (a half-open probe closes on it).
+        return Classification(
+            Verdict.PERMANENT, f"HTTP {status}: rejected by the receiver", health=Health.OK
+        )
     return Classification(
         Verdict.RETRYABLE, f"unexpected HTTP status {status}", retry_after, health=Health.FAILING
     )

@@ -189,8 +189,8 @@ def _classify(
     if code == 401:
         reason = f"{said}: the bot token was rejected"
         return Classification(Verdict.RETRYABLE, reason, pause=reason), None
-    if code in (400, 403, 404):
-        return Classification(Verdict.PERMANENT, said), None
+    if code in (400, 403, 404):  # about this message or chat; the Bot API is fine
+        return Classification(Verdict.PERMANENT, said, health=Health.OK), None
     classification = classify_status(code)
     return (
         Classification(

@@ -179,3 +179,85 @@ async def test_per_key_order_holds_under_random_failures_across_three_processes(
         assert arrivals[key] == sorted(arrivals[key]), key
         assert sorted(set(arrivals[key])) == list(range(15))
     assert await conn.fetchval("SELECT count(*) FROM outbox.dead_letters") == 0
+
+
+async def test_breaker_disable_and_secrecy_across_three_processes(
+    database_url: str, conn: asyncpg.Connection, workers: list[WorkerProcess], tmp_path: Path
+) -> None:
+    """Three processes: one endpoint's circuit opens, probes and closes; another is
+    disabled, parks its messages and delivers them after resume; a failing bot's
+    token shows up in none of the workers' logs or the rows."""
+    token = "987654321:AAFakeTokenForTestsOnly_0123456789abcd"
+    failing = {"hook": True, "down": True}
+
+    def hook_script(path: str, _id: str | None, _nth: int) -> Action:
+        return Action(503) if failing["hook" if path == "/hook" else "down"] else OK
+
+    def bot(call: Call) -> Action:
+        return Action(500, body=f"/bot{token}/sendMessage broke") if call.nth == 1 else reply()
+
+    with Receiver(hook_script) as rx, FakeTelegram(bot) as tg:
+        await conn.execute(
+            "INSERT INTO outbox.endpoints (name, channel, url, breaker_failures, breaker_cooldown,"
+            " breaker_max_cooldown, disable_after, max_attempts, allow_networks) VALUES"
+            " ('hook', 'webhook', $1, 3, '300 ms', '1 s', '1 day', 1000, '{127.0.0.0/8}'),"
+            " ('down', 'webhook', $2, 2, '100 ms', '200 ms', '1.5 s', 1000, '{127.0.0.0/8}')",
+            rx.url("/hook"),
+            rx.url("/down"),
+        )
+        await conn.execute(
+            "INSERT INTO outbox.endpoints (name, channel, url, secret, breaker_cooldown)"
+            " VALUES ('bot', 'telegram', $1, $2, '200 ms')",
+            tg.api_url,
+            token,
+        )
+        await enqueue_all(
+            conn,
+            [{"endpoint": "hook", "payload": {"i": i}} for i in range(20)]
+            + [{"endpoint": "down", "payload": {"i": i}} for i in range(5)]
+            + [{"endpoint": "bot", "payload": {"chat_id": i, "text": f"t{i}"}} for i in range(5)],
+        )
+        start_fleet(database_url, workers, tmp_path)
+
+        async def state(name: str) -> str:
+            return await conn.fetchval(
+                "SELECT state FROM outbox.endpoint_health WHERE endpoint = $1", name
+            )
+
+        for _ in range(200):
+            if await state("hook") == "circuit_open":
+                break
+            await asyncio.sleep(0.05)
+        assert await state("hook") == "circuit_open"
+        opened = asyncio.get_running_loop().time()
+        seen = len([r for r in rx.snapshot() if r.path == "/hook"])
+        await asyncio.sleep(1.5)
+        during = len([r for r in rx.snapshot() if r.path == "/hook"]) - seen
+        # Open, only probes pass (cool-downs of 0.3, 0.6, 1 s): a handful at most,
+        # where twenty messages retrying every 0.05-0.2 s from three processes
+        # would have sent well over a hundred.
+        assert during <= 6, during
+        failing["hook"] = False
+
+        for _ in range(200):
+            if await state("down") == "disabled":
+                break
+            await asyncio.sleep(0.05)
+        assert await state("down") == "disabled"
+        parked = await conn.fetchval("SELECT count(*) FROM outbox.messages WHERE endpoint = 'down'")
+        assert parked == 5
+        failing["down"] = False
+        from outbox import admin
+
+        await admin.resume_endpoint(conn, "down")
+        await wait_until(conn, within=60)
+        assert asyncio.get_running_loop().time() - opened < 60
+        stop_fleet(workers)
+    assert await state("hook") == "active"
+    assert await conn.fetchval("SELECT count(*) FROM outbox.dead_letters") == 0
+    secret = token.split(":", 1)[1]
+    for w in workers:
+        assert secret not in w.output()
+    rows = await conn.fetch("SELECT error, response_excerpt, reason FROM outbox.attempts")
+    assert any(r["error"] and "Telegram 500" in r["error"] for r in rows)
+    assert all(secret not in str(dict(r)) for r in rows)

@@ -232,7 +232,8 @@ async def test_429_with_retry_after_holds_back_the_whole_endpoint(
         async with running_worker(database_url):
             await until(lambda: len(rx.snapshot()) == 1)
             throttled_at = rx.snapshot()[0].arrived
-            [later] = await enqueue(conn, "busy")  # not the one that got the 429
+            await until(lambda: _state_is(conn, "busy", "throttled"))  # once it is recorded...
+            [later] = await enqueue(conn, "busy")  # ...no message goes, not only the 429's
             await until(lambda: len(rx.ids()) == 2 and len(rx.snapshot()) >= 3)
     arrivals = {i: [r.arrived for r in rs] for i, rs in rx.by_id().items()}
     assert min(arrivals[str(later)]) >= throttled_at + 0.95

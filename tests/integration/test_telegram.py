@@ -100,6 +100,7 @@ async def test_429_retry_after_holds_the_whole_bot_back(
         async with running_worker(database_url):
             await until(lambda: len(tg.snapshot()) == 1)
             limited_at = tg.snapshot()[0].arrived
+            await until(lambda: _throttled(conn))
             await send(conn, {"chat_id": 2, "text": "second"})  # another chat, same bot
             await until(lambda: none_left(conn))
     later = [r.arrived for r, c in tg.calls() if r.arrived > limited_at]
@@ -162,6 +163,11 @@ async def test_a_rejected_token_pauses_the_endpoint_and_keeps_the_message(
     assert sent <= 2
     assert await conn.fetchval("SELECT count(*) FROM outbox.messages") == 2
     assert await conn.fetchval("SELECT count(*) FROM outbox.dead_letters") == 0
+
+
+async def _throttled(conn: asyncpg.Connection) -> bool:
+    state = await conn.fetchval("SELECT state FROM outbox.endpoint_health WHERE endpoint = 'bot'")
+    return bool(state == "throttled")
 
 
 async def _paused(conn: asyncpg.Connection) -> bool:

@@ -189,9 +189,9 @@ def test_retry_after_is_always_honoured_up_to_its_cap(hint: float, attempt: int,
         (408, Health.FAILING),
         (500, Health.FAILING),
         (503, Health.FAILING),
-        (400, Health.NEUTRAL),  # about the message, not the endpoint
-        (404, Health.NEUTRAL),
-        (422, Health.NEUTRAL),
+        (400, Health.OK),  # about the message: the receiver answered
+        (404, Health.OK),
+        (422, Health.OK),
         (429, Health.NEUTRAL),  # about our pace
     ],
 )
