@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import click
 from pydantic import ValidationError
 
-from outbox import admin, migrations
+from outbox import admin, cli_operate, migrations
 from outbox.db import connection
 from outbox.errors import InvalidInputError, OutboxError
 from outbox.models import EndpointConfig, EndpointUpdate, parse_duration, to_input_error
@@ -713,3 +713,7 @@ def bench_cmd(
         from outbox.bench.report import render
 
         click.echo(render(report))
+
+
+# `outbox stats`, `outbox dead ...`, `outbox message show`.
+cli_operate.register(main, database_option, _database_url, _run)

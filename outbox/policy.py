@@ -12,9 +12,9 @@ pauses the endpoint.
 Each classification also says what the attempt tells about the *endpoint*
 (`Health`), which feeds the circuit breaker: 5xx, 3xx, 408, timeouts and
 connection errors count as endpoint failures; a 4xx is about the message (the
-receiver answered: healthy) and a 429 about our pace (neither). A 429 with a ``Retry-After`` holds the
-whole endpoint back for that long (``throttle``): every message to it would
-get the same answer.
+receiver answered: healthy) and a 429 about our pace (neither). A 429 with a
+``Retry-After`` holds the whole endpoint back for that long (``throttle``):
+every message to it would get the same answer.
 """
 
 from __future__ import annotations

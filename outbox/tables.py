@@ -263,6 +263,7 @@ dead_letters = Table(
     Column("reason", Text),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("dead_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Column("seq", BigInteger),
     Index("dead_letters_dead_at_idx", "dead_at"),
     Index("dead_letters_endpoint_idx", "endpoint", "dead_at"),
     comment="Messages that will not be retried, with their payload and last error.",

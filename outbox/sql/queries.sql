@@ -186,14 +186,15 @@ gone AS (
     DELETE FROM outbox.messages AS m
      USING r
      WHERE m.id = r.id AND m.lease_token = r.token AND r.outcome IN ('delivered', 'dead')
-    RETURNING m.id, m.endpoint, m.payload, m.headers, m.key, m.idempotency_key, m.priority, m.created_at,
+    RETURNING m.id, m.endpoint, m.payload, m.headers, m.key, m.idempotency_key, m.priority, m.created_at, m.seq,
               m.attempts + 1 AS attempt, r.outcome, r.status_code, r.error, r.excerpt, r.duration_ms, r.started_at,
               r.retry_at, r.reason),
 dead AS (
     INSERT INTO outbox.dead_letters
-        (message_id, endpoint, payload, headers, key, idempotency_key, priority, attempts, last_error, reason, created_at)
+        (message_id, endpoint, payload, headers, key, idempotency_key, priority, attempts, last_error, reason, created_at,
+         seq)
     SELECT g.id, g.endpoint, g.payload, g.headers, g.key, g.idempotency_key, g.priority, g.attempt, g.error, g.reason,
-           g.created_at
+           g.created_at, g.seq
       FROM gone AS g
      WHERE g.outcome = 'dead'),
 retried AS (
@@ -327,3 +328,101 @@ SELECT pg_advisory_unlock(1869968482, 2);
 -- Claims leave dead index entries in front of messages_claim_idx until vacuum removes them; with autovacuum off (or behind)
 -- they made claims slow enough to raise p99 latency from ~30 ms to ~700 ms. Cheap: the table holds only unfinished rows.
 VACUUM (ANALYZE) outbox.messages;
+
+-- stats --
+-- outbox.stats with each endpoint's state from outbox.endpoint_health.
+SELECT s.*, h.state
+  FROM outbox.stats AS s
+  LEFT JOIN outbox.endpoint_health AS h ON h.endpoint = s.endpoint
+ ORDER BY s.endpoint;
+
+-- dead_list --
+-- Dead letters, newest first: $1 endpoint, $2 dead since, $3 text in the last error or reason (case-insensitive), $4 limit;
+-- NULL filters match everything.
+SELECT message_id, endpoint, key, attempts, last_error, reason, created_at, dead_at, payload::text AS payload
+  FROM outbox.dead_letters
+ WHERE ($1::text IS NULL OR endpoint = $1)
+   AND ($2::timestamptz IS NULL OR dead_at >= $2)
+   AND ($3::text IS NULL OR strpos(lower(coalesce(last_error, '') || ' ' || coalesce(reason, '')), lower($3)) > 0)
+ ORDER BY dead_at DESC
+ LIMIT $4;
+
+-- dead_requeue --
+-- Move up to $6 dead letters back to outbox.messages, due now, attempts from zero (the ledger keeps their history): $1 ids,
+-- or ($1 NULL) by $2 endpoint, dead at or after $3 and before $4 (NULLs match everything), $5 true for "all" (a guard:
+-- with no ids and no filter nothing moves unless it is set). Same id (receivers deduplicate by webhook-id) and, when known,
+-- the same number, so a message that blocked its ordered key comes back at the head of it; the key's block goes and its
+-- parked messages come back. Dead letters of endpoints that no longer exist stay where they are.
+WITH picked AS (
+    DELETE FROM outbox.dead_letters AS d
+     WHERE d.message_id IN (
+           SELECT x.message_id FROM outbox.dead_letters AS x
+            WHERE EXISTS (SELECT 1 FROM outbox.endpoints AS e WHERE e.name = x.endpoint)
+              AND (($1::uuid[] IS NOT NULL AND x.message_id = ANY ($1::uuid[]))
+                   OR ($1::uuid[] IS NULL
+                       AND ($2::text IS NOT NULL OR $3::timestamptz IS NOT NULL OR $4::timestamptz IS NOT NULL
+                            OR $5::boolean)
+                       AND ($2::text IS NULL OR x.endpoint = $2)
+                       AND ($3::timestamptz IS NULL OR x.dead_at >= $3)
+                       AND ($4::timestamptz IS NULL OR x.dead_at < $4)))
+            ORDER BY x.dead_at
+            LIMIT $6
+              FOR UPDATE SKIP LOCKED)
+    RETURNING d.*),
+unblocked AS (
+    DELETE FROM outbox.key_blocks AS b
+     USING picked AS p
+     WHERE b.endpoint = p.endpoint AND b.key = p.key AND b.message_id = p.message_id
+    RETURNING b.endpoint, b.key),
+released AS (
+    UPDATE outbox.messages AS m
+       SET available_at = now(), held = NULL
+      FROM unblocked AS u
+     WHERE m.endpoint = u.endpoint AND m.key = u.key AND m.held IS NOT NULL),
+requeued AS (
+    INSERT INTO outbox.messages
+        (id, seq, endpoint, payload, headers, key, idempotency_key, priority, available_at, created_at)
+    OVERRIDING SYSTEM VALUE
+    SELECT p.message_id, coalesce(p.seq, nextval(pg_get_serial_sequence('outbox.messages', 'seq'))), p.endpoint,
+           p.payload, p.headers, p.key, p.idempotency_key, p.priority, now(), p.created_at
+      FROM picked AS p
+    RETURNING id)
+SELECT count(*) FROM requeued;
+
+-- dead_purge --
+-- Delete up to $3 dead letters that died before now - $1 seconds (of endpoint $2, NULL: all); returns how many.
+WITH gone AS (
+    DELETE FROM outbox.dead_letters AS d
+     WHERE d.message_id IN (
+           SELECT x.message_id FROM outbox.dead_letters AS x
+            WHERE x.dead_at < now() - make_interval(secs => $1) AND ($2::text IS NULL OR x.endpoint = $2)
+            ORDER BY x.dead_at
+            LIMIT $3
+              FOR UPDATE SKIP LOCKED)
+    RETURNING 1)
+SELECT count(*) FROM gone;
+
+-- dead_count --
+-- How many dead letters a requeue or purge would touch (for progress): $1 endpoint, $2 dead since, $3 dead before.
+SELECT count(*) FROM outbox.dead_letters
+ WHERE ($1::text IS NULL OR endpoint = $1)
+   AND ($2::timestamptz IS NULL OR dead_at >= $2)
+   AND ($3::timestamptz IS NULL OR dead_at < $3);
+
+-- message_find --
+-- Where a message is now: unfinished (with its state), dead, or neither (delivered, or unknown): $1 id.
+SELECT 'unfinished' AS place, endpoint, key, attempts, payload::text AS payload, created_at,
+       CASE WHEN lease_token IS NOT NULL THEN 'in flight'
+            WHEN available_at > now() THEN 'scheduled' ELSE 'pending' END AS state,
+       available_at AS next_attempt_at, last_error, held
+  FROM outbox.messages WHERE id = $1
+UNION ALL
+SELECT 'dead', endpoint, key, attempts, payload::text, created_at, 'dead', NULL, last_error, NULL
+  FROM outbox.dead_letters WHERE message_id = $1;
+
+-- message_attempts --
+-- A message's ledger, oldest first: $1 id.
+SELECT attempt, endpoint, started_at, duration_ms, status_code, outcome, error, reason, retry_at, worker_id,
+       response_excerpt
+  FROM outbox.attempts WHERE message_id = $1
+ ORDER BY started_at, id;

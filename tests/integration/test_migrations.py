@@ -67,9 +67,18 @@ async def test_downgrade_removes_everything_and_upgrade_restores_it(
     before = await outbox_objects(conn)
     assert "messages" in before["tables"]
     assert "enqueue" in before["functions"]
-    assert sorted(before["views"]) == ["blocked_keys", "endpoint_health", "stats"]
+    assert sorted(before["views"]) == ["blocked_keys", "endpoint_health", "stats", "throughput"]
 
-    # One step down: revision 0001 exactly as it was, and its enqueue() still works.
+    # Down to 0002: the stats view loses the columns 0003 added, the throughput view goes.
+    await asyncio.to_thread(migrations.downgrade, database_url, "0002")
+    at_0002 = await outbox_objects(conn)
+    assert sorted(at_0002["views"]) == ["blocked_keys", "endpoint_health", "stats"]
+    columns = await conn.fetch(
+        "SELECT column_name FROM information_schema.columns"
+        " WHERE table_schema = 'outbox' AND table_name = 'stats'"
+    )
+    assert "p99_latency_ms_last_hour" not in {r[0] for r in columns}
+    # One step further: revision 0001 exactly as it was, and its enqueue() still works.
     await asyncio.to_thread(migrations.downgrade, database_url, "0001")
     at_0001 = await outbox_objects(conn)
     assert at_0001["views"] == ["stats"]

@@ -1,0 +1,46 @@
+"""Operability: outbox.stats gains success rate and p50/p99 latency, a
+per-minute throughput view for the last hour, and dead letters keep their
+message number (for requeueing).
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-11-22
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from alembic import op
+
+revision: str = "0003"
+down_revision: str | None = "0002"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+FUNCTIONS_SQL = Path(__file__).with_name("0003_functions.sql")
+PREVIOUS_FUNCTIONS_SQL = Path(__file__).with_name("0001_functions.sql")
+
+
+def upgrade() -> None:
+    # A dead letter keeps its number, so a requeued one that blocked its
+    # ordered key comes back at the head of that key.
+    op.add_column("dead_letters", sa.Column("seq", sa.BigInteger), schema="outbox")
+    bind = op.get_bind()
+    for statement in FUNCTIONS_SQL.read_text(encoding="utf-8").split("\n-- split --\n"):
+        bind.exec_driver_sql(statement)
+
+
+def downgrade() -> None:
+    bind = op.get_bind()
+    bind.exec_driver_sql("DROP VIEW IF EXISTS outbox.throughput")
+    # outbox.stats as revision 0001 made it (the view and its comment); the
+    # columns this revision added must go, which CREATE OR REPLACE cannot do.
+    bind.exec_driver_sql("DROP VIEW IF EXISTS outbox.stats")
+    for statement in PREVIOUS_FUNCTIONS_SQL.read_text(encoding="utf-8").split("\n-- split --\n"):
+        if "VIEW outbox.stats" in statement:
+            bind.exec_driver_sql(statement)
+    op.drop_column("dead_letters", "seq", schema="outbox")
