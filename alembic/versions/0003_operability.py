@@ -40,6 +40,7 @@ def downgrade() -> None:
     # outbox.stats as revision 0001 made it (the view and its comment); the
     # columns this revision added must go, which CREATE OR REPLACE cannot do.
     bind.exec_driver_sql("DROP VIEW IF EXISTS outbox.stats")
+    bind.exec_driver_sql("DROP FUNCTION IF EXISTS outbox._stats()")
     for statement in PREVIOUS_FUNCTIONS_SQL.read_text(encoding="utf-8").split("\n-- split --\n"):
         if "VIEW outbox.stats" in statement:
             bind.exec_driver_sql(statement)
