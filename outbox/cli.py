@@ -563,6 +563,11 @@ def enqueue_cmd(
     "--shutdown-grace", type=float, help="Seconds to finish in-flight work [default: 30]."
 )
 @click.option("--metrics-port", type=int, help="Prometheus metrics port (not implemented yet).")
+@click.option(
+    "--log-format",
+    type=click.Choice(["auto", "json", "text"]),
+    help="Log lines as JSON or text [default: auto: text on a terminal, JSON otherwise].",
+)
 @click.pass_context
 def worker_cmd(ctx: click.Context, /, database_url: str | None, **flags: Any) -> None:
     """Deliver messages until SIGTERM/SIGINT, then stop gracefully.
@@ -578,7 +583,7 @@ def worker_cmd(ctx: click.Context, /, database_url: str | None, **flags: Any) ->
         )
     overrides = {k: v for k, v in flags.items() if v is not None and k != "metrics_port"}
     settings = load_settings(**overrides)
-    _configure_logging(settings.log_level)
+    _configure_logging(settings.log_level, settings.log_format)
     if settings.processes > 1:
         from outbox.supervisor import Supervisor
 
@@ -609,18 +614,10 @@ def _run_event_loop(coro: Awaitable[T]) -> T:
     return uvloop.run(main())
 
 
-def _configure_logging(level: str) -> None:
-    import logging
+def _configure_logging(level: str, fmt: str = "auto") -> None:
+    from outbox.logs import configure
 
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # httpx logs every request URL at INFO; a Telegram URL holds the bot
-    # token. Our own attempt records carry what matters, redacted.
-    for noisy in ("httpx", "httpcore", "aiohttp.access"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    configure(level, fmt)  # type: ignore[arg-type]  # checked by Settings
 
 
 BENCH_SCENARIOS = ("enqueue", "drain", "latency", "transport")

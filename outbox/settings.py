@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     backoff_cap: float = Field(7200.0, gt=0, description="Longest retry delay, seconds.")
     worker_id: str | None = Field(None, description="Name in the ledger; default host:pid.")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    log_format: Literal["auto", "json", "text"] = Field(
+        "auto", description="Log lines as JSON or text; auto: text on a terminal, JSON otherwise."
+    )
     allow_networks: str = Field(
         "",
         description=(
