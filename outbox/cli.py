@@ -562,7 +562,12 @@ def enqueue_cmd(
 @click.option(
     "--shutdown-grace", type=float, help="Seconds to finish in-flight work [default: 30]."
 )
-@click.option("--metrics-port", type=int, help="Prometheus metrics port (not implemented yet).")
+@click.option(
+    "--metrics-port",
+    type=int,
+    help="Serve Prometheus /metrics, /healthz and /readyz on this port (with --processes, "
+    "the supervisor serves all children's).",
+)
 @click.option(
     "--log-format",
     type=click.Choice(["auto", "json", "text"]),
@@ -577,11 +582,7 @@ def worker_cmd(ctx: click.Context, /, database_url: str | None, **flags: Any) ->
     signal exits at once (leases then expire and other workers retry).
     """
     url = _database_url(ctx)
-    if flags.get("metrics_port") is not None:
-        click.echo(
-            "warning: --metrics-port is not implemented yet; no metrics are served", err=True
-        )
-    overrides = {k: v for k, v in flags.items() if v is not None and k != "metrics_port"}
+    overrides = {k: v for k, v in flags.items() if v is not None}
     settings = load_settings(**overrides)
     _configure_logging(settings.log_level, settings.log_format)
     if settings.processes > 1:
@@ -589,10 +590,14 @@ def worker_cmd(ctx: click.Context, /, database_url: str | None, **flags: Any) ->
 
         child_args: list[str] = []
         for name, value in overrides.items():
-            if name != "processes":
+            if name not in ("processes", "metrics_port"):  # the supervisor serves metrics
                 child_args += [f"--{name.replace('_', '-')}", str(value)]
         supervisor = Supervisor(
-            child_args, settings.processes, settings.shutdown_grace, database_url=url
+            child_args,
+            settings.processes,
+            settings.shutdown_grace,
+            database_url=url,
+            metrics_port=settings.metrics_port,
         )
         ctx.exit(supervisor.run())
     from outbox.runner import run_worker

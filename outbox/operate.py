@@ -24,7 +24,7 @@ BATCH = 1000
 Progress = Callable[[int], None]
 
 
-async def stats(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+async def stats(conn: asyncpg.Connection | asyncpg.Pool) -> list[dict[str, Any]]:
     """``outbox.stats`` (one row per endpoint) with each endpoint's state."""
     return [_plain(dict(r)) for r in await conn.fetch(QUERIES["stats"])]
 

@@ -12,12 +12,14 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
+from outbox import operate
 from outbox._redact import redact_url
 from outbox.channels import Channel
 from outbox.channels.null import NullChannel
 from outbox.channels.telegram import TelegramChannel
 from outbox.channels.webhook import WebhookChannel
 from outbox.db import asyncpg_url
+from outbox.metrics import Metrics, multiprocess, render_registry, serve
 from outbox.ssrf import parse_networks
 from outbox.store import Store
 from outbox.worker import WAKEUP_CHANNEL, Worker, WorkerConfig
@@ -43,6 +45,56 @@ WORKER_SESSION_SETTINGS = {
     "application_name": "outbox-worker",
     "synchronous_commit": "off",
 }
+
+
+async def _start_metrics(
+    config: WorkerConfig,
+    pool: asyncpg.Pool,
+    worker: Worker,
+    metrics: Metrics | None,
+    started: asyncio.Event,
+) -> list[Callable[[], Awaitable[None]]]:
+    """The metrics server (when this process serves one) and the loop that
+    refreshes the database-derived gauges; returns their stoppers."""
+    if metrics is None:
+        return []
+
+    async def refresh() -> None:
+        while True:
+            with contextlib.suppress(*_REFRESH_ERRORS):
+                metrics.endpoints(await operate.stats(pool))
+            await asyncio.sleep(METRICS_REFRESH)
+
+    task = asyncio.create_task(refresh(), name="metrics-refresh")
+
+    async def stop_refresh() -> None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    stoppers: list[Callable[[], Awaitable[None]]] = [stop_refresh]
+    if config.metrics_port is not None:
+
+        async def healthy() -> bool:
+            try:
+                async with asyncio.timeout(2):
+                    return bool(await pool.fetchval("SELECT 1"))
+            except (*_REFRESH_ERRORS, TimeoutError):
+                return False
+
+        stoppers.append(
+            await serve(
+                config.metrics_port,
+                render_registry,
+                healthy,
+                lambda: started.is_set() and not worker.stopping,
+            )
+        )
+        log.info("metrics on :%d (/metrics, /healthz, /readyz)", config.metrics_port)
+    return stoppers
+
+
+METRICS_REFRESH = 5.0
+_REFRESH_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 def default_worker_id() -> str:
@@ -156,13 +208,20 @@ async def run_worker(url: str, config: WorkerConfig, *, worker_id: str | None = 
     store = Store(
         pool, worker_id=worker_id or default_worker_id(), lease_seconds=config.lease_seconds
     )
-    worker = Worker(store, channels, config, listen=make_listener(url))
+    metrics = Metrics() if config.metrics_port is not None or multiprocess() else None
+    worker = Worker(store, channels, config, listen=make_listener(url), metrics=metrics)
     if stop.is_set():
         worker.stop()
     log.info("worker %s started (concurrency %d)", store.worker_id, config.concurrency)
+    started = asyncio.Event()
+    extras = await _start_metrics(config, pool, worker, metrics, started)
     try:
+        started.set()
         await worker.run()
     finally:
+        for stop_extra in extras:
+            with contextlib.suppress(Exception):
+                await stop_extra()
         for channel in channels.values():
             with contextlib.suppress(Exception):
                 await channel.aclose()

@@ -69,6 +69,9 @@ class Settings(BaseSettings):
             "e.g. 10.0.0.0/8,127.0.0.1/32."
         ),
     )
+    metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="Serve /metrics, /healthz and /readyz on this port."
+    )
     first_attempt_share: float = Field(
         0.5,
         ge=0,
@@ -108,6 +111,7 @@ class Settings(BaseSettings):
             backoff_base=self.backoff_base,
             backoff_cap=max(self.backoff_cap, self.backoff_base),
             first_attempt_share=self.first_attempt_share,
+            metrics_port=self.metrics_port,
             allow_networks=tuple(n.strip() for n in self.allow_networks.split(",") if n.strip()),
         )
 

@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
 
+from outbox.metrics import MULTIPROC_ENV, render_registry
 from outbox.processes import worker_command
 
 log = logging.getLogger("outbox.supervisor")
@@ -25,9 +30,16 @@ _QUICK_DEATH = 5.0  # a child that dies sooner than this after starting is crash
 
 class Supervisor:
     def __init__(
-        self, child_args: list[str], processes: int, grace: float, *, database_url: str
+        self,
+        child_args: list[str],
+        processes: int,
+        grace: float,
+        *,
+        database_url: str,
+        metrics_port: int | None = None,
     ) -> None:
         self.child_args = child_args
+        self.metrics_port = metrics_port
         self.database_url = database_url
         self.processes = processes
         self.grace = grace
@@ -54,6 +66,52 @@ class Supervisor:
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
+        server = self._serve_metrics() if self.metrics_port is not None else None
+        try:
+            return self._supervise()
+        finally:
+            if server is not None:
+                server.shutdown()
+                server.server_close()
+                shutil.rmtree(os.environ.get(MULTIPROC_ENV, ""), ignore_errors=True)
+
+    def _serve_metrics(self) -> ThreadingHTTPServer:
+        """The children's metrics, summed (prometheus-client's multiprocess
+        mode: each child writes its values to files in a fresh directory), and
+        health answers for all of them, from a thread."""
+        os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="outbox-metrics-")
+        supervisor = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path == "/metrics":
+                    body, content_type = render_registry()
+                    status = 200
+                elif self.path in ("/healthz", "/readyz"):
+                    alive = supervisor.alive()
+                    status = 200 if alive == supervisor.processes else 503
+                    body = f"{alive}/{supervisor.processes} worker processes alive\n".encode()
+                    content_type = "text/plain"
+                else:
+                    status, body, content_type = 404, b"not found\n", "text/plain"
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_args: object) -> None:  # no access log
+                return
+
+        server = ThreadingHTTPServer(("0.0.0.0", self.metrics_port or 0), Handler)  # noqa: S104
+        threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+        log.info("metrics of %d worker processes on :%d", self.processes, self.metrics_port)
+        return server
+
+    def alive(self) -> int:
+        return sum(1 for child in self.children.values() if child.poll() is None)
+
+    def _supervise(self) -> int:
         for slot in range(self.processes):
             self._spawn(slot)
         pending_restart: dict[int, float] = {}
@@ -64,6 +122,10 @@ class Supervisor:
                 code = child.poll()
                 if code is None or slot in pending_restart:
                     continue
+                if MULTIPROC_ENV in os.environ:  # its live gauges stop counting
+                    from prometheus_client import multiprocess
+
+                    multiprocess.mark_process_dead(child.pid)  # type: ignore[no-untyped-call]
                 lived = now - self.started_at[slot]
                 delay = self.restart_delay.get(slot, 0.0)
                 delay = min(max(1.0, delay * 2), 30.0) if lived < _QUICK_DEATH else 0.0

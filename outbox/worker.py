@@ -37,6 +37,7 @@ import asyncpg
 
 from outbox.channels import Channel
 from outbox.delivery import AttemptResult, Claimed, Endpoint, Finished
+from outbox.metrics import Metrics
 from outbox.policy import Classification, Health, Outcome, Verdict, decide
 from outbox.store import HealthReport, Reaped, Store
 
@@ -73,6 +74,8 @@ class WorkerConfig:
     health_report_interval: float = 1.0
     # Non-public address ranges every webhook may reach (the SSRF guard's exceptions).
     allow_networks: tuple[str, ...] = ()
+    # Serve /metrics, /healthz and /readyz on this port (None: no server).
+    metrics_port: int | None = None
 
 
 class Worker:
@@ -85,7 +88,9 @@ class Worker:
         listen: Callable[[Callable[[], None]], Awaitable[Callable[[], Awaitable[None]]]]
         | None = None,
         rng: random.Random | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics
         self.store = store
         self.channels = channels
         self.config = config
@@ -192,6 +197,8 @@ class Worker:
                 failures += 1
                 await self._db_backoff("claim", exc, failures, interruptible=True)
                 continue
+            if claimed and self.metrics is not None:
+                self.metrics.batch.observe(len(claimed))
             for message in _with_riders(claimed):
                 self._queue.put_nowait(message)
             with contextlib.suppress(*_DB_ERRORS):  # stale for a while is fine; misses reload
@@ -247,6 +254,8 @@ class Worker:
             if message is None:
                 return
             self._busy += 1
+            if self.metrics is not None:
+                self.metrics.in_flight.inc()
             try:
                 for finished in await self._attempt(message):
                     self._record(finished)
@@ -254,6 +263,8 @@ class Worker:
                 log.exception("unexpected error delivering message %s", message.id)
             finally:
                 self._busy -= 1
+                if self.metrics is not None:
+                    self.metrics.in_flight.dec()
                 self._room.set()
 
     async def _endpoint(self, name: str) -> Endpoint | None:
@@ -374,6 +385,8 @@ class Worker:
             )
             if result.new_payloads and decision.outcome is Outcome.RETRYING:
                 done.new_payload = result.new_payloads.get(m.id)
+            if self.metrics is not None:
+                self.metrics.attempt(endpoint.name, decision.outcome.value, result.duration_ms)
             finished.append(done)
         return finished
 
@@ -476,7 +489,10 @@ class Worker:
             if reaped:
                 log.warning("reaped %d message(s) whose lease expired", len(reaped))
                 for message in reaped:
-                    self._results.append(self._lost_attempt(message))
+                    lost = self._lost_attempt(message)
+                    if self.metrics is not None:
+                        self.metrics.attempt(message.endpoint, lost.outcome.value, 0.0)
+                    self._results.append(lost)
                 self._flush_now.set()
 
     async def _vacuum_loop(self) -> None:

@@ -1,0 +1,160 @@
+"""Prometheus metrics and health endpoints for workers (``--metrics-port``).
+
+One worker process serves ``/metrics``, ``/healthz`` (the process is alive
+and its database answers) and ``/readyz`` (it is claiming) itself, from its
+event loop. Under ``--processes N`` the children write their metrics to files
+in a directory the supervisor owns (prometheus-client's multiprocess mode)
+and the supervisor serves the sum of them on the one port; its ``/healthz``
+and ``/readyz`` answer for all children.
+
+What is counted:
+
+* ``outbox_attempts_total{endpoint, outcome}`` -- every recorded attempt
+  (outcome: delivered, retrying, dead, lease_expired);
+* ``outbox_dead_lettered_total{endpoint}``;
+* ``outbox_attempt_duration_seconds{endpoint}`` -- a histogram;
+* ``outbox_in_flight`` -- deliveries under way;
+* ``outbox_claim_batch_size`` -- a histogram of messages per claim;
+* ``outbox_oldest_pending_seconds{endpoint}``, ``outbox_pending{endpoint}``
+  and ``outbox_circuit_open{endpoint}`` (1 when not delivering: circuit
+  open/probing, paused, disabled or throttled) -- read from the database every
+  few seconds.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+
+
+def multiprocess() -> bool:
+    return bool(os.environ.get(MULTIPROC_ENV))
+
+
+class Metrics:
+    """The worker's instruments; cheap enough for the hot path (children per
+    endpoint are cached, so no label lookup per message)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        # In multiprocess mode metrics must live in the default registry (the
+        # values go to files); otherwise a registry of our own keeps tests apart.
+        kw: dict[str, Any] = {} if registry is None else {"registry": registry}
+        self.attempts = Counter(
+            "outbox_attempts", "Delivery attempts recorded.", ["endpoint", "outcome"], **kw
+        )
+        self.dead = Counter(
+            "outbox_dead_lettered", "Messages moved to dead_letters.", ["endpoint"], **kw
+        )
+        self.duration = Histogram(
+            "outbox_attempt_duration_seconds",
+            "Time from sending a request to its answer (or failure).",
+            ["endpoint"],
+            buckets=_DURATION_BUCKETS,
+            **kw,
+        )
+        self.in_flight = Gauge(
+            "outbox_in_flight",
+            "Deliveries under way.",
+            multiprocess_mode="livesum",
+            **kw,
+        )
+        self.batch = Histogram(
+            "outbox_claim_batch_size", "Messages per claim.", buckets=_BATCH_BUCKETS, **kw
+        )
+        self.oldest_pending = Gauge(
+            "outbox_oldest_pending_seconds",
+            "How long the oldest due message has waited.",
+            ["endpoint"],
+            multiprocess_mode="max",
+            **kw,
+        )
+        self.pending = Gauge(
+            "outbox_pending",
+            "Due messages not yet claimed.",
+            ["endpoint"],
+            multiprocess_mode="max",
+            **kw,
+        )
+        self.held_back = Gauge(
+            "outbox_circuit_open",
+            "1 while an endpoint is not being delivered to (circuit open or probing, "
+            "paused, disabled, throttled).",
+            ["endpoint"],
+            multiprocess_mode="max",
+            **kw,
+        )
+        self._per_endpoint: dict[str, tuple[Any, Any]] = {}
+
+    def attempt(self, endpoint: str, outcome: str, duration_ms: float) -> None:
+        children = self._per_endpoint.get(endpoint)
+        if children is None:
+            children = (self.duration.labels(endpoint), self.dead.labels(endpoint))
+            self._per_endpoint[endpoint] = children
+        self.attempts.labels(endpoint, outcome).inc()
+        if duration_ms:
+            children[0].observe(duration_ms / 1000)
+        if outcome == "dead":
+            children[1].inc()
+
+    def endpoints(self, rows: list[dict[str, Any]]) -> None:
+        """Refresh the database-derived gauges from ``outbox.stats`` rows."""
+        for row in rows:
+            name = row["endpoint"]
+            self.oldest_pending.labels(name).set(row["oldest_pending_seconds"] or 0)
+            self.pending.labels(name).set(row["pending"] or 0)
+            self.held_back.labels(name).set(0 if row.get("state") in (None, "active") else 1)
+
+
+async def serve(
+    port: int,
+    render: Callable[[], tuple[bytes, str]],
+    healthy: Callable[[], Awaitable[bool]],
+    ready: Callable[[], bool],
+    host: str = "0.0.0.0",  # noqa: S104 -- scraped from outside the host
+) -> Callable[[], Awaitable[None]]:
+    """Serve /metrics, /healthz and /readyz from this event loop; returns a stopper."""
+    from aiohttp import web
+
+    async def metrics(_request: web.Request) -> web.Response:
+        body, content_type = render()
+        response = web.Response(body=body)
+        response.headers["Content-Type"] = content_type
+        return response
+
+    async def healthz(_request: web.Request) -> web.Response:
+        ok = await healthy()
+        return web.Response(status=200 if ok else 503, text="ok\n" if ok else "unhealthy\n")
+
+    async def readyz(_request: web.Request) -> web.Response:
+        ok = ready()
+        return web.Response(status=200 if ok else 503, text="ready\n" if ok else "not ready\n")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner.cleanup
+
+
+def render_registry(registry: CollectorRegistry | None = None) -> tuple[bytes, str]:
+    """The exposition text of ``registry`` (default: the process's own, or in
+    multiprocess mode the sum of every process's files)."""
+    from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+    if registry is None and multiprocess():
+        from prometheus_client import multiprocess as mp
+
+        registry = CollectorRegistry()
+        mp.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return generate_latest(registry or REGISTRY), CONTENT_TYPE_LATEST
