@@ -216,12 +216,21 @@ async def remove_endpoint(conn: asyncpg.Connection, name: str) -> None:
 class OutboxConfig:
     max_payload_bytes: int
     dedupe_window_seconds: int
+    attempts_retention_seconds: int = 0
+    dead_letters_retention_seconds: int = 0
 
 
 async def get_config(conn: asyncpg.Connection) -> OutboxConfig:
     row = await conn.fetchrow(QUERIES["config_get"])
-    assert row is not None, "outbox.config has one row (created by the migration)"
-    return OutboxConfig(row["max_payload_bytes"], row["dedupe_window_seconds"])
+    kept = await conn.fetchrow(QUERIES["retention_get"])
+    assert row is not None, "outbox.config has one row (the migration's)"
+    assert kept is not None
+    return OutboxConfig(
+        row["max_payload_bytes"],
+        row["dedupe_window_seconds"],
+        kept["attempts_seconds"],
+        kept["dead_letters_seconds"],
+    )
 
 
 async def set_config(
@@ -229,14 +238,25 @@ async def set_config(
     *,
     max_payload_bytes: int | None = None,
     dedupe_window_seconds: int | None = None,
+    attempts_retention_seconds: int | None = None,
+    dead_letters_retention_seconds: int | None = None,
 ) -> OutboxConfig:
     if max_payload_bytes is not None and not 1 <= max_payload_bytes <= 64 * 1024 * 1024:
         raise InvalidInputError("max_payload_bytes", "must be between 1 and 67108864")
     if dedupe_window_seconds is not None and dedupe_window_seconds < 1:
         raise InvalidInputError("dedupe_window_seconds", "must be at least 1")
-    row = await conn.fetchrow(QUERIES["config_set"], max_payload_bytes, dedupe_window_seconds)
-    assert row is not None
-    return OutboxConfig(row["max_payload_bytes"], row["dedupe_window_seconds"])
+    for field, value in (
+        ("attempts_retention", attempts_retention_seconds),
+        ("dead_letters_retention", dead_letters_retention_seconds),
+    ):
+        if value is not None and value < 1:
+            raise InvalidInputError(field, "must be at least 1 second")
+    async with conn.transaction():
+        await conn.fetchrow(QUERIES["config_set"], max_payload_bytes, dedupe_window_seconds)
+        await conn.fetchrow(
+            QUERIES["retention_set"], attempts_retention_seconds, dead_letters_retention_seconds
+        )
+    return await get_config(conn)
 
 
 # Checks that only the combination of old and new settings can break.

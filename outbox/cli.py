@@ -134,6 +134,16 @@ def migrate(ctx: click.Context, database_url: str | None) -> None:
 @click.option(
     "--dedupe-window", type=int, metavar="SECONDS", help="How long idempotency keys last."
 )
+@click.option(
+    "--attempts-retention",
+    metavar="AGE",
+    help="Keep ledger rows this long (e.g. 30d) [default: 30d].",
+)
+@click.option(
+    "--dead-letters-retention",
+    metavar="AGE",
+    help="Keep dead letters this long (e.g. 90d) [default: 90d].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def config_cmd(
@@ -141,32 +151,44 @@ def config_cmd(
     database_url: str | None,
     max_payload_bytes: int | None,
     dedupe_window: int | None,
+    attempts_retention: str | None,
+    dead_letters_retention: str | None,
     as_json: bool,
 ) -> None:
-    """Show (or change) the limits outbox.enqueue() enforces for every producer."""
+    """Show (or change) the settings every producer and worker shares:
+    outbox.enqueue()'s limits and how long history is kept."""
     url = _database_url(ctx)
+    keep_attempts = _seconds(attempts_retention, "--attempts-retention")
+    keep_dead = _seconds(dead_letters_retention, "--dead-letters-retention")
 
     async def go() -> admin.OutboxConfig:
         async with connection(url) as conn:
-            if max_payload_bytes is None and dedupe_window is None:
+            if (max_payload_bytes, dedupe_window, keep_attempts, keep_dead) == (None,) * 4:
                 return await admin.get_config(conn)
             return await admin.set_config(
-                conn, max_payload_bytes=max_payload_bytes, dedupe_window_seconds=dedupe_window
+                conn,
+                max_payload_bytes=max_payload_bytes,
+                dedupe_window_seconds=dedupe_window,
+                attempts_retention_seconds=keep_attempts,
+                dead_letters_retention_seconds=keep_dead,
             )
 
     cfg = _run(go())
+    values = {
+        "max_payload_bytes": cfg.max_payload_bytes,
+        "dedupe_window_seconds": cfg.dedupe_window_seconds,
+        "attempts_retention_seconds": cfg.attempts_retention_seconds,
+        "dead_letters_retention_seconds": cfg.dead_letters_retention_seconds,
+    }
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "max_payload_bytes": cfg.max_payload_bytes,
-                    "dedupe_window_seconds": cfg.dedupe_window_seconds,
-                }
-            )
-        )
+        click.echo(json.dumps(values))
     else:
-        click.echo(f"max_payload_bytes      {cfg.max_payload_bytes}")
-        click.echo(f"dedupe_window_seconds  {cfg.dedupe_window_seconds}")
+        for name, value in values.items():
+            click.echo(f"{name:<32}{value}")
+
+
+def _seconds(value: str | None, option: str) -> int | None:
+    return None if value is None else round(parse_duration(value, option).total_seconds())
 
 
 @main.group()

@@ -16,9 +16,9 @@ from typing import Any, TypeVar
 
 import click
 
-from outbox import operate
+from outbox import operate, retention
 from outbox.db import connection
-from outbox.errors import InvalidInputError
+from outbox.errors import InvalidInputError, OutboxError
 from outbox.models import parse_duration
 
 T = TypeVar("T")
@@ -193,6 +193,30 @@ def register(
                 )
 
         click.echo(f"{run(_with_conn(url, go))} dead letter(s) purged")
+
+    @main.command("prune")
+    @database_option
+    @click.pass_context
+    def prune_cmd(ctx: click.Context, database_url: str | None) -> None:
+        """Delete what is past retention now: ledger rows, dead letters, spent
+        idempotency keys (see `outbox config`). Workers also do it every 5 minutes."""
+        url = get_url(ctx)
+        counts: dict[str, int] = {}
+
+        def note(what: str, n: int) -> None:
+            counts[what] = counts.get(what, 0) + n
+            click.echo(f"  {what}: {counts[what]}", err=True)
+
+        async def go(conn: Any) -> retention.Pruned | None:
+            return await retention.prune(conn, progress=note)
+
+        pruned = run(_with_conn(url, go))
+        if pruned is None:
+            raise OutboxError("another pruner (a worker, or `outbox prune`) is running; try later")
+        click.echo(
+            f"pruned {pruned.attempts} ledger row(s), {pruned.dead_letters} dead letter(s), "
+            f"{pruned.idempotency_keys} idempotency key(s)"
+        )
 
     @main.group("message")
     def message() -> None:

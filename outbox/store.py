@@ -15,6 +15,7 @@ from datetime import datetime
 import asyncpg
 
 from outbox.delivery import Claimed, Finished
+from outbox.retention import Pruned, prune
 from outbox.sql import QUERIES
 
 
@@ -147,6 +148,11 @@ class Store:
 
     async def request_wakeups(self, seconds: float) -> None:
         await self.pool.execute(QUERIES["request_wakeups"], seconds)
+
+    async def prune(self, max_batches: int) -> Pruned | None:
+        """Retention, bounded: see `outbox.retention`. None if another worker is at it."""
+        async with self.pool.acquire() as conn:
+            return await prune(conn, max_batches=max_batches)
 
     async def vacuum_if_needed(self, min_dead: int) -> bool:
         """VACUUM the hot table when its dead rows pass ``min_dead`` (and a fifth

@@ -49,6 +49,22 @@ config = Table(
     CheckConstraint("singleton", name="config_singleton"),
     CheckConstraint("max_payload_bytes > 0", name="config_max_payload_bytes_positive"),
     CheckConstraint("dedupe_window > interval '0'", name="config_dedupe_window_positive"),
+    Column(
+        "attempts_retention",
+        Interval,
+        nullable=False,
+        server_default=text("'30 days'::interval"),
+    ),
+    Column(
+        "dead_letters_retention",
+        Interval,
+        nullable=False,
+        server_default=text("'90 days'::interval"),
+    ),
+    CheckConstraint(
+        "attempts_retention > interval '0' AND dead_letters_retention > interval '0'",
+        name="config_retention_positive",
+    ),
     comment="One row of settings that outbox.enqueue() enforces for every producer.",
 )
 

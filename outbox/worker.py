@@ -74,6 +74,9 @@ class WorkerConfig:
     health_report_interval: float = 1.0
     # Non-public address ranges every webhook may reach (the SSRF guard's exceptions).
     allow_networks: tuple[str, ...] = ()
+    # Retention runs (one worker at a time) this often, at most this many batches per table.
+    prune_interval: float = 300.0
+    prune_batches: int = 20
     # Serve /metrics, /healthz and /readyz on this port (None: no server).
     metrics_port: int | None = None
 
@@ -496,9 +499,24 @@ class Worker:
                 self._flush_now.set()
 
     async def _vacuum_loop(self) -> None:
-        """Keep the hot table's dead rows down even where autovacuum is off or behind."""
+        """Keep the hot table's dead rows down even where autovacuum is off or behind,
+        and prune what is past retention now and then."""
+        next_prune = time.monotonic() + self.config.prune_interval * self._rng.random()
         while True:
             await asyncio.sleep(self.config.vacuum_check_interval * (0.5 + self._rng.random()))
+            if time.monotonic() >= next_prune:
+                next_prune = time.monotonic() + self.config.prune_interval
+                try:
+                    pruned = await self.store.prune(self.config.prune_batches)
+                    if pruned is not None and pruned.total:
+                        log.info(
+                            "pruned %d ledger row(s), %d dead letter(s), %d idempotency key(s)",
+                            pruned.attempts,
+                            pruned.dead_letters,
+                            pruned.idempotency_keys,
+                        )
+                except _DB_ERRORS as exc:
+                    log.warning("retention run failed (%s)", type(exc).__name__)
             try:
                 await self.store.prune_key_limits()
                 if await self.store.vacuum_if_needed(self.config.vacuum_min_dead):

@@ -1,6 +1,6 @@
 """Operability: outbox.stats gains success rate and p50/p99 latency, a
-per-minute throughput view for the last hour, and dead letters keep their
-message number (for requeueing).
+per-minute throughput view for the last hour, dead letters keep their
+message number (for requeueing), and retention settings.
 
 Revision ID: 0003
 Revises: 0002
@@ -29,6 +29,34 @@ def upgrade() -> None:
     # A dead letter keeps its number, so a requeued one that blocked its
     # ordered key comes back at the head of that key.
     op.add_column("dead_letters", sa.Column("seq", sa.BigInteger), schema="outbox")
+    # Retention: how long the ledger and dead letters are kept (pruned in
+    # small batches by the workers, one at a time, or by `outbox prune`).
+    op.add_column(
+        "config",
+        sa.Column(
+            "attempts_retention",
+            sa.Interval,
+            nullable=False,
+            server_default=sa.text("'30 days'::interval"),
+        ),
+        schema="outbox",
+    )
+    op.add_column(
+        "config",
+        sa.Column(
+            "dead_letters_retention",
+            sa.Interval,
+            nullable=False,
+            server_default=sa.text("'90 days'::interval"),
+        ),
+        schema="outbox",
+    )
+    op.create_check_constraint(
+        "config_retention_positive",
+        "config",
+        "attempts_retention > interval '0' AND dead_letters_retention > interval '0'",
+        schema="outbox",
+    )
     bind = op.get_bind()
     for statement in FUNCTIONS_SQL.read_text(encoding="utf-8").split("\n-- split --\n"):
         bind.exec_driver_sql(statement)
@@ -45,3 +73,6 @@ def downgrade() -> None:
         if "VIEW outbox.stats" in statement:
             bind.exec_driver_sql(statement)
     op.drop_column("dead_letters", "seq", schema="outbox")
+    op.drop_constraint("config_retention_positive", "config", schema="outbox")
+    op.drop_column("config", "attempts_retention", schema="outbox")
+    op.drop_column("config", "dead_letters_retention", schema="outbox")

@@ -426,3 +426,67 @@ SELECT attempt, endpoint, started_at, duration_ms, status_code, outcome, error, 
        response_excerpt
   FROM outbox.attempts WHERE message_id = $1
  ORDER BY started_at, id;
+
+-- prune_attempts --
+-- Delete ledger rows older than outbox.config.attempts_retention, oldest first, up to $1 per call. Ids grow with time, so
+-- the primary key's first entries are the oldest rows: no index on started_at is needed (the ledger's inserts stay cheap).
+-- Returns how many went, and whether the batch reached rows young enough to keep (then there is nothing older left).
+WITH cut AS (SELECT now() - attempts_retention AS before FROM outbox.config),
+batch AS (SELECT a.id, a.started_at FROM outbox.attempts AS a ORDER BY a.id LIMIT $1),
+gone AS (
+    DELETE FROM outbox.attempts AS a
+     USING batch AS b, cut
+     WHERE a.id = b.id AND b.started_at < cut.before
+    RETURNING 1)
+SELECT (SELECT count(*) FROM gone) AS deleted,
+       EXISTS (SELECT 1 FROM batch AS b, cut WHERE b.started_at >= cut.before) AS reached_young;
+
+-- prune_dead_letters --
+-- Delete dead letters older than outbox.config.dead_letters_retention, up to $1 per call; returns how many.
+WITH gone AS (
+    DELETE FROM outbox.dead_letters AS d
+     WHERE d.message_id IN (
+           SELECT x.message_id FROM outbox.dead_letters AS x, outbox.config AS c
+            WHERE x.dead_at < now() - c.dead_letters_retention
+            ORDER BY x.dead_at
+            LIMIT $1
+              FOR UPDATE SKIP LOCKED)
+    RETURNING 1)
+SELECT count(*) FROM gone;
+
+-- prune_idempotency_keys --
+-- Delete idempotency keys past outbox.config.dedupe_window whose message is finished, up to $1 per call (enqueue would
+-- take such a key over anyway; this keeps the table small). Returns how many.
+WITH gone AS (
+    DELETE FROM outbox.idempotency_keys AS k
+     WHERE (k.endpoint, k.idempotency_key) IN (
+           SELECT x.endpoint, x.idempotency_key FROM outbox.idempotency_keys AS x, outbox.config AS c
+            WHERE x.created_at < now() - c.dedupe_window
+              AND NOT EXISTS (SELECT 1 FROM outbox.messages AS m WHERE m.id = x.message_id)
+            ORDER BY x.created_at
+            LIMIT $1
+              FOR UPDATE SKIP LOCKED)
+    RETURNING 1)
+SELECT count(*) FROM gone;
+
+-- prune_lock --
+-- One pruner at a time across the fleet: a session-level try-lock on a fixed key (released by prune_unlock).
+SELECT pg_try_advisory_lock(1869968482, 4);
+
+-- prune_unlock --
+-- Release prune_lock.
+SELECT pg_advisory_unlock(1869968482, 4);
+
+-- retention_get --
+-- The retention settings, in seconds.
+SELECT extract(epoch FROM attempts_retention)::bigint AS attempts_seconds,
+       extract(epoch FROM dead_letters_retention)::bigint AS dead_letters_seconds
+  FROM outbox.config;
+
+-- retention_set --
+-- Change them; NULL keeps a value: $1 attempts retention, $2 dead letters retention, in seconds.
+UPDATE outbox.config
+   SET attempts_retention = coalesce(make_interval(secs => $1), attempts_retention),
+       dead_letters_retention = coalesce(make_interval(secs => $2), dead_letters_retention)
+RETURNING extract(epoch FROM attempts_retention)::bigint AS attempts_seconds,
+          extract(epoch FROM dead_letters_retention)::bigint AS dead_letters_seconds;

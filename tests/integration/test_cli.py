@@ -72,7 +72,12 @@ def test_migrate_writes_limits_from_the_environment(run, monkeypatch) -> None:  
     monkeypatch.setenv("OUTBOX_DEDUPE_WINDOW_SECONDS", "3600")
     assert run("migrate").exit_code == 0
     shown = json.loads(run("config", "--json").output)
-    assert shown == {"max_payload_bytes": 1000, "dedupe_window_seconds": 3600}
+    assert shown == {
+        "max_payload_bytes": 1000,
+        "dedupe_window_seconds": 3600,
+        "attempts_retention_seconds": 30 * 86400,  # the defaults
+        "dead_letters_retention_seconds": 90 * 86400,
+    }
 
 
 def test_endpoint_add_list_and_remove(run) -> None:  # type: ignore[no-untyped-def]
