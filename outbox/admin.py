@@ -15,7 +15,7 @@ import asyncpg
 
 from outbox.errors import EndpointExistsError, EndpointInUseError, InvalidInputError
 from outbox.models import EndpointConfig, EndpointUpdate
-from outbox.sql import QUERIES
+from outbox.sql import QUERIES, roles_statements
 
 # Removal waits at most this long for producers already inserting.
 _REMOVE_LOCK_TIMEOUT = "5s"
@@ -210,6 +210,17 @@ async def remove_endpoint(conn: asyncpg.Connection, name: str) -> None:
             raise EndpointInUseError(name, unfinished)
         if await conn.fetchval(QUERIES["endpoint_delete"], name) is None:
             raise InvalidInputError("name", f"unknown endpoint {name!r}")
+
+
+ROLES = ("outbox_producer", "outbox_worker", "outbox_monitor")
+
+
+async def apply_roles(conn: asyncpg.Connection) -> None:
+    """Create the three group roles if missing and grant each exactly what it
+    needs in this database (``sql/roles.sql``); safe to run again."""
+    async with conn.transaction():
+        for statement in roles_statements():
+            await conn.execute(statement)
 
 
 @dataclass(frozen=True, slots=True)

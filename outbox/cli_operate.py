@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import click
 
-from outbox import operate, retention
+from outbox import admin, operate, retention
 from outbox.db import connection
 from outbox.errors import InvalidInputError, OutboxError
 from outbox.models import parse_duration
@@ -217,6 +217,26 @@ def register(
             f"pruned {pruned.attempts} ledger row(s), {pruned.dead_letters} dead letter(s), "
             f"{pruned.idempotency_keys} idempotency key(s)"
         )
+
+    @main.command("roles")
+    @database_option
+    @click.pass_context
+    def roles_cmd(ctx: click.Context, database_url: str | None) -> None:
+        """Create the roles outbox_producer, outbox_worker and outbox_monitor (if
+        missing) and grant each exactly what it needs in this database.
+
+        Then give them to your login roles, e.g. GRANT outbox_producer TO app.
+        Needs a role allowed to create roles and to grant on the outbox schema.
+        """
+        url = get_url(ctx)
+
+        async def go(conn: Any) -> None:
+            await admin.apply_roles(conn)
+
+        run(_with_conn(url, go))
+        click.echo("roles outbox_producer, outbox_worker, outbox_monitor are ready; e.g.")
+        click.echo("  GRANT outbox_producer TO app;  GRANT outbox_worker TO worker;")
+        click.echo("  GRANT outbox_monitor TO grafana;")
 
     @main.group("message")
     def message() -> None:

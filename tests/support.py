@@ -54,9 +54,10 @@ async def running_worker(
     *,
     listen: bool = False,
     allow: Sequence[Network] = LOOPBACK,
+    server_settings: dict[str, str] | None = None,
 ) -> AsyncIterator[Worker]:
     pool = await asyncpg.create_pool(
-        url, min_size=1, max_size=4, server_settings=WORKER_SESSION_SETTINGS
+        url, min_size=1, max_size=4, server_settings=server_settings or WORKER_SESSION_SETTINGS
     )
     assert pool is not None
     store = Store(pool, worker_id="test-worker", lease_seconds=config.lease_seconds)

@@ -26,3 +26,9 @@ def _load() -> dict[str, str]:
 
 
 QUERIES: dict[str, str] = _load()
+
+
+def roles_statements() -> list[str]:
+    """The statements of ``roles.sql`` (least privilege), in order."""
+    text = files(__package__).joinpath("roles.sql").read_text(encoding="utf-8")
+    return [part.strip() for part in text.split("\n-- split --\n") if part.strip()]

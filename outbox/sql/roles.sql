@@ -1,0 +1,81 @@
+-- Least privilege for outbox, applied by `outbox roles` (idempotent). Three
+-- NOLOGIN group roles; grant them to your login roles:
+--   GRANT outbox_producer TO app;     -- services that enqueue
+--   GRANT outbox_worker TO worker;    -- `outbox worker`
+--   GRANT outbox_monitor TO grafana;  -- dashboards, `outbox stats`
+-- The functions are SECURITY INVOKER (measured: DEFINER cost ~14 µs per
+-- enqueue), so the producer gets exactly what outbox.enqueue() touches, down
+-- to the column: it can insert messages and read the endpoint names and
+-- channels and the enqueue limits, and nothing else -- not a payload, not a
+-- secret, not the ledger.
+-- Statements are separated by `-- split --` lines; :schema is not used, the
+-- objects are schema-qualified.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'outbox_producer') THEN
+        CREATE ROLE outbox_producer NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'outbox_worker') THEN
+        CREATE ROLE outbox_worker NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'outbox_monitor') THEN
+        CREATE ROLE outbox_monitor NOLOGIN;
+    END IF;
+END
+$$;
+-- split --
+GRANT USAGE ON SCHEMA outbox TO outbox_producer, outbox_worker, outbox_monitor;
+-- split --
+-- The producer: outbox.enqueue() and outbox.enqueue_many().
+GRANT EXECUTE ON FUNCTION
+    outbox.enqueue(text, jsonb, text, text, integer, timestamptz, jsonb),
+    outbox.enqueue_many(text[], jsonb[], text[], text[], integer[], timestamptz[], jsonb[]),
+    outbox._raise_problem(text, text),
+    outbox._headers_problem(jsonb),
+    outbox._telegram_problem(jsonb),
+    outbox._message_problem(text, jsonb, text, text, integer, timestamptz, jsonb, integer),
+    outbox._wake_workers()
+    TO outbox_producer;
+-- split --
+GRANT SELECT (name, channel) ON outbox.endpoints TO outbox_producer;
+-- split --
+GRANT SELECT (max_payload_bytes, dedupe_window, wakeup_until) ON outbox.config TO outbox_producer;
+-- split --
+-- Table-level INSERT: outbox.enqueue() takes ROW EXCLUSIVE on the table
+-- first, which a column-level grant does not allow.
+GRANT INSERT ON outbox.messages TO outbox_producer;
+-- split --
+-- Only the id, for "is the message an idempotency key points at finished?".
+GRANT SELECT (id) ON outbox.messages TO outbox_producer;
+-- split --
+GRANT SELECT, INSERT, UPDATE (message_id, created_at) ON outbox.idempotency_keys TO outbox_producer;
+-- split --
+GRANT USAGE ON SEQUENCE outbox.messages_seq_seq TO outbox_producer;
+-- split --
+-- The worker: everything it claims, records, reports and prunes.
+GRANT SELECT, INSERT, UPDATE, DELETE ON
+    outbox.messages, outbox.attempts, outbox.dead_letters, outbox.endpoint_state,
+    outbox.key_limits, outbox.key_blocks, outbox.idempotency_keys
+    TO outbox_worker;
+-- split --
+GRANT SELECT ON outbox.endpoints, outbox.config TO outbox_worker;
+-- split --
+-- Pausing (a 410, a rejected bot token) and disabling an endpoint; asking for wake-ups.
+GRANT UPDATE (paused_at, paused_reason, disabled_at, disabled_reason) ON outbox.endpoints TO outbox_worker;
+-- split --
+GRANT UPDATE (wakeup_until) ON outbox.config TO outbox_worker;
+-- split --
+GRANT USAGE ON SEQUENCE outbox.messages_seq_seq, outbox.attempts_id_seq TO outbox_worker;
+-- split --
+GRANT EXECUTE ON FUNCTION
+    outbox._claim(integer, uuid, double precision, text, double precision, double precision),
+    outbox._claim_endpoint(text, integer, uuid, double precision, text, double precision, double precision),
+    outbox._pick(text, integer, boolean, boolean, double precision, double precision, double precision, double precision),
+    outbox._report_health(text[], integer[], integer[], integer[], text[], double precision[], text[]),
+    outbox._stats()
+    TO outbox_worker;
+-- split --
+GRANT SELECT ON outbox.stats, outbox.throughput, outbox.endpoint_health, outbox.blocked_keys
+    TO outbox_worker, outbox_monitor;
+-- split --
+GRANT EXECUTE ON FUNCTION outbox._stats() TO outbox_monitor;

@@ -1,0 +1,137 @@
+"""Least privilege: what `outbox roles` grants, checked by acting as each role."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import asyncpg
+import pytest
+from support import FAST, add_endpoint, running_worker, until
+
+import outbox
+from outbox import admin
+from outbox.receiver import Action, Receiver, always
+from outbox.runner import WORKER_SESSION_SETTINGS
+
+
+@pytest.fixture
+async def roles(conn: asyncpg.Connection) -> None:
+    await admin.apply_roles(conn)
+    await admin.apply_roles(conn)  # idempotent
+    await conn.execute(
+        "INSERT INTO outbox.endpoints (name, channel, secret) VALUES"
+        " ('tg', 'telegram', '123456:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA'), ('n', 'null', NULL)"
+    )
+
+
+async def as_role(database_url: str, role: str) -> asyncpg.Connection:
+    c = await asyncpg.connect(database_url)
+    await c.execute(f"SET ROLE {role}")
+    return c
+
+
+async def test_the_producer_can_enqueue_and_nothing_more(
+    database_url: str, conn: asyncpg.Connection, roles: None
+) -> None:
+    producer = await as_role(database_url, "outbox_producer")
+    try:
+        async with producer.transaction():
+            first = await outbox.enqueue(producer, "n", {"a": 1}, idempotency_key="k")
+            again = await outbox.enqueue(producer, "n", {"a": 1}, idempotency_key="k")
+            many = await outbox.enqueue_many(
+                producer,
+                [
+                    {"endpoint": "tg", "payload": {"chat_id": 5, "text": "hi"}},
+                    {"endpoint": "n", "payload": {}, "headers": {"X-A": "b"}},
+                ],
+            )
+        assert first == again
+        assert len(many) == 2
+        with pytest.raises(outbox.UnknownEndpointError):
+            async with producer.transaction():
+                await outbox.enqueue(producer, "nope", {})
+        for forbidden in (
+            "SELECT payload FROM outbox.messages",
+            "SELECT secret FROM outbox.endpoints",
+            "SELECT * FROM outbox.endpoints",
+            "SELECT * FROM outbox.attempts",
+            "SELECT * FROM outbox.dead_letters",
+            "SELECT * FROM outbox.endpoint_state",
+            "SELECT * FROM outbox.stats",
+            "UPDATE outbox.messages SET priority = 5",
+            "DELETE FROM outbox.messages",
+            "UPDATE outbox.endpoints SET url = 'http://x/'",
+            "SELECT * FROM outbox._claim(10, gen_random_uuid(), 60, 'x', 1, 0.5)",
+        ):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await producer.fetch(forbidden)
+    finally:
+        await producer.close()
+    assert await conn.fetchval("SELECT count(*) FROM outbox.messages") == 3
+
+
+async def test_the_worker_role_delivers_records_and_reports(
+    database_url: str, conn: asyncpg.Connection, roles: None
+) -> None:
+    with Receiver(always(Action(410))) as rx:
+        await add_endpoint(conn, "hook", rx.url())
+        async with conn.transaction():
+            await outbox.enqueue_many(
+                conn,
+                [{"endpoint": "n", "payload": {"i": i}} for i in range(20)]
+                + [{"endpoint": "hook", "payload": {}}],
+            )
+        settings = {**WORKER_SESSION_SETTINGS, "role": "outbox_worker"}
+        config = replace(FAST, prune_interval=0.1, vacuum_check_interval=0.1)
+        async with running_worker(database_url, config, server_settings=settings) as worker:
+            assert await worker.store.pool.fetchval("SELECT current_user") == "outbox_worker"
+            await until(lambda: _fetch(conn, "SELECT count(*) = 0 FROM outbox.messages"), within=20)
+            await until(
+                lambda: _fetch(
+                    conn, "SELECT paused_at IS NOT NULL FROM outbox.endpoints WHERE name = 'hook'"
+                )
+            )
+    assert (
+        await conn.fetchval("SELECT count(*) FROM outbox.attempts WHERE outcome = 'delivered'")
+        == 20
+    )
+    assert await conn.fetchval("SELECT count(*) FROM outbox.dead_letters") == 1
+    as_worker = await as_role(database_url, "outbox_worker")
+    try:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await as_worker.execute("UPDATE outbox.endpoints SET secret = 'x'")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await as_worker.execute("DELETE FROM outbox.endpoints")
+    finally:
+        await as_worker.close()
+
+
+async def _fetch(conn: asyncpg.Connection, sql: str) -> bool:
+    return bool(await conn.fetchval(sql))
+
+
+async def test_the_monitor_reads_the_views_and_no_table(
+    database_url: str, conn: asyncpg.Connection, roles: None
+) -> None:
+    async with conn.transaction():
+        await outbox.enqueue(conn, "n", {"secret-ish": "payload"})
+    monitor = await as_role(database_url, "outbox_monitor")
+    try:
+        stats = {r["endpoint"]: r for r in await monitor.fetch("SELECT * FROM outbox.stats")}
+        assert stats["n"]["pending"] == 1
+        assert len(await monitor.fetch("SELECT * FROM outbox.endpoint_health")) == 2
+        await monitor.fetch("SELECT * FROM outbox.throughput")
+        await monitor.fetch("SELECT * FROM outbox.blocked_keys")
+        for forbidden in (
+            "SELECT * FROM outbox.messages",
+            "SELECT secret FROM outbox.endpoints",
+            "SELECT * FROM outbox.attempts",
+            "SELECT * FROM outbox.dead_letters",
+        ):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await monitor.fetch(forbidden)
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            async with monitor.transaction():
+                await outbox.enqueue(monitor, "n", {})
+    finally:
+        await monitor.close()
