@@ -58,22 +58,20 @@ def _parse_headers(values: tuple[str, ...]) -> dict[str, str]:
     return headers
 
 
-def _read_payload(value: str) -> dict[str, Any]:
+def _read_payload(value: str, option: str = "--payload") -> dict[str, Any]:
     if value == "-":
         value = sys.stdin.read()
     elif value.startswith("@"):
         try:
             value = Path(value[1:]).read_text(encoding="utf-8")
         except OSError as exc:
-            raise InvalidInputError(
-                "--payload", f"cannot read {value[1:]!r}: {exc.strerror}"
-            ) from None
+            raise InvalidInputError(option, f"cannot read {value[1:]!r}: {exc.strerror}") from None
     try:
         payload = json.loads(value)
     except json.JSONDecodeError as exc:
-        raise InvalidInputError("--payload", f"is not valid JSON: {exc}") from None
+        raise InvalidInputError(option, f"is not valid JSON: {exc}") from None
     if not isinstance(payload, dict):
-        raise InvalidInputError("--payload", f"must be a JSON object, not {type(payload).__name__}")
+        raise InvalidInputError(option, f"must be a JSON object, not {type(payload).__name__}")
     return payload
 
 
@@ -144,6 +142,21 @@ def migrate(ctx: click.Context, database_url: str | None) -> None:
     metavar="AGE",
     help="Keep dead letters this long (e.g. 90d) [default: 90d].",
 )
+@click.option(
+    "--alert-endpoint",
+    metavar="NAME",
+    help="Send alerts (dead letters, paused or disabled endpoints) to this endpoint; '' for none.",
+)
+@click.option(
+    "--alert-payload",
+    metavar="JSON",
+    help="What alert messages start from, e.g. '{\"chat_id\": -1001234}' for Telegram.",
+)
+@click.option(
+    "--alert-interval",
+    metavar="AGE",
+    help="At most one alert of a kind about an endpoint this often [default: 5m].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def config_cmd(
@@ -153,6 +166,9 @@ def config_cmd(
     dedupe_window: int | None,
     attempts_retention: str | None,
     dead_letters_retention: str | None,
+    alert_endpoint: str | None,
+    alert_payload: str | None,
+    alert_interval: str | None,
     as_json: bool,
 ) -> None:
     """Show (or change) the settings every producer and worker shares:
@@ -161,17 +177,26 @@ def config_cmd(
     keep_attempts = _seconds(attempts_retention, "--attempts-retention")
     keep_dead = _seconds(dead_letters_retention, "--dead-letters-retention")
 
+    payload = _read_payload(alert_payload, "--alert-payload") if alert_payload is not None else None
+    every = _seconds(alert_interval, "--alert-interval")
+
     async def go() -> admin.OutboxConfig:
         async with connection(url) as conn:
-            if (max_payload_bytes, dedupe_window, keep_attempts, keep_dead) == (None,) * 4:
-                return await admin.get_config(conn)
-            return await admin.set_config(
-                conn,
-                max_payload_bytes=max_payload_bytes,
-                dedupe_window_seconds=dedupe_window,
-                attempts_retention_seconds=keep_attempts,
-                dead_letters_retention_seconds=keep_dead,
-            )
+            cfg = await admin.get_config(conn)
+            if (max_payload_bytes, dedupe_window, keep_attempts, keep_dead) != (None,) * 4:
+                cfg = await admin.set_config(
+                    conn,
+                    max_payload_bytes=max_payload_bytes,
+                    dedupe_window_seconds=dedupe_window,
+                    attempts_retention_seconds=keep_attempts,
+                    dead_letters_retention_seconds=keep_dead,
+                )
+            if alert_endpoint is not None or payload is not None or every is not None:
+                changes: dict[str, Any] = {"payload": payload, "interval_seconds": every}
+                if alert_endpoint is not None:
+                    changes["endpoint"] = alert_endpoint or None
+                cfg = await admin.set_alerts(conn, **changes)
+            return cfg
 
     cfg = _run(go())
     values = {
@@ -179,6 +204,9 @@ def config_cmd(
         "dedupe_window_seconds": cfg.dedupe_window_seconds,
         "attempts_retention_seconds": cfg.attempts_retention_seconds,
         "dead_letters_retention_seconds": cfg.dead_letters_retention_seconds,
+        "alert_endpoint": cfg.alert_endpoint,
+        "alert_payload": cfg.alert_payload,
+        "alert_interval_seconds": cfg.alert_interval_seconds,
     }
     if as_json:
         click.echo(json.dumps(values))

@@ -65,6 +65,11 @@ config = Table(
         "attempts_retention > interval '0' AND dead_letters_retention > interval '0'",
         name="config_retention_positive",
     ),
+    Column("alert_endpoint", Text),
+    Column("alert_payload", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column(
+        "alert_interval", Interval, nullable=False, server_default=text("'5 minutes'::interval")
+    ),
     comment="One row of settings that outbox.enqueue() enforces for every producer.",
 )
 
@@ -295,4 +300,17 @@ idempotency_keys = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     Index("idempotency_keys_created_idx", "created_at"),
     comment="Idempotency keys outlive their messages for outbox.config.dedupe_window.",
+)
+
+alert_state = Table(
+    "alert_state",
+    metadata,
+    Column("kind", Text, primary_key=True),
+    Column("endpoint", Text, primary_key=True),
+    Column("last_sent_at", DateTime(timezone=True), nullable=False),
+    Column("suppressed", Integer, nullable=False, server_default=text("0")),
+    comment=(
+        "When each kind of alert about each endpoint was last sent, and how many were held "
+        "back since."
+    ),
 )

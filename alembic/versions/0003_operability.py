@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
 
 from alembic import op
 
@@ -51,6 +52,32 @@ def upgrade() -> None:
         ),
         schema="outbox",
     )
+    # Alerts through the outbox itself (see outbox._alert() in 0003_functions.sql).
+    op.add_column("config", sa.Column("alert_endpoint", sa.Text), schema="outbox")
+    op.add_column(
+        "config",
+        sa.Column("alert_payload", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+        schema="outbox",
+    )
+    op.add_column(
+        "config",
+        sa.Column(
+            "alert_interval",
+            sa.Interval,
+            nullable=False,
+            server_default=sa.text("'5 minutes'::interval"),
+        ),
+        schema="outbox",
+    )
+    op.create_table(
+        "alert_state",
+        sa.Column("kind", sa.Text, primary_key=True),
+        sa.Column("endpoint", sa.Text, primary_key=True),
+        sa.Column("last_sent_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("suppressed", sa.Integer, nullable=False, server_default="0"),
+        schema="outbox",
+        comment="When each kind of alert about each endpoint was last sent, and how many were held back since.",
+    )
     op.create_check_constraint(
         "config_retention_positive",
         "config",
@@ -76,3 +103,14 @@ def downgrade() -> None:
     op.drop_constraint("config_retention_positive", "config", schema="outbox")
     op.drop_column("config", "attempts_retention", schema="outbox")
     op.drop_column("config", "dead_letters_retention", schema="outbox")
+    for statement in (
+        "DROP TRIGGER IF EXISTS dead_letters_alert ON outbox.dead_letters",
+        "DROP TRIGGER IF EXISTS endpoints_alert ON outbox.endpoints",
+        "DROP FUNCTION IF EXISTS outbox._alert_dead_letters()",
+        "DROP FUNCTION IF EXISTS outbox._alert_endpoint_state()",
+        "DROP FUNCTION IF EXISTS outbox._alert(text, text, text)",
+    ):
+        bind.exec_driver_sql(statement)
+    op.drop_table("alert_state", schema="outbox")
+    for column in ("alert_endpoint", "alert_payload", "alert_interval"):
+        op.drop_column("config", column, schema="outbox")

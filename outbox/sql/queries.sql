@@ -490,3 +490,17 @@ UPDATE outbox.config
        dead_letters_retention = coalesce(make_interval(secs => $2), dead_letters_retention)
 RETURNING extract(epoch FROM attempts_retention)::bigint AS attempts_seconds,
           extract(epoch FROM dead_letters_retention)::bigint AS dead_letters_seconds;
+
+-- alerts_get --
+-- Where alerts go (NULL: nowhere), the payload they start from, and their minimum interval in seconds.
+SELECT alert_endpoint, alert_payload::text AS alert_payload,
+       extract(epoch FROM alert_interval)::bigint AS alert_interval_seconds
+  FROM outbox.config;
+
+-- alerts_set --
+-- Change them: $1 true to set the endpoint to $2 (NULL: no alerts), $3 payload (JSON text, NULL keeps),
+-- $4 interval seconds (NULL keeps).
+UPDATE outbox.config
+   SET alert_endpoint = CASE WHEN $1::boolean THEN $2 ELSE alert_endpoint END,
+       alert_payload = coalesce($3::text::jsonb, alert_payload),
+       alert_interval = coalesce(make_interval(secs => $4), alert_interval);

@@ -55,7 +55,7 @@ GRANT USAGE ON SEQUENCE outbox.messages_seq_seq TO outbox_producer;
 -- The worker: everything it claims, records, reports and prunes.
 GRANT SELECT, INSERT, UPDATE, DELETE ON
     outbox.messages, outbox.attempts, outbox.dead_letters, outbox.endpoint_state,
-    outbox.key_limits, outbox.key_blocks, outbox.idempotency_keys
+    outbox.key_limits, outbox.key_blocks, outbox.idempotency_keys, outbox.alert_state
     TO outbox_worker;
 -- split --
 GRANT SELECT ON outbox.endpoints, outbox.config TO outbox_worker;
