@@ -57,6 +57,7 @@ async def prune(
                 progress("attempts", row["deleted"])
             if row["reached_young"] or not row["deleted"]:
                 break
+        await conn.fetchval(QUERIES["prune_rollups"])
         dead = await _drain(
             conn, "prune_dead_letters", "dead_letters", batch, max_batches, progress
         )

@@ -314,3 +314,27 @@ alert_state = Table(
         "back since."
     ),
 )
+
+attempt_minutes = Table(
+    "attempt_minutes",
+    metadata,
+    Column("endpoint", Text, primary_key=True),
+    Column("minute", DateTime(timezone=True), primary_key=True),
+    Column("delivered", BigInteger, nullable=False),
+    Column("failed", BigInteger, nullable=False),
+    Index("attempt_minutes_minute_idx", "minute"),
+    comment="Attempts per endpoint and minute (maintained from outbox.attempts).",
+)
+
+latency_minutes = Table(
+    "latency_minutes",
+    metadata,
+    Column("endpoint", Text, primary_key=True),
+    Column("minute", DateTime(timezone=True), primary_key=True),
+    Column("slot", SmallInteger, primary_key=True),
+    Column("n", BigInteger, nullable=False),
+    comment=(
+        "Delivery latency histogram per endpoint and minute: slot = width_bucket over "
+        "outbox._latency_bounds()."
+    ),
+)

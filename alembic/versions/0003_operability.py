@@ -52,6 +52,26 @@ def upgrade() -> None:
         ),
         schema="outbox",
     )
+    # Per-minute rollups of the ledger (see 0003_functions.sql).
+    op.create_table(
+        "attempt_minutes",
+        sa.Column("endpoint", sa.Text, primary_key=True),
+        sa.Column("minute", sa.DateTime(timezone=True), primary_key=True),
+        sa.Column("delivered", sa.BigInteger, nullable=False),
+        sa.Column("failed", sa.BigInteger, nullable=False),
+        schema="outbox",
+        comment="Attempts per endpoint and minute (maintained from outbox.attempts).",
+    )
+    op.create_index("attempt_minutes_minute_idx", "attempt_minutes", ["minute"], schema="outbox")
+    op.create_table(
+        "latency_minutes",
+        sa.Column("endpoint", sa.Text, primary_key=True),
+        sa.Column("minute", sa.DateTime(timezone=True), primary_key=True),
+        sa.Column("slot", sa.SmallInteger, primary_key=True),
+        sa.Column("n", sa.BigInteger, nullable=False),
+        schema="outbox",
+        comment="Delivery latency histogram per endpoint and minute: slot = width_bucket over outbox._latency_bounds().",
+    )
     # Alerts through the outbox itself (see outbox._alert() in 0003_functions.sql).
     op.add_column("config", sa.Column("alert_endpoint", sa.Text), schema="outbox")
     op.add_column(
@@ -114,3 +134,13 @@ def downgrade() -> None:
     op.drop_table("alert_state", schema="outbox")
     for column in ("alert_endpoint", "alert_payload", "alert_interval"):
         op.drop_column("config", column, schema="outbox")
+    for statement in (
+        "DROP TRIGGER IF EXISTS attempts_roll_up ON outbox.attempts",
+        "DROP FUNCTION IF EXISTS outbox._roll_up_attempts()",
+        "DROP FUNCTION IF EXISTS outbox._latency_quantiles(text, timestamptz, timestamptz,"
+        " double precision[])",
+        "DROP FUNCTION IF EXISTS outbox._latency_bounds()",
+    ):
+        bind.exec_driver_sql(statement)
+    op.drop_table("latency_minutes", schema="outbox")
+    op.drop_table("attempt_minutes", schema="outbox")

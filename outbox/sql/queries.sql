@@ -441,6 +441,13 @@ gone AS (
 SELECT (SELECT count(*) FROM gone) AS deleted,
        EXISTS (SELECT 1 FROM batch AS b, cut WHERE b.started_at >= cut.before) AS reached_young;
 
+-- prune_rollups --
+-- The per-minute rollups follow the ledger's retention (small tables: one statement each).
+WITH cut AS (SELECT now() - attempts_retention AS before FROM outbox.config),
+minutes AS (DELETE FROM outbox.attempt_minutes AS r USING cut WHERE r.minute < cut.before RETURNING 1),
+latency AS (DELETE FROM outbox.latency_minutes AS l USING cut WHERE l.minute < cut.before RETURNING 1)
+SELECT (SELECT count(*) FROM minutes) + (SELECT count(*) FROM latency);
+
 -- prune_dead_letters --
 -- Delete dead letters older than outbox.config.dead_letters_retention, up to $1 per call; returns how many.
 WITH gone AS (

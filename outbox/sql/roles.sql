@@ -55,7 +55,8 @@ GRANT USAGE ON SEQUENCE outbox.messages_seq_seq TO outbox_producer;
 -- The worker: everything it claims, records, reports and prunes.
 GRANT SELECT, INSERT, UPDATE, DELETE ON
     outbox.messages, outbox.attempts, outbox.dead_letters, outbox.endpoint_state,
-    outbox.key_limits, outbox.key_blocks, outbox.idempotency_keys, outbox.alert_state
+    outbox.key_limits, outbox.key_blocks, outbox.idempotency_keys, outbox.alert_state,
+    outbox.attempt_minutes, outbox.latency_minutes
     TO outbox_worker;
 -- split --
 GRANT SELECT ON outbox.endpoints, outbox.config TO outbox_worker;
@@ -79,3 +80,6 @@ GRANT SELECT ON outbox.stats, outbox.throughput, outbox.endpoint_health, outbox.
     TO outbox_worker, outbox_monitor;
 -- split --
 GRANT EXECUTE ON FUNCTION outbox._stats() TO outbox_monitor;
+-- split --
+-- The per-minute rollups behind outbox.throughput: counts and latencies only.
+GRANT SELECT ON outbox.attempt_minutes, outbox.latency_minutes TO outbox_monitor;
