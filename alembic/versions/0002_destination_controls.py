@@ -275,6 +275,7 @@ def downgrade() -> None:
             bind.exec_driver_sql(
                 statement.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)
             )
+    bind.exec_driver_sql("DROP FUNCTION IF EXISTS outbox._message_unfinished(uuid)")
 
 
 RESTORED_FUNCTIONS = ("CREATE FUNCTION outbox.enqueue(", "CREATE FUNCTION outbox.enqueue_many(")

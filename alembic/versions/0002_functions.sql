@@ -58,6 +58,14 @@ $fn$;
 CREATE TRIGGER endpoints_refuse_delete_in_use BEFORE DELETE ON outbox.endpoints
 FOR EACH ROW EXECUTE FUNCTION outbox._refuse_delete_in_use();
 -- split --
+-- Whether a message is still in the hot table: what taking over an expired
+-- idempotency key asks. SECURITY DEFINER so that a producer role needs no
+-- read access to outbox.messages at all; called only when a key collides.
+CREATE FUNCTION outbox._message_unfinished(p_id uuid) RETURNS boolean
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+SELECT EXISTS (SELECT 1 FROM outbox.messages AS m WHERE m.id = p_id)
+$fn$;
+-- split --
 CREATE OR REPLACE FUNCTION outbox.enqueue(
     endpoint text,
     payload jsonb,
@@ -132,7 +140,7 @@ BEGIN
         ON CONFLICT ON CONSTRAINT idempotency_keys_pkey DO UPDATE
            SET message_id = excluded.message_id, created_at = now()
          WHERE k.created_at < now() - v_window
-           AND NOT EXISTS (SELECT 1 FROM outbox.messages AS m WHERE m.id = k.message_id)
+           AND NOT outbox._message_unfinished(k.message_id)
         RETURNING k.message_id INTO v_kept;
         IF v_kept IS NULL THEN
             -- A new statement, so a new snapshot: it sees the committed key.
@@ -242,7 +250,7 @@ BEGIN
         ON CONFLICT ON CONSTRAINT idempotency_keys_pkey DO UPDATE
            SET message_id = excluded.message_id, created_at = now()
          WHERE k.created_at < now() - v_window
-           AND NOT EXISTS (SELECT 1 FROM outbox.messages AS x WHERE x.id = k.message_id);
+           AND NOT outbox._message_unfinished(k.message_id);
         -- A new statement and snapshot: keys committed by racing producers show.
         v_final := ARRAY(
             SELECT coalesce(k.message_id, v_ids[m.i])

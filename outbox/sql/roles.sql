@@ -34,7 +34,8 @@ GRANT EXECUTE ON FUNCTION
     outbox._headers_problem(jsonb),
     outbox._telegram_problem(jsonb),
     outbox._message_problem(text, jsonb, text, text, integer, timestamptz, jsonb, integer),
-    outbox._wake_workers()
+    outbox._wake_workers(),
+    outbox._message_unfinished(uuid)
     TO outbox_producer;
 -- split --
 GRANT SELECT (name, channel) ON outbox.endpoints TO outbox_producer;
@@ -44,9 +45,6 @@ GRANT SELECT (max_payload_bytes, dedupe_window, wakeup_until) ON outbox.config T
 -- Table-level INSERT: outbox.enqueue() takes ROW EXCLUSIVE on the table
 -- first, which a column-level grant does not allow.
 GRANT INSERT ON outbox.messages TO outbox_producer;
--- split --
--- Only the id, for "is the message an idempotency key points at finished?".
-GRANT SELECT (id) ON outbox.messages TO outbox_producer;
 -- split --
 GRANT SELECT, INSERT, UPDATE (message_id, created_at) ON outbox.idempotency_keys TO outbox_producer;
 -- split --

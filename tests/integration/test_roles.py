@@ -52,6 +52,7 @@ async def test_the_producer_can_enqueue_and_nothing_more(
                 await outbox.enqueue(producer, "nope", {})
         for forbidden in (
             "SELECT payload FROM outbox.messages",
+            "SELECT id FROM outbox.messages",
             "SELECT secret FROM outbox.endpoints",
             "SELECT * FROM outbox.endpoints",
             "SELECT * FROM outbox.attempts",
