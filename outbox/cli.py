@@ -675,7 +675,7 @@ def _configure_logging(level: str, fmt: str = "auto") -> None:
     configure(level, fmt)  # type: ignore[arg-type]  # checked by Settings
 
 
-BENCH_SCENARIOS = ("enqueue", "drain", "latency", "transport")
+BENCH_SCENARIOS = ("enqueue", "drain", "latency", "transport", "stats")
 
 
 @main.command("bench")
@@ -707,8 +707,10 @@ def bench_cmd(
     enqueue: outbox.enqueue() vs a bare INSERT at 1 and 32 producers, and the
     batch form. drain: one worker process vs a raw-SQL claim-and-complete loop.
     latency: commit-to-receipt at a steady rate. transport: httpx vs httpx over
-    aiohttp vs bare aiohttp. Without a database URL an embedded PostgreSQL
-    (durable settings) is started in a temporary directory.
+    aiohttp vs bare aiohttp. stats: SELECT * FROM outbox.stats with 1,000,000
+    ledger rows in the last hour and 100,000 queued messages (written and
+    removed again). Without a database URL an embedded PostgreSQL (durable
+    settings) is started in a temporary directory.
     """
     import platform
     import tempfile
@@ -733,7 +735,7 @@ def bench_cmd(
             click.echo(f"  {name}: {value:,.1f}", err=True)
 
     async def go() -> None:
-        from outbox.bench import drain, enqueue, latency, transport
+        from outbox.bench import drain, enqueue, latency, stats, transport
         from outbox.db import connect
 
         conn = await connect(url)
@@ -748,6 +750,8 @@ def bench_cmd(
                 result = await drain.run(url, messages=messages, rounds=rounds, progress=progress)
             elif scenario == "latency":
                 result = await latency.run(url, rate=rate, seconds=seconds, progress=progress)
+            elif scenario == "stats":
+                result = await stats.run(url, progress=progress)
             else:
                 result = await transport.run(rounds=rounds, progress=progress)
             report["results"].append(result)

@@ -49,6 +49,12 @@ def render(report: dict[str, Any]) -> str:
                 f"latency  at {r['rate_per_second']:g}/s: p50 {r['p50_ms']:.1f} ms  p95 {r['p95_ms']:.1f} ms"
                 f"  p99 {r['p99_ms']:.1f} ms  ({r['received']}/{r['messages']} received)"
             )
+        elif s == "stats":
+            lines.append(
+                f"stats    SELECT * FROM outbox.stats: {r['stats_ms']['median']:.1f} ms (median of "
+                f"{len(r['stats_ms']['runs'])}) with {r['attempts']:,} ledger rows in the last "
+                f"hour and {r['queued']:,} queued"
+            )
         elif s == "transport":
             lines.append(
                 f"transport httpx {_median(r, 'httpx_default'):,.0f}/s  httpx+aiohttp "
