@@ -28,8 +28,6 @@ async def run(
             " SELECT $1 || i, 'null' FROM generate_series(1, 10) AS i",
             PREFIX,
         )
-        if progress:
-            progress(f"writing {attempts:,} ledger rows and {queued:,} queued messages")
         spacing_ms = 3_500_000 / attempts  # all within the last hour
         await conn.execute(
             "INSERT INTO outbox.attempts (message_id, endpoint, attempt, started_at, duration_ms,"
@@ -54,6 +52,8 @@ async def run(
             start = time.perf_counter()
             rows = await conn.fetch("SELECT * FROM outbox.stats")
             timings.append((time.perf_counter() - start) * 1000)
+            if progress:
+                progress("stats_ms", timings[-1])
         ours = [r for r in rows if r["endpoint"].startswith(PREFIX)]
         return {
             "scenario": "stats",
