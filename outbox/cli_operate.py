@@ -12,6 +12,7 @@ import json
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -55,14 +56,14 @@ def register(
 
         console = Console()
         if not watch:
-            console.print(_stats_table(run(_with_conn(url, operate.stats))))
+            console.print(stats_table(run(_with_conn(url, operate.stats))))
             return
 
         async def live() -> None:
             async with connection(url) as conn:
                 with Live(console=console, auto_refresh=False) as screen:
                     while True:
-                        screen.update(_stats_table(await operate.stats(conn)), refresh=True)
+                        screen.update(stats_table(await operate.stats(conn)), refresh=True)
                         await asyncio.sleep(interval)
 
         with contextlib.suppress(KeyboardInterrupt):
@@ -238,6 +239,44 @@ def register(
         click.echo("  GRANT outbox_producer TO app;  GRANT outbox_worker TO worker;")
         click.echo("  GRANT outbox_monitor TO grafana;")
 
+    @main.command("demo")
+    @database_option
+    @click.option("--messages", type=int, default=120, show_default=True, help="Orders to place.")
+    @click.option(
+        "--duration", type=float, default=45.0, show_default=True, help="Longest run, seconds."
+    )
+    @click.option("--reset", is_flag=True, help="Start the embedded database afresh.")
+    @click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="The embedded database's directory [default: a per-user cache directory].",
+    )
+    @click.pass_context
+    def demo_cmd(
+        ctx: click.Context,
+        database_url: str | None,
+        messages: int,
+        duration: float,
+        reset: bool,
+        data_dir: Path | None,
+    ) -> None:
+        """See outbox work: an embedded PostgreSQL (unless OUTBOX_DATABASE_URL is set),
+        receivers that fail on purpose, business transactions (some rolled back),
+        worker processes, live progress, then the stats. About half a minute."""
+        from outbox.demo import run as run_demo
+        from outbox.settings import load_settings
+
+        url = database_url or (
+            load_settings().database_url.get_secret_value()  # type: ignore[union-attr]
+            if load_settings().database_url is not None
+            else None
+        )
+        code = run(
+            run_demo(url, messages=messages, duration=duration, reset=reset, data_dir=data_dir,
+                     say=click.echo)
+        )  # fmt: skip
+        ctx.exit(code)
+
     @main.group("message")
     def message() -> None:
         """Look at one message."""
@@ -287,7 +326,7 @@ async def _with_conn(url: str, work: Callable[[Any], Awaitable[T]]) -> T:
         return await work(conn)
 
 
-def _stats_table(rows: list[dict[str, Any]]) -> Any:
+def stats_table(rows: list[dict[str, Any]]) -> Any:
     from rich.table import Table
 
     table = Table(

@@ -18,7 +18,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -82,7 +82,7 @@ class Receiver:
 
     # -- running -------------------------------------------------------------
 
-    def __enter__(self) -> Receiver:
+    def __enter__(self) -> Self:
         self.start()
         return self
 

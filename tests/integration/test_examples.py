@@ -76,7 +76,7 @@ async def test_sql_example_works_from_psql_style_text(conn: asyncpg.Connection) 
 
 
 def test_quickstart_runs_end_to_end(database_url: str) -> None:
-    """The README's first command: orders committed and rolled back, a worker process, retries."""
+    """examples/quickstart.py: orders committed and rolled back, a worker process, retries."""
     env = {**os.environ, "OUTBOX_DATABASE_URL": database_url}
     done = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "quickstart.py")],
