@@ -32,6 +32,9 @@ COMMANDS = [
     ["dead", "purge"],
     ["message"],
     ["message", "show"],
+    ["demo"],
+    ["roles"],
+    ["prune"],
 ]
 GROUPS = (["endpoint"], ["dead"], ["message"])
 
