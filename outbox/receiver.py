@@ -10,6 +10,7 @@ the receiver's clock, so tests can check ordering, concurrency and
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -184,20 +185,24 @@ class Receiver:
         return predicate()
 
 
-def main() -> None:
-    """``python -m outbox.receiver --port P``: answer 200 to everything (benchmarks)."""
-    import argparse
-
+def command_line() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
+    parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 in a container")
+    return parser
+
+
+def main() -> None:
+    """``python -m outbox.receiver --port P [--host H]``: answer 200 to everything
+    (benchmarks; compose.yaml's example receiver)."""
+    args = command_line().parse_args()
 
     async def ok(_request: web.Request) -> web.Response:
         return web.Response(text="ok")
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", ok)
-    web.run_app(app, host="127.0.0.1", port=args.port, access_log=None, print=None)
+    web.run_app(app, host=args.host, port=args.port, access_log=None, print=None)
 
 
 if __name__ == "__main__":
