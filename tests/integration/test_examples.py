@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -40,7 +42,9 @@ def shown_part(name: str) -> str:
     return "\n".join(lines).strip()
 
 
-@pytest.mark.parametrize("name", ["produce_asyncpg.py", "produce_sqlalchemy.py", "produce.sql"])
+@pytest.mark.parametrize(
+    "name", ["produce_asyncpg.py", "produce_sqlalchemy.py", "produce.sql", "produce_node.js"]
+)
 def test_the_readme_shows_each_example_verbatim(name: str) -> None:
     assert shown_part(name) in README
 
@@ -89,3 +93,46 @@ def test_quickstart_runs_end_to_end(database_url: str) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "OK: every committed message arrived, no rolled-back one did" in done.stdout
     assert "rolled-back messages that arrived: 0" in done.stdout
+
+
+@pytest.fixture(scope="session")
+def node_pg(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory with node-postgres installed from the npm registry."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.skip("node and npm are not installed")
+    where = tmp_path_factory.mktemp("node")
+    done = subprocess.run(
+        ["npm", "install", "--silent", "--no-audit", "--no-fund", "pg@8"],
+        cwd=where,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"npm could not install pg: {done.stderr[-300:]}")
+    return where
+
+
+@pytest.mark.usefixtures("shop")
+async def test_node_example_commits_order_and_message_together(
+    database_url: str, conn: asyncpg.Connection, node_pg: Path
+) -> None:
+    script = node_pg / "produce_node.js"
+    shutil.copy(ROOT / "examples" / "produce_node.js", script)
+    done = await asyncio.to_thread(
+        subprocess.run,
+        ["node", str(script)],
+        env={**os.environ, "OUTBOX_DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    message_id = done.stdout.strip()
+    row = await conn.fetchrow("SELECT id, payload, key FROM outbox.messages")
+    order_id = await conn.fetchval("SELECT id FROM orders WHERE customer = 'grace'")
+    assert str(row["id"]) == message_id
+    assert row["payload"] == {"event": "order.created", "order_id": order_id}
+    assert row["key"] == "customer-grace"
