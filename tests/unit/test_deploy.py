@@ -103,3 +103,11 @@ def test_the_image_installs_the_project_as_the_readme_says() -> None:
         assert needed in dockerfile  # `outbox migrate` needs the migrations in the image
     assert 'ENTRYPOINT ["outbox"]' in dockerfile
     assert "STOPSIGNAL SIGTERM" in dockerfile
+
+
+def test_the_readme_documents_every_setting() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    missing = [
+        f"OUTBOX_{f.upper()}" for f in Settings.model_fields if f"OUTBOX_{f.upper()}" not in readme
+    ]
+    assert missing == []
