@@ -14,7 +14,7 @@ import pytest
 from support import WorkerProcess
 
 import outbox
-from outbox.receiver import Action, Receiver, fail_first
+from outbox.receiver import Action, Receiver, always, fail_first
 
 pytestmark = pytest.mark.e2e
 
@@ -114,13 +114,26 @@ async def test_a_supervisor_serves_the_sum_of_its_children(
     database_url: str, conn: asyncpg.Connection, workers: list[WorkerProcess], tmp_path: Path
 ) -> None:
     port = free_port()
-    with Receiver() as rx:
-        await deliver(conn, rx.url(), 300)
+    with Receiver(always(Action(delay=0.02))) as rx:
+        await deliver(conn, rx.url(), 0)
         supervisor = WorkerProcess(
-            database_url, "--processes", "3", "--metrics-port", str(port), "--batch-size", "10",
+            database_url, "--processes", "3", "--metrics-port", str(port), "--concurrency", "5",
             log_dir=tmp_path,
         )  # fmt: skip
         workers.append(supervisor)
+        # Every child up before there is work: then each of them takes part.
+        await until_served(port, "/healthz", "3/3 worker processes alive")
+        for _ in range(50):
+            pools = await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE application_name = 'outbox-worker' AND datname = current_database()"
+            )
+            if pools >= 3:
+                break
+            await asyncio.sleep(0.1)
+        messages = [{"endpoint": "hook", "payload": {"i": i}} for i in range(300)]
+        async with conn.transaction():
+            await outbox.enqueue_many(conn, messages)
         await until_drained(conn)
         text = ""
         for _ in range(100):
