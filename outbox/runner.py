@@ -94,7 +94,12 @@ async def _start_metrics(
 
 
 METRICS_REFRESH = 5.0
-_REFRESH_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+_REFRESH_ERRORS = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
 
 
 def default_worker_id() -> str:
@@ -115,7 +120,7 @@ async def _create_pool(url: str, stop: asyncio.Event) -> asyncpg.Pool | None:
             )
             assert pool is not None
             return pool
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except _REFRESH_ERRORS as exc:
             log.warning(
                 "cannot reach %s (%s); retrying in %.1fs",
                 redact_url(url),
@@ -141,7 +146,7 @@ def make_listener(
             while not closed.is_set():
                 try:
                     conn = await asyncpg.connect(asyncpg_url(url))
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                except _REFRESH_ERRORS:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)
                     continue
@@ -157,7 +162,7 @@ def make_listener(
                         return_when=asyncio.FIRST_COMPLETED,
                     )
                     waiter.cancel()
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                except _REFRESH_ERRORS:
                     pass
                 finally:
                     with contextlib.suppress(Exception):

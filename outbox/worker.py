@@ -44,7 +44,16 @@ from outbox.store import HealthReport, Reaped, Store
 log = logging.getLogger("outbox.worker")
 
 WAKEUP_CHANNEL = "outbox_wakeup"
-_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
+# InternalClientError: what asyncpg raises when a connection broke in the
+# middle of a protocol exchange (seen when PostgreSQL restarted under a claim);
+# it is not an InterfaceError, and it killed the worker before it was listed here.
+_DB_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    asyncio.TimeoutError,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -597,6 +606,11 @@ class Worker:
         self, what: str, exc: BaseException, failures: int, *, interruptible: bool = False
     ) -> None:
         delay = min(5.0, 0.1 * 2**failures) * (0.5 + self._rng.random())
+        if isinstance(exc, asyncpg.InternalClientError):
+            # The connection's protocol state is unknown: let the pool replace
+            # every connection rather than hand this one out again.
+            with contextlib.suppress(Exception):
+                await self.store.pool.expire_connections()
         log.warning(
             "database error during %s (%s: %s); retrying in %.1fs",
             what,

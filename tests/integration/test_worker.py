@@ -9,11 +9,13 @@ import hmac
 import json
 import time
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import pytest
-from support import add_endpoint, enqueue, running_worker, until
+from support import FAST, add_endpoint, enqueue, running_worker, until
 
 import outbox
 from outbox.channels.null import NullChannel
@@ -500,3 +502,40 @@ async def test_a_failing_endpoint_reload_does_not_strand_claimed_messages(
         await conn.fetchval("SELECT count(*) FROM outbox.attempts WHERE outcome = 'delivered'")
         == 50
     )
+
+
+async def test_a_connection_broken_mid_protocol_does_not_kill_the_worker(
+    database_url: str, conn: asyncpg.Connection
+) -> None:
+    """asyncpg raises InternalClientError (not an InterfaceError) when a connection
+    broke in the middle of an exchange -- seen when PostgreSQL restarted under a claim."""
+    await conn.execute("INSERT INTO outbox.endpoints (name, channel) VALUES ('nul', 'null')")
+    pool = await asyncpg.create_pool(
+        database_url, min_size=1, max_size=4, server_settings=WORKER_SESSION_SETTINGS
+    )
+    assert pool is not None
+
+    class BrokenOnce(Store):
+        failed = 0
+
+        async def claim(self, limit: int, **kw: Any) -> list[Any]:
+            if BrokenOnce.failed < 2:
+                BrokenOnce.failed += 1
+                raise asyncpg.InternalClientError("cannot switch to state 11 (on purpose)")
+            return await super().claim(limit, **kw)
+
+    worker = Worker(
+        BrokenOnce(pool, worker_id="w", lease_seconds=30),
+        {"null": NullChannel()},
+        replace(FAST, poll_interval=0.05),
+    )
+    task = asyncio.create_task(worker.run())
+    try:
+        await enqueue(conn, "nul", 10)
+        await until(lambda: _is_zero(conn), within=10)
+        assert not task.done()
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 20)
+        await pool.close()
+    assert BrokenOnce.failed == 2
