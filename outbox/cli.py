@@ -675,7 +675,7 @@ def _configure_logging(level: str, fmt: str = "auto") -> None:
     configure(level, fmt)  # type: ignore[arg-type]  # checked by Settings
 
 
-BENCH_SCENARIOS = ("enqueue", "drain", "latency", "transport", "stats")
+BENCH_SCENARIOS = ("enqueue", "drain", "http", "latency", "transport", "stats")
 
 
 @main.command("bench")
@@ -706,6 +706,8 @@ def bench_cmd(
 
     enqueue: outbox.enqueue() vs a bare INSERT at 1 and 32 producers, and the
     batch form. drain: one worker process vs a raw-SQL claim-and-complete loop.
+    http: one worker delivering webhooks (ledger included) to a receiver process
+    vs a bare aiohttp client posting to it.
     latency: commit-to-receipt at a steady rate. transport: httpx vs httpx over
     aiohttp vs bare aiohttp. stats: SELECT * FROM outbox.stats with 1,000,000
     ledger rows in the last hour and 100,000 queued messages (written and
@@ -735,7 +737,7 @@ def bench_cmd(
             click.echo(f"  {name}: {value:,.1f}", err=True)
 
     async def go() -> None:
-        from outbox.bench import drain, enqueue, latency, stats, transport
+        from outbox.bench import drain, enqueue, http, latency, stats, transport
         from outbox.db import connect
 
         conn = await connect(url)
@@ -752,6 +754,8 @@ def bench_cmd(
                 result = await latency.run(url, rate=rate, seconds=seconds, progress=progress)
             elif scenario == "stats":
                 result = await stats.run(url, progress=progress)
+            elif scenario == "http":
+                result = await http.run(url, rounds=rounds, progress=progress)
             else:
                 result = await transport.run(rounds=rounds, progress=progress)
             report["results"].append(result)

@@ -49,6 +49,11 @@ def render(report: dict[str, Any]) -> str:
                 f"latency  at {r['rate_per_second']:g}/s: p50 {r['p50_ms']:.1f} ms  p95 {r['p95_ms']:.1f} ms"
                 f"  p99 {r['p99_ms']:.1f} ms  ({r['received']}/{r['messages']} received)"
             )
+        elif s == "http":
+            lines.append(
+                f"http     worker {_median(r, 'http_worker'):,.0f}/s  bare aiohttp "
+                f"{_median(r, 'http_bare_aiohttp'):,.0f}/s  ratio {r['ratio_to_ceiling']:.0%}"
+            )
         elif s == "stats":
             lines.append(
                 f"stats    SELECT * FROM outbox.stats: {r['stats_ms']['median']:.1f} ms (median of "
