@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from outbox.policy import Classification, Outcome, RetryPolicy
@@ -105,6 +106,23 @@ class AttemptResult:
     excerpt: str | None = None
     # JSON text a message's payload becomes (retries only), by message id.
     new_payloads: dict[uuid.UUID, str] | None = None
+
+
+class AttemptClock:
+    """Times one attempt from its creation; `result` builds the attempt's result."""
+
+    __slots__ = ("_t0", "started_at")
+
+    def __init__(self) -> None:
+        self.started_at = datetime.now(UTC)
+        self._t0 = time.perf_counter()
+
+    def elapsed(self) -> float:
+        """Seconds since the attempt started."""
+        return time.perf_counter() - self._t0
+
+    def result(self, classification: Classification, **fields: Any) -> AttemptResult:
+        return AttemptResult(classification, self.started_at, self.elapsed() * 1000, **fields)
 
 
 @dataclass(slots=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import platform
 import statistics
@@ -139,3 +140,39 @@ def machine_facts() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
+
+
+async def fill_backlog(conn: Any, endpoint: str, n: int) -> None:
+    """Replace ``endpoint``'s queue with ``n`` fresh messages (10,000 per call)."""
+    from outbox.producer import enqueue_many
+
+    await conn.execute("DELETE FROM outbox.messages WHERE endpoint = $1", endpoint)
+    for start in range(0, n, 10_000):
+        async with conn.transaction():
+            await enqueue_many(
+                conn,
+                [
+                    {"endpoint": endpoint, "payload": {"i": i}}
+                    for i in range(start, min(n, start + 10_000))
+                ],
+            )
+    await conn.execute("VACUUM ANALYZE outbox.messages")
+
+
+async def remaining(conn: Any, endpoint: str) -> int:
+    value = await conn.fetchval(
+        "SELECT count(*) FROM outbox.messages WHERE endpoint = $1", endpoint
+    )
+    return int(value)
+
+
+async def drain_rate(conn: Any, endpoint: str, n: int) -> float:
+    """Messages/s while a worker (already started) empties ``endpoint``'s backlog of
+    ``n``, timed from its first delivery to its last: start-up is not counted."""
+    while await remaining(conn, endpoint) == n:
+        await asyncio.sleep(0.005)
+    start = time.perf_counter()
+    first = n - await remaining(conn, endpoint)
+    while (left := await remaining(conn, endpoint)) > 0:
+        await asyncio.sleep(0.02)
+    return (n - first - left) / (time.perf_counter() - start)

@@ -8,14 +8,12 @@ allows with no per-message Python work.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
-from outbox.bench.common import Figure
+from outbox.bench.common import Figure, drain_rate, fill_backlog
 from outbox.db import connect
 from outbox.processes import spawn_worker
-from outbox.producer import enqueue_many
 from outbox.runner import WORKER_SESSION_SETTINGS
 
 ENDPOINT = "bench-drain"
@@ -43,27 +41,10 @@ async def _fill(url: str, n: int) -> None:
             "INSERT INTO outbox.endpoints (name, channel) VALUES ($1, 'null') ON CONFLICT DO NOTHING",
             ENDPOINT,
         )
-        await conn.execute("DELETE FROM outbox.messages WHERE endpoint = $1", ENDPOINT)
-        for start in range(0, n, 10_000):
-            async with conn.transaction():
-                await enqueue_many(
-                    conn,
-                    [
-                        {"endpoint": ENDPOINT, "payload": {"i": i}}
-                        for i in range(start, min(n, start + 10_000))
-                    ],
-                )
-        await conn.execute("VACUUM ANALYZE outbox.messages")
+        await fill_backlog(conn, ENDPOINT, n)
         await conn.execute("CHECKPOINT")
     finally:
         await conn.close()
-
-
-async def _remaining(conn: Any) -> int:
-    value = await conn.fetchval(
-        "SELECT count(*) FROM outbox.messages WHERE endpoint = $1", ENDPOINT
-    )
-    return int(value)
 
 
 async def raw_sql_rate(url: str, n: int) -> float:
@@ -94,15 +75,7 @@ async def worker_rate(url: str, n: int, concurrency: int) -> float:
         url, "--concurrency", str(concurrency), "--batch-size", "500", "--poll-interval", "0.05"
     )
     try:
-        # Timed from the first delivery to the last, so process start-up is not counted.
-        while await _remaining(conn) == n:
-            await asyncio.sleep(0.005)
-        start = time.perf_counter()
-        first = n - await _remaining(conn)
-        while (left := await _remaining(conn)) > 0:
-            await asyncio.sleep(0.02)
-        elapsed = time.perf_counter() - start
-        return (n - first - left) / elapsed
+        return await drain_rate(conn, ENDPOINT, n)
     finally:
         proc.terminate()
         proc.wait(30)

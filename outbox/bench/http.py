@@ -9,63 +9,33 @@ posts as many requests at the same concurrency.
 
 from __future__ import annotations
 
-import asyncio
 import functools
-import time
 from typing import Any
 
 import aiohttp
 
-from outbox.bench.common import Figure
+from outbox.bench.common import Figure, drain_rate, fill_backlog
 from outbox.bench.transport import _post_aiohttp, _rate, start_receiver
 from outbox.db import connect
 from outbox.processes import spawn_worker
-from outbox.producer import enqueue_many
 
 ENDPOINT = "bench-http"
-
-
-async def _fill(conn: Any, url: str, n: int) -> None:
-    await conn.execute(
-        "INSERT INTO outbox.endpoints (name, channel, url, allow_networks, breaker_failures)"
-        " VALUES ($1, 'webhook', $2, '{127.0.0.0/8}', 1000000)"
-        " ON CONFLICT (name) DO UPDATE SET url = excluded.url",
-        ENDPOINT,
-        url,
-    )
-    await conn.execute("DELETE FROM outbox.messages WHERE endpoint = $1", ENDPOINT)
-    for start in range(0, n, 10_000):
-        async with conn.transaction():
-            await enqueue_many(
-                conn,
-                [
-                    {"endpoint": ENDPOINT, "payload": {"i": i}}
-                    for i in range(start, min(n, start + 10_000))
-                ],
-            )
-    await conn.execute("VACUUM ANALYZE outbox.messages")
-
-
-async def _remaining(conn: Any) -> int:
-    value = await conn.fetchval(
-        "SELECT count(*) FROM outbox.messages WHERE endpoint = $1", ENDPOINT
-    )
-    return int(value)
 
 
 async def worker_rate(db: str, url: str, n: int, concurrency: int) -> float:
     conn = await connect(db)
     try:
-        await _fill(conn, url, n)
+        await conn.execute(
+            "INSERT INTO outbox.endpoints (name, channel, url, allow_networks, breaker_failures)"
+            " VALUES ($1, 'webhook', $2, '{127.0.0.0/8}', 1000000)"
+            " ON CONFLICT (name) DO UPDATE SET url = excluded.url",
+            ENDPOINT,
+            url,
+        )
+        await fill_backlog(conn, ENDPOINT, n)
         proc = spawn_worker(db, "--concurrency", str(concurrency), "--poll-interval", "0.05")
         try:
-            while await _remaining(conn) == n:
-                await asyncio.sleep(0.005)
-            start = time.perf_counter()
-            first = n - await _remaining(conn)
-            while (left := await _remaining(conn)) > 0:
-                await asyncio.sleep(0.02)
-            return (n - first - left) / (time.perf_counter() - start)
+            return await drain_rate(conn, ENDPOINT, n)
         finally:
             proc.terminate()
             proc.wait(30)

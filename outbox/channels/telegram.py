@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -46,7 +45,7 @@ from outbox.channels.webhook import (
     ssrf_refusal,
     transport_failure,
 )
-from outbox.delivery import AttemptResult, Claimed, Endpoint
+from outbox.delivery import AttemptClock, AttemptResult, Claimed, Endpoint
 from outbox.models import TELEGRAM_API_BASE
 from outbox.policy import (
     Classification,
@@ -70,14 +69,9 @@ class TelegramChannel:
         self.clients = GuardedClients(max_connections, allow=allow, guard=guard)
 
     async def send(self, message: Claimed, endpoint: Endpoint) -> AttemptResult:
-        started_at = datetime.now(UTC)
-        t0 = time.perf_counter()
+        clock = AttemptClock()
+        result = clock.result
         secrets = endpoint.secrets
-
-        def result(classification: Classification, **fields: Any) -> AttemptResult:
-            return AttemptResult(
-                classification, started_at, (time.perf_counter() - t0) * 1000, **fields
-            )
 
         if endpoint.secret_problem or not endpoint.secret:
             problem = endpoint.secret_problem or "the endpoint has no bot token"
@@ -116,9 +110,7 @@ class TelegramChannel:
                 finally:
                     await response.aclose()
         except (TimeoutError, httpx.TransportError, aiohttp.ClientError) as exc:
-            classification, error = transport_failure(
-                exc, endpoint, secrets, time.perf_counter() - t0
-            )
+            classification, error = transport_failure(exc, endpoint, secrets, clock.elapsed())
             return result(classification, error=error)
 
         excerpt = redact_text(text[:EXCERPT_CHARS], secrets) if text else None

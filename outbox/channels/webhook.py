@@ -30,7 +30,7 @@ import httpx
 from httpx_aiohttp import AiohttpTransport
 
 from outbox._redact import redact_text
-from outbox.delivery import AttemptResult, Claimed, Endpoint
+from outbox.delivery import AttemptClock, AttemptResult, Claimed, Endpoint
 from outbox.policy import (
     Classification,
     Verdict,
@@ -129,17 +129,9 @@ class WebhookChannel:
         self.clients = GuardedClients(max_connections, allow=allow, guard=guard)
 
     async def send(self, message: Claimed, endpoint: Endpoint) -> AttemptResult:
-        started_at = datetime.now(UTC)
-        t0 = time.perf_counter()
+        clock = AttemptClock()
+        result = clock.result
         secrets = endpoint.secrets
-
-        def result(classification: Classification, **fields: object) -> AttemptResult:
-            return AttemptResult(
-                classification,
-                started_at,
-                (time.perf_counter() - t0) * 1000,
-                **fields,  # type: ignore[arg-type]
-            )
 
         if endpoint.secret_problem:
             return result(
@@ -169,9 +161,7 @@ class WebhookChannel:
                 finally:
                     await response.aclose()
         except (TimeoutError, httpx.TransportError, aiohttp.ClientError) as exc:
-            classification, error = transport_failure(
-                exc, endpoint, secrets, time.perf_counter() - t0
-            )
+            classification, error = transport_failure(exc, endpoint, secrets, clock.elapsed())
             return result(classification, error=error)
         retry_after = parse_retry_after(response.headers.get("retry-after"), datetime.now(UTC))
         classification = classify_status(response.status_code, retry_after)
