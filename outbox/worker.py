@@ -190,7 +190,11 @@ class Worker:
         failures = 0
         while not self.stopping:
             room = self.config.concurrency - self._busy - self._queue.qsize()
-            if room <= 0:
+            # Under load, claim in batches: wait for a quarter of the slots
+            # (or a batch) to free up rather than claiming one at a time, so
+            # each claim's fixed cost is shared (a claim as often as one
+            # delivery finishes cost a round trip per message).
+            if room < min(self.config.batch_size, max(1, self.config.concurrency // 4)):
                 self._room.clear()
                 await self._room.wait()
                 continue

@@ -2,7 +2,8 @@
 
 The same POSTs, many at once, to a minimal receiver in a separate process:
 httpx with its own transport, httpx over the aiohttp transport (what the
-webhook channel uses) and bare aiohttp (the ceiling).
+channels used until bare aiohttp replaced it) and bare aiohttp (what they use
+now, `outbox.channels.http`, and the ceiling).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import aiohttp
 import httpx
 
 from outbox.bench.common import Figure
-from outbox.channels.webhook import make_client
 
 BODY = b'{"event":"order.created","order_id":12345}'
 
@@ -46,6 +46,23 @@ def start_receiver() -> tuple[subprocess.Popen[bytes], str]:
 
 
 HEADERS = {"content-type": "application/json"}
+
+
+def httpx_over_aiohttp(max_connections: int) -> httpx.AsyncClient:
+    """httpx's API on aiohttp's transport (httpx-aiohttp)."""
+    from httpx_aiohttp import AiohttpTransport
+
+    limits = httpx.Limits(
+        max_connections=max_connections, max_keepalive_connections=max_connections
+    )
+
+    def session() -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=max_connections))
+
+    return httpx.AsyncClient(
+        transport=AiohttpTransport(limits=limits, trust_env=False, client=session),
+        trust_env=False,
+    )
 
 
 async def _post_httpx(client: httpx.AsyncClient, url: str) -> None:
@@ -87,7 +104,7 @@ async def run(
                 figures["httpx_default"].rounds.append(
                     await _rate(functools.partial(_post_httpx, plain, url), requests, concurrency)
                 )
-            ours = make_client(concurrency)
+            ours = httpx_over_aiohttp(concurrency)
             try:
                 figures["httpx_aiohttp"].rounds.append(
                     await _rate(functools.partial(_post_httpx, ours, url), requests, concurrency)

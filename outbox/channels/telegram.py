@@ -22,26 +22,25 @@ What the answers mean (https://core.telegram.org/bots/api#making-requests):
   circuit breaker.
 
 The token is part of every URL, so nothing that could hold the URL is
-logged or recorded unredacted (and httpx's own request log stays silenced).
+logged or recorded unredacted (and the HTTP libraries' own request logs stay silenced).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import aiohttp
-import httpx
+from multidict import CIMultiDict
 
 from outbox._redact import redact_text
-from outbox.channels.webhook import (
+from outbox.channels.http import (
     EXCERPT_CHARS,
+    TRANSPORT_ERRORS,
     GuardedClients,
-    read_excerpt,
+    Reply,
     ssrf_refusal,
     transport_failure,
 )
@@ -93,29 +92,20 @@ class TelegramChannel:
         refused = self.clients.refused(base, endpoint)
         if refused:
             return result(ssrf_refusal(refused), error=f"SSRFGuard: {refused}")
-        client = self.clients.client(endpoint)
         url = f"{base}/bot{endpoint.secret}/{method}"
-        headers = dict(endpoint.headers)
+        headers = CIMultiDict(endpoint.headers)
         headers["content-type"] = "application/json"
         body = json.dumps(call, ensure_ascii=False, separators=(",", ":")).encode()
-        timeout = httpx.Timeout(endpoint.timeout, connect=endpoint.connect_timeout)
         try:
-            async with asyncio.timeout(endpoint.timeout):
-                request = client.build_request(
-                    "POST", url, content=body, headers=headers, timeout=timeout
-                )
-                response = await client.send(request, stream=True)
-                try:
-                    text = await read_excerpt(response, limit=None)
-                finally:
-                    await response.aclose()
-        except (TimeoutError, httpx.TransportError, aiohttp.ClientError) as exc:
-            classification, error = transport_failure(exc, endpoint, secrets, clock.elapsed())
+            response = await self.clients.post(endpoint, url, body, headers)
+        except TRANSPORT_ERRORS as exc:
+            classification, error = transport_failure(exc, endpoint, secrets)
             return result(classification, error=error)
 
+        text = response.text
         excerpt = redact_text(text[:EXCERPT_CHARS], secrets) if text else None
         answer = _json(text)
-        status = response.status_code
+        status = response.status
         if answer.get("ok") is True and 200 <= status < 300:
             return result(
                 Classification(Verdict.DELIVERED, f"HTTP {status}", health=Health.OK),
@@ -158,7 +148,7 @@ def _classify(
     code: int,
     description: str,
     parameters: dict[str, Any],
-    response: httpx.Response,
+    response: Reply,
     old_chat: Any,
 ) -> tuple[Classification, int | None]:
     """The policy's classification of a Bot API error, and the chat's new id if it moved."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import httpx
+import aiohttp
 import pytest
 
 from outbox.ssrf import (
@@ -82,12 +82,12 @@ async def test_numeric_host_spellings_are_caught_where_they_resolve(host: str) -
 
 
 async def test_a_guarded_client_never_connects_inside() -> None:
-    from outbox.channels.webhook import make_client
+    from outbox.channels.http import TRANSPORT_ERRORS, make_session
 
-    client = make_client(2, allow=())
+    client = make_session(2, allow=())
     try:
         for url in ("http://2130706433:9/", "http://localhost:9/"):
-            with pytest.raises(httpx.TransportError) as caught:
+            with pytest.raises(TRANSPORT_ERRORS) as caught:
                 await client.post(url)
             # Refused by the guard, or (aiohttp) as a non-canonical address; a
             # connection attempt would have ended as a plain "connection refused".
@@ -96,7 +96,7 @@ async def test_a_guarded_client_never_connects_inside() -> None:
             )
             assert refused, (url, caught.value)
     finally:
-        await client.aclose()
+        await client.close()
 
 
 def test_bad_ranges_name_themselves() -> None:
@@ -114,8 +114,8 @@ async def test_the_resolver_drops_refused_addresses() -> None:
 
 def test_blocked_reason_finds_the_guard_through_wrapping() -> None:
     inner = BlockedAddressError("db.internal", ["10.0.0.5 is a private address"])
-    outer = httpx.ConnectTimeout("cannot connect")
+    outer = aiohttp.ConnectionTimeoutError("cannot connect")
     outer.__cause__ = OSError("wrapped")
     outer.__cause__.__context__ = inner
     assert blocked_reason(outer) == str(inner)
-    assert blocked_reason(httpx.ConnectError("refused")) is None
+    assert blocked_reason(aiohttp.ClientOSError("refused")) is None
