@@ -675,17 +675,32 @@ def _configure_logging(level: str, fmt: str = "auto") -> None:
     configure(level, fmt)  # type: ignore[arg-type]  # checked by Settings
 
 
-BENCH_SCENARIOS = ("enqueue", "drain", "http", "latency", "transport", "stats")
+BENCH_SCENARIOS = ("enqueue", "drain", "http", "latency", "backlog", "memory", "transport", "stats")
 
 
 @main.command("bench")
 @database_option
 @click.argument("scenarios", nargs=-1, type=click.Choice(BENCH_SCENARIOS))
 @click.option(
-    "--rounds", type=int, default=3, show_default=True, help="Rounds per figure (medians)."
+    "--rounds",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Rounds per figure (medians).",
 )
 @click.option(
-    "--messages", type=int, default=50_000, show_default=True, help="drain: backlog size."
+    "--messages",
+    type=click.IntRange(min=100),
+    default=None,
+    help="drain, http, memory: backlog size [defaults: 50,000, 20,000, 50,000].",
+)
+@click.option(
+    "--backlog",
+    "backlog_messages",
+    type=click.IntRange(min=100),
+    default=1_000_000,
+    show_default=True,
+    help="backlog: messages to drain.",
 )
 @click.option("--rate", type=float, default=500.0, show_default=True, help="latency: messages/s.")
 @click.option("--seconds", type=float, default=10.0, show_default=True, help="latency: duration.")
@@ -697,7 +712,8 @@ def bench_cmd(
     database_url: str | None,
     scenarios: tuple[str, ...],
     rounds: int,
-    messages: int,
+    messages: int | None,
+    backlog_messages: int,
     rate: float,
     seconds: float,
     as_json: bool,
@@ -708,11 +724,13 @@ def bench_cmd(
     batch form. drain: one worker process vs a raw-SQL claim-and-complete loop.
     http: one worker delivering webhooks (ledger included) to a receiver process
     vs a bare aiohttp client posting to it.
-    latency: commit-to-receipt at a steady rate. transport: httpx vs httpx over
-    aiohttp vs bare aiohttp. stats: SELECT * FROM outbox.stats with 1,000,000
-    ledger rows in the last hour and 100,000 queued messages (written and
-    removed again). Without a database URL an embedded PostgreSQL (durable
-    settings) is started in a temporary directory.
+    latency: commit-to-receipt at a steady rate. backlog: the first and the last
+    tenth of a 1,000,000-message drain. memory: a worker's peak resident memory
+    at --concurrency 500. transport: httpx vs httpx over aiohttp vs bare aiohttp.
+    stats: SELECT * FROM outbox.stats with 1,000,000 ledger rows in the last
+    hour and 100,000 queued messages (written and removed again). Without a
+    database URL an embedded PostgreSQL (durable settings) is started in a
+    temporary directory.
     """
     import platform
     import tempfile
@@ -731,15 +749,17 @@ def bench_cmd(
         server.start()
         url = server.url()
     report: dict[str, Any] = {"machine": common.machine_facts(), "results": []}
+    common.BARS = not as_json
 
     def progress(name: str, value: float) -> None:
         if not as_json:
             click.echo(f"  {name}: {value:,.1f}", err=True)
 
     async def go() -> None:
-        from outbox.bench import drain, enqueue, http, latency, stats, transport
+        from outbox.bench import backlog, drain, enqueue, http, latency, memory, stats, transport
         from outbox.db import connect
 
+        sized = {"messages": messages} if messages else {}
         conn = await connect(url)
         report["server"] = await common.server_facts(conn)
         await conn.close()
@@ -749,13 +769,21 @@ def bench_cmd(
             if scenario == "enqueue":
                 result = await enqueue.run(url, rounds=rounds, progress=progress)
             elif scenario == "drain":
-                result = await drain.run(url, messages=messages, rounds=rounds, progress=progress)
+                result = await drain.run(url, rounds=rounds, progress=progress, **sized)
             elif scenario == "latency":
-                result = await latency.run(url, rate=rate, seconds=seconds, progress=progress)
+                result = await latency.run(
+                    url, rate=rate, seconds=seconds, rounds=rounds, progress=progress
+                )
+            elif scenario == "backlog":
+                result = await backlog.run(
+                    url, messages=backlog_messages, rounds=rounds, progress=progress
+                )
+            elif scenario == "memory":
+                result = await memory.run(url, rounds=rounds, progress=progress, **sized)
             elif scenario == "stats":
                 result = await stats.run(url, progress=progress)
             elif scenario == "http":
-                result = await http.run(url, rounds=rounds, progress=progress)
+                result = await http.run(url, rounds=rounds, progress=progress, **sized)
             else:
                 result = await transport.run(rounds=rounds, progress=progress)
             report["results"].append(result)

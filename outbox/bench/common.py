@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import platform
 import statistics
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -142,20 +143,52 @@ def machine_facts() -> dict[str, Any]:
     }
 
 
+# Set by the CLI when it prints for a person: long phases show a progress bar on stderr.
+BARS = False
+
+
+@contextlib.contextmanager
+def bar(description: str, total: int) -> Iterator[Callable[[int], None]]:
+    """A progress bar for a long phase (when `BARS`); yields ``update(done)``."""
+    if not BARS:
+        yield lambda _done: None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    columns = (
+        TextColumn("  {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda done: progress.update(task, completed=done)
+
+
 async def fill_backlog(conn: Any, endpoint: str, n: int) -> None:
     """Replace ``endpoint``'s queue with ``n`` fresh messages (10,000 per call)."""
     from outbox.producer import enqueue_many
 
     await conn.execute("DELETE FROM outbox.messages WHERE endpoint = $1", endpoint)
-    for start in range(0, n, 10_000):
-        async with conn.transaction():
-            await enqueue_many(
-                conn,
-                [
-                    {"endpoint": endpoint, "payload": {"i": i}}
-                    for i in range(start, min(n, start + 10_000))
-                ],
-            )
+    with bar(f"enqueueing {endpoint}", n) as update:
+        for start in range(0, n, 10_000):
+            async with conn.transaction():
+                await enqueue_many(
+                    conn,
+                    [
+                        {"endpoint": endpoint, "payload": {"i": i}}
+                        for i in range(start, min(n, start + 10_000))
+                    ],
+                )
+            update(min(n, start + 10_000))
     await conn.execute("VACUUM ANALYZE outbox.messages")
 
 
@@ -173,6 +206,8 @@ async def drain_rate(conn: Any, endpoint: str, n: int) -> float:
         await asyncio.sleep(0.005)
     start = time.perf_counter()
     first = n - await remaining(conn, endpoint)
-    while (left := await remaining(conn, endpoint)) > 0:
-        await asyncio.sleep(0.02)
+    with bar(f"draining {endpoint}", n) as update:
+        while (left := await remaining(conn, endpoint)) > 0:
+            update(n - left)
+            await asyncio.sleep(0.02)
     return (n - first - left) / (time.perf_counter() - start)

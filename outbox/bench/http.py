@@ -22,16 +22,22 @@ from outbox.processes import spawn_worker
 ENDPOINT = "bench-http"
 
 
+async def add_endpoint(conn: Any, url: str) -> None:
+    """The benchmark's webhook endpoint: the receiver is on loopback, which the SSRF
+    guard refuses unless allowed; the breaker never opens."""
+    await conn.execute(
+        "INSERT INTO outbox.endpoints (name, channel, url, allow_networks, breaker_failures)"
+        " VALUES ($1, 'webhook', $2, '{127.0.0.0/8}', 1000000)"
+        " ON CONFLICT (name) DO UPDATE SET url = excluded.url",
+        ENDPOINT,
+        url,
+    )
+
+
 async def worker_rate(db: str, url: str, n: int, concurrency: int) -> float:
     conn = await connect(db)
     try:
-        await conn.execute(
-            "INSERT INTO outbox.endpoints (name, channel, url, allow_networks, breaker_failures)"
-            " VALUES ($1, 'webhook', $2, '{127.0.0.0/8}', 1000000)"
-            " ON CONFLICT (name) DO UPDATE SET url = excluded.url",
-            ENDPOINT,
-            url,
-        )
+        await add_endpoint(conn, url)
         await fill_backlog(conn, ENDPOINT, n)
         proc = spawn_worker(db, "--concurrency", str(concurrency), "--poll-interval", "0.05")
         try:

@@ -46,8 +46,20 @@ def render(report: dict[str, Any]) -> str:
             )
         elif s == "latency":
             lines.append(
-                f"latency  at {r['rate_per_second']:g}/s: p50 {r['p50_ms']:.1f} ms  p95 {r['p95_ms']:.1f} ms"
+                f"latency  at {r['rate_per_second']:g}/s (medians of runs): p50 {r['p50_ms']:.1f} ms  p95 {r['p95_ms']:.1f} ms"
                 f"  p99 {r['p99_ms']:.1f} ms  ({r['received']}/{r['messages']} received)"
+            )
+        elif s == "backlog":
+            lines.append(
+                f"backlog  {r['messages']:,} messages: first tenth {_median(r, 'backlog_first_tenth'):,.0f}/s"
+                f"  last tenth {_median(r, 'backlog_last_tenth'):,.0f}/s"
+                f"  ratio {r['last_vs_first']:.0%}  (overall {_median(r, 'backlog_overall'):,.0f}/s)"
+            )
+        elif s == "memory":
+            lines.append(
+                f"memory   worker at --concurrency {r['concurrency']}: peak RSS "
+                f"{_median(r, 'memory_peak_rss'):,.0f} MB (max {r['max_peak_rss_mb']:,.0f} MB), "
+                f"median while delivering {_median(r, 'memory_median_rss'):,.0f} MB"
             )
         elif s == "http":
             lines.append(

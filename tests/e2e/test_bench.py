@@ -1,0 +1,65 @@
+"""`outbox bench` end to end, small: every scenario that has no other test
+runs once against the test database and reports figures that make sense.
+
+Small sizes, so the figures themselves mean nothing here: the real ones are
+in benchmarks/RESULTS.md. What is checked is that each scenario runs, cleans
+up after itself and reports what it says it reports.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def bench(database_url: str, *args: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-m", "outbox", "bench", "--database-url", database_url, *args, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report: dict[str, Any] = json.loads(done.stdout)
+    return report
+
+
+@pytest.mark.timeout(300)
+def test_backlog_reports_first_and_last_tenth_from_the_ledger(database_url: str) -> None:
+    (result,) = bench(database_url, "backlog", "--backlog", "5000", "--rounds", "1")["results"]
+    assert result["scenario"] == "backlog"
+    first = result["backlog_first_tenth"]["rounds"][0]
+    last = result["backlog_last_tenth"]["rounds"][0]
+    assert first > 0
+    assert last > 0
+    assert result["last_vs_first"] == pytest.approx(last / first)
+    assert result["backlog_overall"]["median"] > 0
+
+
+@pytest.mark.timeout(300)
+def test_memory_reports_the_workers_peak_rss(database_url: str) -> None:
+    (result,) = bench(database_url, "memory", "--messages", "3000", "--rounds", "1")["results"]
+    peak = result["memory_peak_rss"]["rounds"][0]
+    median = result["memory_median_rss"]["rounds"][0]
+    assert result["concurrency"] == 500
+    # A Python worker with its imports is tens of MB; its peak is at least its median.
+    assert 20 < median <= peak < 2000
+
+
+@pytest.mark.timeout(300)
+def test_latency_reports_medians_of_its_rounds(database_url: str) -> None:
+    args = ("latency", "--rate", "100", "--seconds", "1", "--rounds", "2")
+    (result,) = bench(database_url, *args)["results"]
+    assert len(result["rounds"]) == 2
+    assert result["received"] == result["messages"] == 200
+    for key in ("p50_ms", "p99_ms"):
+        values = sorted(r[key] for r in result["rounds"])
+        assert result[key] == pytest.approx(sum(values) / 2)
+        assert 0 < result[key] < 1000
