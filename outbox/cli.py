@@ -675,6 +675,21 @@ def _configure_logging(level: str, fmt: str = "auto") -> None:
     configure(level, fmt)  # type: ignore[arg-type]  # checked by Settings
 
 
+def _measured_database(ctx: click.Context) -> tuple[str, Any]:
+    """The database to measure on: the one given, or else an embedded PostgreSQL
+    (durable settings) started in a temporary directory, returned to be stopped."""
+    import tempfile
+
+    explicit = ctx.params.get("database_url") or load_settings().database_url
+    if explicit:
+        return _database_url(ctx), None
+    from outbox.embedded import EmbeddedPostgres
+
+    server = EmbeddedPostgres(tempfile.mkdtemp(prefix="outbox-bench-") + "/pgdata")
+    server.start()
+    return server.url(), server
+
+
 BENCH_SCENARIOS = ("enqueue", "drain", "http", "latency", "backlog", "memory", "transport", "stats")
 
 
@@ -733,21 +748,11 @@ def bench_cmd(
     temporary directory.
     """
     import platform
-    import tempfile
 
     from outbox.bench import common
 
     chosen = scenarios or BENCH_SCENARIOS
-    explicit = ctx.params.get("database_url") or load_settings().database_url
-    server = None
-    if explicit:
-        url = _database_url(ctx)
-    else:
-        from outbox.embedded import EmbeddedPostgres
-
-        server = EmbeddedPostgres(tempfile.mkdtemp(prefix="outbox-bench-") + "/pgdata")
-        server.start()
-        url = server.url()
+    url, server = _measured_database(ctx)
     report: dict[str, Any] = {"machine": common.machine_facts(), "results": []}
     common.BARS = not as_json
 
@@ -801,6 +806,75 @@ def bench_cmd(
         from outbox.bench.report import render
 
         click.echo(render(report))
+
+
+@main.command("soak")
+@database_option
+@click.option("--minutes", type=click.FloatRange(min=1), default=30.0, show_default=True)
+@click.option(
+    "--rate", type=click.FloatRange(min=1), default=1000.0, show_default=True, help="Messages/s."
+)
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--concurrency", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option(
+    "--fail-share",
+    type=click.FloatRange(0, 1),
+    default=0.02,
+    show_default=True,
+    help="Share of requests the receiver answers with 503.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.pass_context
+def soak_cmd(
+    ctx: click.Context,
+    /,
+    database_url: str | None,
+    minutes: float,
+    rate: float,
+    workers: int,
+    concurrency: int,
+    fail_share: float,
+    as_json: bool,
+) -> None:
+    """Constant load for a long time; memory and throughput minute by minute.
+
+    A producer commits --rate webhook messages a second; --workers worker
+    processes deliver them to a local receiver that answers --fail-share of
+    requests with 503. Each minute: enqueued, delivered and failed (from
+    outbox.throughput), delivery latency, queue length, each worker's
+    resident memory and the outbox tables' size; lines follow wall-clock
+    minutes, the first being the part of a minute the run started in. Without
+    a database URL an embedded PostgreSQL is started in a temporary directory.
+    """
+    from outbox.bench import common, soak
+
+    url, server = _measured_database(ctx)
+
+    def line(minute: soak.Minute) -> None:
+        if not as_json:
+            click.echo(soak.render_minute(minute))
+
+    try:
+        migrations.upgrade(url)
+        result = _run_event_loop(
+            soak.run(
+                url,
+                minutes=minutes,
+                rate=rate,
+                workers=workers,
+                concurrency=concurrency,
+                fail_share=fail_share,
+                on_minute=line,
+            )
+        )
+    finally:
+        if server is not None:
+            server.stop()
+    report = result.to_json() | {"machine": common.machine_facts()}
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+    else:
+        click.echo(json.dumps(report["summary"], indent=2))
 
 
 # `outbox stats`, `outbox dead ...`, `outbox message show`.

@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import random
 import threading
 import time
 from collections import defaultdict
@@ -189,15 +190,27 @@ def command_line() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 in a container")
+    parser.add_argument(
+        "--fail-share",
+        type=float,
+        default=0.0,
+        help="answer this share of requests (at random) with 503 (soak runs)",
+    )
     return parser
 
 
 def main() -> None:
-    """``python -m outbox.receiver --port P [--host H]``: answer 200 to everything
-    (benchmarks; compose.yaml's example receiver)."""
+    """``python -m outbox.receiver --port P [--host H] [--fail-share F]``: answer
+    200 to everything, or 503 to a random share (benchmarks, soak runs;
+    compose.yaml's example receiver)."""
     args = command_line().parse_args()
+    if not 0.0 <= args.fail_share <= 1.0:
+        raise SystemExit(f"--fail-share must be between 0 and 1, not {args.fail_share}")
+    fail_share: float = args.fail_share
 
     async def ok(_request: web.Request) -> web.Response:
+        if fail_share and random.random() < fail_share:
+            return web.Response(status=503, text="unavailable (injected)")
         return web.Response(text="ok")
 
     app = web.Application()

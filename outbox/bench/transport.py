@@ -31,9 +31,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_receiver() -> tuple[subprocess.Popen[bytes], str]:
+def start_receiver(*args: str) -> tuple[subprocess.Popen[bytes], str]:
+    """``python -m outbox.receiver`` on a free port, with ``args``; (process, URL)."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "outbox.receiver", "--port", str(port)])
+    proc = subprocess.Popen([sys.executable, "-m", "outbox.receiver", "--port", str(port), *args])
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         try:

@@ -63,3 +63,28 @@ def test_latency_reports_medians_of_its_rounds(database_url: str) -> None:
         values = sorted(r[key] for r in result["rounds"])
         assert result[key] == pytest.approx(sum(values) / 2)
         assert 0 < result[key] < 1000
+
+
+@pytest.mark.timeout(300)
+def test_soak_reports_each_minute(database_url: str) -> None:
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "outbox", "soak", "--database-url", database_url),
+            *("--minutes", "1", "--rate", "50", "--workers", "1", "--fail-share", "0.1", "--json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    minutes = report["by_minute"]
+    assert len(minutes) == 1
+    assert sum(m["enqueued"] for m in minutes) == report["summary"]["enqueued"] > 0
+    last = minutes[-1]
+    assert last["delivered"] > 0
+    assert last["failed"] > 0  # the receiver's injected 503s, retried
+    assert len(last["worker_rss_mb"]) == 1
+    assert 20 < last["worker_rss_mb"][0] < 2000
+    assert report["summary"]["worker_restarts"] == 0
