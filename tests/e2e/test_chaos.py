@@ -20,7 +20,8 @@ At the end, with nothing left pending, it checks that:
   the dead letters (a transaction broken by the restart at COMMIT counts as
   committed if and only if its order row exists);
 * the ledger (``outbox.attempts``) agrees with what the receiver saw: every
-  attempt a worker recorded arrived with the status recorded, every request the
+  attempt a worker recorded with a status arrived and got that status (one
+  recorded without an answer, a timeout, might not have arrived), every request the
   ledger has no row for was sent by a worker that lost its lease (a ledger
   ``lease_expired`` row), and every lease expiry belongs to a killed worker or
   the PostgreSQL restart;
