@@ -232,3 +232,38 @@ def test_an_immediate_retry_is_scheduled_now_but_still_bounded() -> None:
         rng=random.Random(1),
     )
     assert last.outcome is Outcome.DEAD
+
+
+@given(policies, st.integers(1, 30), st.floats(0, 10 * 86400), st.integers(0, 2**32))
+def test_a_retry_lands_at_the_later_of_the_jittered_schedule_and_the_capped_hint(
+    policy: RetryPolicy, attempt: int, hint: float, seed: int
+) -> None:
+    """Jitter applies to the schedule only; Retry-After (capped) is never jittered."""
+    policy = RetryPolicy(
+        base=policy.base,
+        cap=policy.cap,
+        jitter=policy.jitter,
+        retry_window=timedelta(days=60),
+        max_attempts=31,
+    )
+    decision = decide(
+        classify_status(503, retry_after=hint),
+        attempt=attempt,
+        first_attempt_at=NOW,
+        now=NOW,
+        policy=policy,
+        rng=random.Random(seed),
+    )
+    jittered = backoff(attempt, policy, random.Random(seed))
+    assert decision.retry_at is not None
+    waited = (decision.retry_at - NOW).total_seconds()
+    assert waited == pytest.approx(max(jittered, min(hint, policy.retry_after_cap)), abs=1e-5)
+
+
+@given(st.integers(0, 10**9), st.integers(-3 * 86400, 30 * 86400))
+def test_retry_after_reads_seconds_and_http_dates(seconds: int, offset: int) -> None:
+    from email.utils import format_datetime
+
+    assert parse_retry_after(str(seconds), NOW) == float(seconds)
+    when = NOW + timedelta(seconds=offset)
+    assert parse_retry_after(format_datetime(when, usegmt=True), NOW) == max(0.0, float(offset))
