@@ -64,6 +64,8 @@ def check_headers(headers: dict[str, str], field: str = "headers") -> dict[str, 
             raise ValueError(f"{name!r} must be a string")
         if _HEADER_VALUE_FORBIDDEN.search(value):
             raise ValueError(f"{name!r} must not contain control characters")
+        if text_problem(value):
+            raise ValueError(f"{name!r} {text_problem(value)}")
     return headers
 
 
@@ -87,22 +89,57 @@ class Message(BaseModel):
     def _headers_ok(cls, value: dict[str, str] | None) -> dict[str, str] | None:
         return None if value is None else check_headers(value)
 
+    @field_validator("key", "idempotency_key")
+    @classmethod
+    def _storable(cls, value: str | None) -> str | None:
+        return _valid_text(value)
+
 
 def payload_json(payload: dict[str, Any], field: str = "payload") -> str:
     """Serialise a payload for jsonb, rejecting what PostgreSQL cannot store."""
     try:
         text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except ValueError:
+    except RecursionError:
         raise InvalidInputError(
-            field, "contains NaN or Infinity, which JSON cannot represent"
+            field, "nests too deeply to serialise (Python's recursion limit)"
         ) from None
+    except ValueError as exc:
+        if "Out of range float" in str(exc):
+            raise InvalidInputError(
+                field, "contains NaN or Infinity, which JSON cannot represent"
+            ) from None
+        raise InvalidInputError(field, f"cannot be serialised as JSON: {exc}") from None
     except TypeError as exc:
         raise InvalidInputError(field, f"is not JSON-serialisable: {exc}") from None
     if "\\u0000" in text:
         raise InvalidInputError(
             field, "contains a NUL character (\\u0000), which PostgreSQL jsonb cannot store"
         )
+    problem = text_problem(text)
+    if problem:
+        raise InvalidInputError(field, problem)
     return text
+
+
+def text_problem(text: str) -> str | None:
+    """Why PostgreSQL cannot store ``text`` (a NUL, or a lone surrogate that is
+    not Unicode text and has no UTF-8 form), or None."""
+    if text.isascii():
+        return "contains a NUL character, which PostgreSQL cannot store" if "\x00" in text else None
+    if "\x00" in text:
+        return "contains a NUL character, which PostgreSQL cannot store"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"contains {text[exc.start]!r} (a lone surrogate), which is not valid Unicode text"
+    return None
+
+
+def _valid_text(value: str | None) -> str | None:
+    problem = None if value is None else text_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
 
 
 def to_input_error(exc: ValidationError, prefix: str = "") -> InvalidInputError:
@@ -114,6 +151,8 @@ def to_input_error(exc: ValidationError, prefix: str = "") -> InvalidInputError:
     message = err["msg"]
     if err["type"] == "dict_type":
         message = "must be a JSON object"
+    elif err["type"] == "recursion_loop":
+        message = "nests too deeply to check (Python's recursion limit)"
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
     return InvalidInputError(field or "input", message[:1].lower() + message[1:])

@@ -92,9 +92,9 @@ def _payload_json(payload: dict[str, Any]) -> str:
     """payload_json(payload), faster; payload_json() itself reports any problem."""
     try:
         text = _PAYLOAD_ENCODER.encode(payload)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         return payload_json(payload)
-    if "\\u0000" in text:
+    if "\\u0000" in text or not text.isascii():  # the rare cases: checked in full
         return payload_json(payload)
     return text
 
@@ -122,13 +122,22 @@ def _one(
         and type(endpoint) is str
         and _ENDPOINT_NAME.fullmatch(endpoint) is not None
         and type(payload) is dict
-        and (key is None or (type(key) is str and key.isascii() and 0 < len(key) <= KEY_MAX_CHARS))
+        and (
+            key is None
+            or (
+                type(key) is str
+                and key.isascii()
+                and 0 < len(key) <= KEY_MAX_CHARS
+                and "\x00" not in key
+            )
+        )
         and (
             idempotency_key is None
             or (
                 type(idempotency_key) is str
                 and idempotency_key.isascii()
                 and 0 < len(idempotency_key) <= KEY_MAX_CHARS
+                and "\x00" not in idempotency_key
             )
         )
         and type(priority) is int

@@ -26,6 +26,12 @@ $$;
 -- split --
 GRANT USAGE ON SCHEMA outbox TO outbox_producer, outbox_worker, outbox_monitor;
 -- split --
+-- PostgreSQL lets PUBLIC execute every new function. The SECURITY DEFINER
+-- ones run with the owner's rights, so only the roles granted below may call
+-- them: outbox._stats() would otherwise show a producer the figures that
+-- SELECT on outbox.stats denies it.
+REVOKE EXECUTE ON FUNCTION outbox._stats(), outbox._message_unfinished(uuid) FROM PUBLIC;
+-- split --
 -- The producer: outbox.enqueue() and outbox.enqueue_many().
 GRANT EXECUTE ON FUNCTION
     outbox.enqueue(text, jsonb, text, text, integer, timestamptz, jsonb),

@@ -414,11 +414,6 @@ async def test_the_producer_cannot_read_forge_or_run_what_is_not_its_own(
     assert await conn.fetchval("SELECT max_payload_bytes FROM outbox.config") == 262144
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: outbox._stats() is SECURITY DEFINER and executable by PUBLIC (no REVOKE), so "
-    "the producer reads the figures that SELECT on outbox.stats denies it",
-)
 async def test_the_producer_cannot_read_the_stats_through_their_function(
     database_url: str, conn: asyncpg.Connection
 ) -> None:
