@@ -71,11 +71,12 @@ async def raw_sql_rate(url: str, n: int) -> float:
 async def worker_rate(url: str, n: int, concurrency: int) -> float:
     await _fill(url, n)
     conn = await connect(url)
+    since = await conn.fetchval("SELECT clock_timestamp()")
     proc = spawn_worker(
         url, "--concurrency", str(concurrency), "--batch-size", "500", "--poll-interval", "0.05"
     )
     try:
-        return await drain_rate(conn, ENDPOINT, n)
+        return await drain_rate(conn, ENDPOINT, n, since)
     finally:
         proc.terminate()
         proc.wait(30)

@@ -39,9 +39,10 @@ async def worker_rate(db: str, url: str, n: int, concurrency: int) -> float:
     try:
         await add_endpoint(conn, url)
         await fill_backlog(conn, ENDPOINT, n)
+        since = await conn.fetchval("SELECT clock_timestamp()")
         proc = spawn_worker(db, "--concurrency", str(concurrency), "--poll-interval", "0.05")
         try:
-            return await drain_rate(conn, ENDPOINT, n)
+            return await drain_rate(conn, ENDPOINT, n, since)
         finally:
             proc.terminate()
             proc.wait(30)

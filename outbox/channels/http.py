@@ -1,27 +1,42 @@
-"""The HTTP client the channels share: bare aiohttp behind the SSRF guard.
+"""The HTTP client the channels share: one POST, a bounded read of the answer.
 
-Why aiohttp and not httpx: `outbox bench transport` posted the same requests
-to the same receiver with httpx's own transport (~500/s), httpx over aiohttp
-(~3,700/s) and bare aiohttp (~13,500/s); profiled inside a worker, httpx's
-request and response models took over half of the channel's time. The
-channels need little of a client: one POST with a body and headers, no
-redirects, timeouts, a bounded read of the answer.
+Why not a general-purpose client: profiled inside a worker, httpx's request
+and response models took over half of the webhook channel's time, and with
+bare aiohttp the client still cost ~80 µs of CPU per request, most of a
+worker's time (benchmarks/RESULTS.md). A channel needs very little of HTTP:
+POST a body with headers over a kept-alive HTTP/1.1 connection, read the
+status, the headers and the start of the answer, never follow a redirect,
+never use a proxy, bound the connect and the whole attempt. That is what this
+does, on asyncio's transports with the llhttp parser (httptools), at a
+fraction of the cost.
 
-One `aiohttp.ClientSession` (with its connection pool) per set of SSRF
-allowances: the guard is the session's resolver, so the address checked is
-the address connected to (`outbox.ssrf`). ``connect_timeout`` bounds getting
-a connection, ``timeout`` the whole attempt, the answer's body included.
+The SSRF guard (`outbox.ssrf.GuardedResolver`) resolves every host before a
+connection is opened, and the connection goes to one of the addresses it
+let through: the address checked is the address connected to. Literal IP
+hosts are checked before the request (`GuardedClients.refused`).
+
+What is sent: ``POST <path> HTTP/1.1``, ``Host``, ``User-Agent`` (unless the
+endpoint sets one), ``Content-Length`` and the given headers (values as
+UTF-8). What is read: the status, the headers (names lower-cased; the last
+of repeated ones) and at most ``READ_LIMIT`` bytes of the body; a connection
+whose answer was longer, or that says ``Connection: close``, is not reused.
+Informational (1xx) answers are skipped.
 """
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import ssl
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import cast
 
-import aiohttp
 import certifi
-from multidict import CIMultiDictProxy
+import httptools
+from aiohttp.abc import AbstractResolver
+from aiohttp.resolver import DefaultResolver
 from yarl import URL
 
 from outbox._redact import redact_text
@@ -38,9 +53,31 @@ from outbox.ssrf import (
 EXCERPT_CHARS = 1024
 READ_LIMIT = 64 * 1024
 USER_AGENT = "outbox/0.1 (+https://github.com/outbox)"
+KEEPALIVE_SECONDS = 30.0  # an idle connection older than this is closed, not reused
+
+
+class ConnectError(ConnectionError):
+    """No connection could be opened (refused, unreachable, a failed lookup)."""
+
+
+class ConnectTimeoutError(TimeoutError):
+    """No connection within the endpoint's connect timeout."""
+
+
+class ServerDisconnectedError(ConnectionError):
+    """The connection closed before a whole answer's head arrived."""
+
+
+class InvalidResponseError(ConnectionError):
+    """What came back is not HTTP."""
+
+
+class InvalidRequestError(ValueError):
+    """A URL or header this client cannot send (a scheme other than http(s), a line break)."""
+
 
 # Everything a request can fail with short of an HTTP answer.
-TRANSPORT_ERRORS = (TimeoutError, aiohttp.ClientError, OSError)
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, OSError, InvalidRequestError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,53 +85,136 @@ class Reply:
     """An HTTP answer: its status, headers and the start of its body."""
 
     status: int
-    headers: CIMultiDictProxy[str]
+    headers: Mapping[str, str]  # names lower-cased
     text: str  # at most READ_LIMIT bytes of the body, decoded
 
 
-def make_session(
-    max_connections: int, *, allow: Sequence[Network] | None = None
-) -> aiohttp.ClientSession:
-    """A session whose resolver is the SSRF guard with ``allow`` ranges allowed
-    (None: no guard, for benchmarks and tools). Proxies and netrc from the
-    environment are ignored: a proxy would connect where the guard cannot see."""
-    connector = aiohttp.TCPConnector(
-        limit=max_connections,
-        keepalive_timeout=30.0,
-        ssl=ssl.create_default_context(cafile=certifi.where()),
-        resolver=GuardedResolver(allow) if allow is not None else None,
-    )
-    return aiohttp.ClientSession(
-        connector=connector,
-        headers={"user-agent": USER_AGENT},
-        trust_env=False,
-        auto_decompress=True,
-        cookie_jar=aiohttp.DummyCookieJar(),
-    )
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """A URL, parsed once: where to connect and what to put in the request line."""
+
+    tls: bool
+    host: str  # for the resolver, and TLS server name
+    port: int
+    head: bytes  # "POST <path> HTTP/1.1\r\nHost: ...\r\n"
+
+
+class _Connection(asyncio.Protocol):
+    """One kept-alive HTTP/1.1 connection, one request at a time."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.closed = False
+        self.reusable = True
+        self.idle_since = 0.0
+        self.waiter: asyncio.Future[Reply] | None = None
+        self._status = 0
+        self._headers: dict[str, str] = {}
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._limit = READ_LIMIT
+        self._head_done = False
+
+    # -- asyncio.Protocol --------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        if self.waiter is None or self.waiter.done():
+            self.close()  # bytes nobody asked for, or the rest of a body we stopped reading
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(InvalidResponseError(f"invalid HTTP response: {exc}"))
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.waiter is not None and not self.waiter.done():
+            if self._head_done:  # a body delimited by the end of the connection
+                self._complete()
+            else:
+                error = ServerDisconnectedError(
+                    "the server closed the connection without answering"
+                )
+                error.__cause__ = exc
+                self._fail(error)
+
+    # -- httptools callbacks -------------------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        self._status = self.parser.get_status_code()
+        self._head_done = not 100 <= self._status < 200 or self._status == 101
+
+    def on_body(self, body: bytes) -> None:
+        if self._size < self._limit:
+            piece = body[: self._limit - self._size]
+            self._chunks.append(piece)
+            self._size += len(piece)
+            if self._size >= self._limit:  # enough: the rest is not read
+                self.reusable = False
+                self._complete()
+
+    def on_message_complete(self) -> None:
+        if not self._head_done:  # 1xx: the real answer follows
+            self._headers = {}
+            return
+        if not self.parser.should_keep_alive():
+            self.reusable = False
+        self._complete()
+
+    # -- requests ----------------------------------------------------------
+
+    async def request(self, data: bytes, limit: int) -> Reply:
+        assert self.transport is not None
+        self._status, self._headers, self._chunks, self._size = 0, {}, [], 0
+        self._limit = limit
+        self._head_done = False
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(data)
+        try:
+            return await self.waiter
+        finally:
+            self.waiter = None
+
+    def _complete(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            text = b"".join(self._chunks).decode("utf-8", "replace")
+            self.waiter.set_result(Reply(self._status, self._headers, text))
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(exc)
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
 
 
 class GuardedClients:
-    """HTTP sessions behind the SSRF guard, one per set of allowances (the guard
-    lives in a session's resolver, so endpoints allowed different ranges need
-    sessions of their own); ``guard=False`` turns the guard off (tools only)."""
+    """HTTP connections behind the SSRF guard, pooled per host and set of
+    allowances (endpoints allowed different ranges resolve through guards of
+    their own); ``guard=False`` turns the guard off (tools only)."""
 
     def __init__(
         self, max_connections: int, *, allow: Sequence[Network] = (), guard: bool = True
     ) -> None:
-        self._max_connections = max_connections
+        self._max_idle = max_connections
         self._allow = tuple(allow)
         self._guard = guard
-        self._sessions: dict[tuple[str, ...], aiohttp.ClientSession] = {}
+        self._resolvers: dict[tuple[str, ...], AbstractResolver] = {}
+        self._idle: dict[tuple[tuple[str, ...], bool, str, int], list[_Connection]] = {}
+        self._busy: set[_Connection] = set()
+        self._targets: dict[str, _Target] = {}
         self._literal: dict[tuple[str, tuple[str, ...]], str | None] = {}
-        self._timeouts: dict[tuple[float, float], aiohttp.ClientTimeout] = {}
-
-    def session(self, endpoint: Endpoint) -> aiohttp.ClientSession:
-        session = self._sessions.get(endpoint.allow_networks)
-        if session is None:
-            allowed = self._allow + parse_networks(endpoint.allow_networks)
-            session = make_session(self._max_connections, allow=allowed if self._guard else None)
-            self._sessions[endpoint.allow_networks] = session
-        return session
+        self._ssl: ssl.SSLContext | None = None
 
     def refused(self, url: str, endpoint: Endpoint) -> str | None:
         """The guard's verdict on a URL whose host is an IP literal (cached per URL);
@@ -109,18 +229,10 @@ class GuardedClients:
             self._literal[key] = literal_host_problem(URL(url).raw_host or "", allowed)
         return self._literal[key]
 
-    def timeout(self, endpoint: Endpoint) -> aiohttp.ClientTimeout:
-        key = (endpoint.timeout, endpoint.connect_timeout)
-        timeout = self._timeouts.get(key)
-        if timeout is None:
-            timeout = aiohttp.ClientTimeout(total=key[0], connect=key[1])
-            self._timeouts[key] = timeout
-        return timeout
-
     async def post(
         self,
         endpoint: Endpoint,
-        url: str | URL,
+        url: str,
         body: bytes,
         headers: Mapping[str, str],
         *,
@@ -128,30 +240,144 @@ class GuardedClients:
     ) -> Reply:
         """POST ``body``; the answer with at most ``limit`` bytes of its body.
         Redirects are answers, never followed. Raises one of TRANSPORT_ERRORS."""
-        session = self.session(endpoint)
-        async with session.post(
-            url,
-            data=body,
-            headers=headers,
-            allow_redirects=False,
-            timeout=self.timeout(endpoint),
-        ) as response:
-            chunks: list[bytes] = []
-            size = 0
-            while size < limit:
-                chunk = await response.content.read(limit - size)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                size += len(chunk)
-            return Reply(
-                response.status, response.headers, b"".join(chunks).decode("utf-8", "replace")
-            )
+        target = self._target(url)
+        data = _request(target, body, headers)
+        async with asyncio.timeout(endpoint.timeout):
+            conn = await self._acquire(target, endpoint)
+            reused = False
+            try:
+                reply = await conn.request(data, limit)
+                reused = conn.reusable
+            finally:
+                self._release(target, endpoint, conn, reused)
+        return reply
 
     async def aclose(self) -> None:
-        for session in self._sessions.values():
-            await session.close()
-        self._sessions.clear()
+        for pool in self._idle.values():
+            for conn in pool:
+                conn.close()
+        for conn in self._busy:
+            conn.close()
+        self._idle.clear()
+        self._busy.clear()
+        for resolver in self._resolvers.values():
+            await resolver.close()
+        self._resolvers.clear()
+
+    # -- connections -------------------------------------------------------
+
+    async def _acquire(self, target: _Target, endpoint: Endpoint) -> _Connection:
+        pool = self._idle.get((endpoint.allow_networks, target.tls, target.host, target.port))
+        now = time.monotonic()
+        while pool:
+            conn = pool.pop()
+            if not conn.closed and now - conn.idle_since < KEEPALIVE_SECONDS:
+                self._busy.add(conn)
+                return conn
+            conn.close()
+        conn = await self._connect(target, endpoint)
+        self._busy.add(conn)
+        return conn
+
+    def _release(self, target: _Target, endpoint: Endpoint, conn: _Connection, reuse: bool) -> None:
+        self._busy.discard(conn)
+        if not reuse or conn.closed:
+            conn.close()
+            return
+        key = (endpoint.allow_networks, target.tls, target.host, target.port)
+        pool = self._idle.setdefault(key, [])
+        if len(pool) >= self._max_idle:
+            conn.close()
+            return
+        conn.idle_since = time.monotonic()
+        pool.append(conn)
+
+    async def _connect(self, target: _Target, endpoint: Endpoint) -> _Connection:
+        loop = asyncio.get_running_loop()
+        resolver = self._resolver(endpoint)
+        tls = self._tls() if target.tls else None
+        where = f"{target.host}:{target.port}"
+        try:
+            async with asyncio.timeout(endpoint.connect_timeout):
+                try:
+                    addresses = await resolver.resolve(target.host, target.port, socket.AF_UNSPEC)
+                except OSError as exc:
+                    if blocked_reason(exc):
+                        raise
+                    raise ConnectError(f"cannot resolve {target.host}: {exc}") from exc
+                last: OSError | None = None
+                for address in addresses:
+                    try:
+                        _, conn = await loop.create_connection(
+                            _Connection,
+                            address["host"],
+                            address["port"],
+                            ssl=tls,
+                            server_hostname=target.host if tls else None,
+                        )
+                    except OSError as exc:
+                        last = exc
+                        continue
+                    return conn
+                raise ConnectError(f"cannot connect to {where}: {last}") from last
+        except TimeoutError as exc:
+            if isinstance(exc, ConnectTimeoutError):
+                raise
+            raise ConnectTimeoutError(
+                f"could not connect to {where} within {endpoint.connect_timeout:g}s"
+            ) from None
+
+    def _resolver(self, endpoint: Endpoint) -> AbstractResolver:
+        resolver = self._resolvers.get(endpoint.allow_networks)
+        if resolver is None:
+            if self._guard:
+                allowed = self._allow + parse_networks(endpoint.allow_networks)
+                resolver = GuardedResolver(allowed)
+            else:
+                resolver = DefaultResolver()
+            self._resolvers[endpoint.allow_networks] = resolver
+        return resolver
+
+    def _tls(self) -> ssl.SSLContext:
+        if self._ssl is None:
+            self._ssl = ssl.create_default_context(cafile=certifi.where())
+        return self._ssl
+
+    def _target(self, url: str) -> _Target:
+        target = self._targets.get(url)
+        if target is None:
+            if len(self._targets) > 10_000:
+                self._targets.clear()
+            target = self._targets[url] = _parse(url)
+        return target
+
+
+def _parse(url: str) -> _Target:
+    try:
+        parsed = URL(url)
+    except ValueError as exc:
+        raise InvalidRequestError(f"not a URL: {exc}") from None
+    if parsed.scheme not in ("http", "https") or not parsed.raw_host:
+        raise InvalidRequestError(f"only http and https URLs with a host are sent, not {url!r}")
+    tls = parsed.scheme == "https"
+    port = parsed.port or (443 if tls else 80)
+    host = parsed.raw_host
+    shown = f"[{host}]" if ":" in host else host
+    host_header = shown if parsed.is_default_port() else f"{shown}:{port}"
+    path = parsed.raw_path_qs or "/"
+    return _Target(tls, host, port, f"POST {path} HTTP/1.1\r\nHost: {host_header}\r\n".encode())
+
+
+def _request(target: _Target, body: bytes, headers: Mapping[str, str]) -> bytes:
+    lines = [f"{name}: {value}\r\n" for name, value in headers.items()]
+    if "user-agent" not in headers:
+        lines.append(f"user-agent: {USER_AGENT}\r\n")
+    lines.append(f"content-length: {len(body)}\r\n\r\n")
+    head = "".join(lines)
+    # One line per header: a CR or LF inside a name or value would start a new one.
+    if head.count("\n") != len(lines) + 1 or head.count("\r") != len(lines) + 1:
+        raise InvalidRequestError("a header name or value holds a line break")
+    return target.head + head.encode("utf-8") + body
 
 
 def transport_failure(
@@ -161,16 +387,16 @@ def transport_failure(
     blocked = blocked_reason(exc)
     if blocked:
         return ssrf_refusal(blocked), f"SSRFGuard: {blocked}"
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+    if isinstance(exc, ConnectTimeoutError):
         detail = f"could not connect within {endpoint.connect_timeout:g}s"
         return classify_error("timeout", detail), error_text(exc, secrets, detail)
     if isinstance(exc, TimeoutError):
         detail = f"no response within {endpoint.timeout:g}s"
         return classify_error("timeout", detail), error_text(exc, secrets, detail)
     text = error_text(exc, secrets)
-    if isinstance(exc, aiohttp.ClientConnectorError):
+    if isinstance(exc, ConnectError):
         return classify_error("connect", text), text
-    if isinstance(exc, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError):
+    if isinstance(exc, InvalidRequestError):
         return classify_error("invalid_request", text), text
     return classify_error("network", text), text
 

@@ -1,8 +1,8 @@
 """The ``webhook`` channel: POST the payload with Standard Webhooks headers.
 
 The request goes through the shared HTTP client (`outbox.channels.http`:
-bare aiohttp, the SSRF guard in its resolver, redirects never followed, the
-endpoint's connect timeout and overall timeout). An endpoint whose host
+kept-alive connections, the SSRF guard resolving every host, redirects never
+followed, the endpoint's connect timeout and overall timeout). An endpoint whose host
 resolves only to loopback, private, link-local or other non-public addresses
 is refused, and the message dead-lettered with the reason, unless the range
 is allowed in settings (``OUTBOX_ALLOW_NETWORKS``) or on the endpoint
@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from multidict import CIMultiDict
-from yarl import URL
 
 from outbox._redact import redact_text
 from outbox.channels.http import (
@@ -41,7 +40,6 @@ class WebhookChannel:
         self, max_connections: int, *, allow: Sequence[Network] = (), guard: bool = True
     ) -> None:
         self.clients = GuardedClients(max_connections, allow=allow, guard=guard)
-        self._urls: dict[str, URL] = {}
 
     async def send(self, message: Claimed, endpoint: Endpoint) -> AttemptResult:
         clock = AttemptClock()
@@ -64,7 +62,7 @@ class WebhookChannel:
         body = message.payload.encode()
         headers = self.headers_for(message, endpoint, body)
         try:
-            reply = await self.clients.post(endpoint, self._url(endpoint.url), body, headers)
+            reply = await self.clients.post(endpoint, endpoint.url, body, headers)
         except TRANSPORT_ERRORS as exc:
             classification, error = transport_failure(exc, endpoint, secrets)
             return result(classification, error=error)
@@ -78,15 +76,6 @@ class WebhookChannel:
             error=None if classification.verdict is Verdict.DELIVERED else f"HTTP {reply.status}",
             excerpt=redact_text(excerpt, secrets) if excerpt else None,
         )
-
-    def _url(self, url: str) -> URL:
-        """The endpoint's URL, parsed once (``encoded``: sent as registered)."""
-        parsed = self._urls.get(url)
-        if parsed is None:
-            if len(self._urls) > 10_000:
-                self._urls.clear()
-            parsed = self._urls[url] = URL(url)
-        return parsed
 
     @staticmethod
     def headers_for(message: Claimed, endpoint: Endpoint, body: bytes) -> CIMultiDict[str]:
