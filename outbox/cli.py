@@ -851,8 +851,7 @@ def soak_cmd(
     url, server = _measured_database(ctx)
 
     def line(minute: soak.Minute) -> None:
-        if not as_json:
-            click.echo(soak.render_minute(minute))
+        click.echo(soak.render_minute(minute), err=as_json)  # with --json, on stderr
 
     try:
         migrations.upgrade(url)

@@ -112,7 +112,8 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     of a worker's time under load; worker connections keep no state between
     uses: session settings are the connection's own (server_settings), the
     advisory locks vacuum and prune take are released in ``finally`` blocks,
-    and LISTEN runs on a connection of its own outside the pool."""
+    and LISTEN runs on a connection of its own outside the pool. A transaction
+    left open is still rolled back: asyncpg does that before calling this."""
 
 
 async def _create_pool(url: str, stop: asyncio.Event) -> asyncpg.Pool | None:
