@@ -20,7 +20,11 @@ endpoint sets one), ``Content-Length`` and the given headers (values as
 UTF-8). What is read: the status, the headers (names lower-cased; the last
 of repeated ones) and at most ``READ_LIMIT`` bytes of the body; a connection
 whose answer was longer, or that says ``Connection: close``, is not reused.
-Informational (1xx) answers are skipped.
+Informational (1xx) answers are skipped. An answer cut short (before its
+``Content-Length`` or last chunk) is a transport error, not a reply, as with
+aiohttp. A request is never sent twice: one written onto a kept-alive
+connection just as the server closes it (its idle timeout) fails as a
+`ServerDisconnectedError`, and the outbox retries it like any network error.
 """
 
 from __future__ import annotations
@@ -127,6 +131,9 @@ class _Connection(asyncio.Protocol):
             return
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:  # 101: the answer, and the end of HTTP here
+            self._complete()
+            self.close()
         except httptools.HttpParserError as exc:
             self._fail(InvalidResponseError(f"invalid HTTP response: {exc}"))
             self.close()
@@ -134,8 +141,12 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if self.waiter is not None and not self.waiter.done():
-            if self._head_done:  # a body delimited by the end of the connection
-                self._complete()
+            if self._head_done and not self._length_delimited():
+                self._complete()  # a body delimited by the end of the connection
+            elif self._head_done:
+                error = ServerDisconnectedError("the connection closed in the middle of the answer")
+                error.__cause__ = exc
+                self._fail(error)
             else:
                 error = ServerDisconnectedError(
                     "the server closed the connection without answering"
@@ -144,6 +155,12 @@ class _Connection(asyncio.Protocol):
                 self._fail(error)
 
     # -- httptools callbacks -------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self.waiter is None or self.waiter.done():
+            # An answer nobody asked for, in the same read as the one we did:
+            # stop parsing (the reply must keep its headers) and drop the connection.
+            raise InvalidResponseError("an answer that no request asked for")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
@@ -187,6 +204,11 @@ class _Connection(asyncio.Protocol):
         if self.waiter is not None and not self.waiter.done():
             text = b"".join(self._chunks).decode("utf-8", "replace")
             self.waiter.set_result(Reply(self._status, self._headers, text))
+
+    def _length_delimited(self) -> bool:
+        return "content-length" in self._headers or (
+            "chunked" in self._headers.get("transfer-encoding", "").lower()
+        )
 
     def _fail(self, exc: BaseException) -> None:
         if self.waiter is not None and not self.waiter.done():
@@ -305,6 +327,8 @@ class GuardedClients:
                     if blocked_reason(exc):
                         raise
                     raise ConnectError(f"cannot resolve {target.host}: {exc}") from exc
+                except UnicodeError as exc:  # getaddrinfo: an empty or 64+ character label
+                    raise InvalidRequestError(f"{target.host} is not a valid host name") from exc
                 last: OSError | None = None
                 for address in addresses:
                     try:
