@@ -24,7 +24,9 @@ Informational (1xx) answers are skipped. An answer cut short (before its
 ``Content-Length`` or last chunk) is a transport error, not a reply, as with
 aiohttp. A request is never sent twice: one written onto a kept-alive
 connection just as the server closes it (its idle timeout) fails as a
-`ServerDisconnectedError`, and the outbox retries it like any network error.
+`ServerDisconnectedError`, and the outbox retries it like any network error;
+to make that rare, a connection idle for longer than the server's own
+``Keep-Alive: timeout`` (less a second) or 30 s is not reused.
 """
 
 from __future__ import annotations
@@ -58,6 +60,10 @@ EXCERPT_CHARS = 1024
 READ_LIMIT = 64 * 1024
 USER_AGENT = "outbox/0.1 (+https://github.com/outbox)"
 KEEPALIVE_SECONDS = 30.0  # an idle connection older than this is closed, not reused
+# A server's own idle timeout (``Keep-Alive: timeout=N``) is respected with
+# this much margin: a request must not be written onto a connection the
+# server is about to close (Node's default is 5 s).
+KEEPALIVE_MARGIN = 1.0
 
 
 class ConnectError(ConnectionError):
@@ -112,6 +118,7 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.reusable = True
         self.idle_since = 0.0
+        self.keepalive = KEEPALIVE_SECONDS
         self.waiter: asyncio.Future[Reply] | None = None
         self._status = 0
         self._headers: dict[str, str] = {}
@@ -184,6 +191,8 @@ class _Connection(asyncio.Protocol):
             return
         if not self.parser.should_keep_alive():
             self.reusable = False
+        elif "keep-alive" in self._headers:
+            self.keepalive = _idle_limit(self._headers["keep-alive"])
         self._complete()
 
     # -- requests ----------------------------------------------------------
@@ -293,7 +302,7 @@ class GuardedClients:
         now = time.monotonic()
         while pool:
             conn = pool.pop()
-            if not conn.closed and now - conn.idle_since < KEEPALIVE_SECONDS:
+            if not conn.closed and now - conn.idle_since < conn.keepalive:
                 self._busy.add(conn)
                 return conn
             conn.close()
@@ -374,6 +383,19 @@ class GuardedClients:
                 self._targets.clear()
             target = self._targets[url] = _parse(url)
         return target
+
+
+def _idle_limit(keep_alive: str) -> float:
+    """How long a connection may sit idle, from a ``Keep-Alive: timeout=N, max=M``
+    header: N less the margin, at most KEEPALIVE_SECONDS."""
+    for part in keep_alive.split(","):
+        name, _, value = part.partition("=")
+        if name.strip().lower() == "timeout":
+            try:
+                return min(KEEPALIVE_SECONDS, float(value.strip()) - KEEPALIVE_MARGIN)
+            except ValueError:
+                break
+    return KEEPALIVE_SECONDS
 
 
 def _parse(url: str) -> _Target:

@@ -175,6 +175,31 @@ async def test_connection_close_is_not_reused(clients: GuardedClients) -> None:
     assert server.connections == 2
 
 
+async def test_the_servers_keep_alive_timeout_is_respected(clients: GuardedClients) -> None:
+    # Keep-Alive: timeout=1 leaves no idle time once the margin is taken: the
+    # connection is not reused, though this server would keep it open. With
+    # timeout=30 it is.
+    for timeout, connections in (("1", 2), ("30", 1)):
+        answer = (
+            f"HTTP/1.1 200 OK\r\nKeep-Alive: timeout={timeout}, max=100\r\n"
+            "Content-Length: 2\r\n\r\nok"
+        ).encode()
+        async with _Server(_answering(answer)) as server:
+            for _ in range(2):
+                assert (await clients.post(_endpoint(), server.url(), b"{}", {})).text == "ok"
+        assert server.connections == connections, timeout
+
+
+def test_keep_alive_headers_give_the_idle_limit() -> None:
+    from outbox.channels.http import KEEPALIVE_SECONDS, _idle_limit
+
+    assert _idle_limit("timeout=5, max=1000") == 4.0
+    assert _idle_limit("max=10, Timeout = 2.5") == 1.5
+    assert _idle_limit("timeout=600") == KEEPALIVE_SECONDS
+    assert _idle_limit("timeout=soon") == KEEPALIVE_SECONDS
+    assert _idle_limit("max=5") == KEEPALIVE_SECONDS
+
+
 async def test_a_body_delimited_by_the_close_is_read_whole(clients: GuardedClients) -> None:
     async def handler(_: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _read_request(reader)
