@@ -107,8 +107,34 @@ def _one(
     priority: int,
     deliver_at: datetime | None,
     headers: Mapping[str, str] | None,
-) -> tuple[Any, ...]:
-    """The arguments of outbox.enqueue() for one message, checked.
+) -> _Row:
+    """The arguments of outbox.enqueue() for one message, checked."""
+    row = _plain(endpoint, payload, key, idempotency_key, priority, deliver_at, headers)
+    if row is not None:
+        return row
+    return _prepare(
+        {
+            "endpoint": endpoint,
+            "payload": payload,
+            "key": key,
+            "idempotency_key": idempotency_key,
+            "priority": priority,
+            "deliver_at": deliver_at,
+            "headers": headers,
+        }
+    )
+
+
+def _plain(
+    endpoint: Any,
+    payload: Any,
+    key: Any,
+    idempotency_key: Any,
+    priority: Any,
+    deliver_at: Any,
+    headers: Any,
+) -> _Row | None:
+    """A plain message's row, or None when it is not plain.
 
     Most messages are plain: a str endpoint, a dict payload, ASCII keys, an int
     priority, no schedule, no headers. Those are checked right here, by the
@@ -145,20 +171,9 @@ def _one(
     ):
         for name in payload:
             if type(name) is not str:
-                break
-        else:
-            return (endpoint, _payload_json(payload), key, idempotency_key, priority, None, None)
-    return _prepare(
-        {
-            "endpoint": endpoint,
-            "payload": payload,
-            "key": key,
-            "idempotency_key": idempotency_key,
-            "priority": priority,
-            "deliver_at": deliver_at,
-            "headers": headers,
-        }
-    )
+                return None
+        return _Row(endpoint, _payload_json(payload), key, idempotency_key, priority, None, None)
+    return None
 
 
 def _columns(rows: Sequence[_Row]) -> list[list[Any] | None]:
@@ -172,8 +187,28 @@ def _columns(rows: Sequence[_Row]) -> list[list[Any] | None]:
     return columns
 
 
+_FIELDS = frozenset(_Row._fields)
+
+
 def _rows(messages: Iterable[Message | Mapping[str, Any]]) -> list[_Row]:
-    return [_prepare(m, f"messages[{i}].") for i, m in enumerate(messages)]
+    """Each message checked: a plain dict by `_plain`'s fast path, anything else
+    (and every mistake) through `Message`, its fields named ``messages[i].``."""
+    rows: list[_Row] = []
+    for i, m in enumerate(messages):
+        row = None
+        if type(m) is dict and m.keys() <= _FIELDS:
+            get = m.get
+            row = _plain(
+                get("endpoint"),
+                get("payload"),
+                get("key"),
+                get("idempotency_key"),
+                get("priority", 0),
+                get("deliver_at"),
+                get("headers"),
+            )
+        rows.append(row if row is not None else _prepare(m, f"messages[{i}]."))
+    return rows
 
 
 def _as_uuid(value: Any) -> uuid.UUID:

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from outbox.errors import InvalidInputError
-from outbox.producer import _one, _prepare
+from outbox.producer import _one, _prepare, _rows
 
 names = st.one_of(
     st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", fullmatch=True),
@@ -58,4 +58,40 @@ def test_fast_path_and_model_agree(
             }
         )
     )
+    assert fast == model
+
+
+optional = st.one_of(st.just("absent"), st.none(), st.booleans(), st.integers(-40_000, 40_000))
+
+
+@settings(max_examples=500)
+@given(
+    names,
+    payloads,
+    keys,
+    keys,
+    optional,
+    st.sampled_from([{}, {"extra": 1}, {"endpoint": "absent"}, {"payload": "absent"}]),
+)
+def test_the_batch_fast_path_and_model_agree(
+    endpoint: str,
+    payload: Any,
+    key: str | None,
+    idem: str | None,
+    priority: Any,
+    change: dict[str, Any],
+) -> None:
+    """enqueue_many's rows: a plain dict through the fast path gives what the model
+    gives, errors named ``messages[i].field`` alike, missing and extra fields too."""
+    message: dict[str, Any] = {
+        "endpoint": endpoint,
+        "payload": payload,
+        "key": key,
+        "idempotency_key": idem,
+        "priority": priority,
+    } | change
+    message = {k: v for k, v in message.items() if v != "absent"}
+    batch = [{"endpoint": "ok", "payload": {}}, message]
+    fast = outcome(lambda: [tuple(r) for r in _rows(batch)])
+    model = outcome(lambda: [tuple(_prepare(m, f"messages[{i}].")) for i, m in enumerate(batch)])
     assert fast == model
