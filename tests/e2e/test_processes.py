@@ -1,4 +1,4 @@
-"""Real worker processes: several at once, killed, stopped, and a database restart."""
+"""Real worker processes: several at once, killed, stopped, and a database restart and crash."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from support import WorkerProcess, children
 import outbox
 from outbox import migrations
 from outbox.db import connect
+from outbox.errors import DatabaseError
 from outbox.receiver import Action, Receiver, always
 
 pytestmark = pytest.mark.e2e
@@ -222,4 +223,112 @@ async def test_worker_survives_a_postgresql_restart(
         assert "database error" in worker.output() or "cannot reach" in worker.output()
     finally:
         server.stop()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+async def test_a_postgresql_crash_under_load_loses_nothing_committed(
+    workers: list[WorkerProcess], tmp_path: Path
+) -> None:
+    """SIGKILL of the postmaster while producers commit and workers deliver;
+    crash recovery; then every message whose commit returned is delivered,
+    none rolled back is, and the duplicates (deliveries whose record the crash
+    took: worker transactions commit asynchronously) are counted."""
+    from outbox.embedded import EmbeddedPostgres
+
+    data = Path(tempfile.mkdtemp(prefix="outbox-crash-", dir="/tmp"))
+    server = EmbeddedPostgres(data / "pgdata")
+    server.start()
+    committed: set[str] = set()
+    rolled_back: set[str] = set()
+    in_doubt: set[str] = set()  # the commit was on the wire when the server died
+    try:
+        url = server.url()
+        await asyncio.to_thread(migrations.upgrade, url)
+        with Receiver(always(Action(delay=0.002))) as rx:
+            admin = await connect(url)
+            await admin.execute(
+                "INSERT INTO outbox.endpoints (name, channel, url, max_attempts)"
+                " VALUES ('hook', 'webhook', $1, 1000)",
+                rx.url(),
+            )
+            await admin.close()
+            for _ in range(2):
+                workers.append(
+                    WorkerProcess(
+                        url, "--concurrency", "20", "--lease-seconds", "3", log_dir=tmp_path
+                    )
+                )
+            stop = asyncio.Event()
+
+            async def produce() -> None:
+                conn: asyncpg.Connection | None = None
+                for n in itertools.count():
+                    if stop.is_set():
+                        break
+                    ids: list[str] = []
+                    try:
+                        if conn is None or conn.is_closed():
+                            conn = await connect(url)
+                        tx = conn.transaction()
+                        await tx.start()
+                        ids = [
+                            str(i)
+                            for i in await outbox.enqueue_many(
+                                conn,
+                                [
+                                    {"endpoint": "hook", "payload": {"n": n, "i": i}}
+                                    for i in range(3)
+                                ],
+                            )
+                        ]
+                        if n % 7 == 0:
+                            await tx.rollback()
+                            rolled_back.update(ids)
+                        else:
+                            await tx.commit()
+                            committed.update(ids)
+                    except (
+                        OSError,
+                        asyncpg.PostgresError,
+                        asyncpg.InterfaceError,
+                        asyncpg.InternalClientError,  # a connection broken mid-exchange
+                        DatabaseError,  # connect() while the server is down
+                    ):
+                        in_doubt.update(ids)
+                        conn = None
+                        await asyncio.sleep(0.1)
+                    await asyncio.sleep(0.005)
+                if conn is not None:
+                    await conn.close()
+
+            producer = asyncio.create_task(produce())
+            await asyncio.sleep(3)
+            received_before = len(rx.ids())
+            await asyncio.to_thread(server.kill)
+            await asyncio.sleep(0.5)
+            await asyncio.to_thread(server.start)  # crash recovery
+            await asyncio.sleep(3)
+            stop.set()
+            await producer
+
+            conn = await connect(url)
+            await wait_until(lambda: all_finished(conn), within=90)
+            await conn.close()
+            received = rx.by_id()
+        assert received_before > 0  # the crash came mid-delivery
+        assert len(committed) > 300
+        lost = committed - received.keys()
+        assert not lost, f"{len(lost)} committed messages never delivered"
+        assert not rolled_back & received.keys()
+        twice = sum(
+            1 for tries in received.values() if sum(200 <= r.action.status < 300 for r in tries) > 1
+        )
+        print(
+            f"crash: {len(committed)} committed, {len(rolled_back)} rolled back,"
+            f" {len(in_doubt)} in doubt, {twice} delivered twice"
+        )
+        for worker in workers:
+            assert worker.proc.poll() is None, worker.output()
+    finally:
+        await asyncio.to_thread(server.stop)
         shutil.rmtree(data, ignore_errors=True)
