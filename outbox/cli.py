@@ -690,6 +690,15 @@ def _measured_database(ctx: click.Context) -> tuple[str, Any]:
     return server.url(), server
 
 
+def _drop_measured_database(server: Any) -> None:
+    """Stop the embedded server `_measured_database` started, and delete its files."""
+    import shutil
+
+    if server is not None:
+        server.stop()
+        shutil.rmtree(server.data_dir.parent, ignore_errors=True)
+
+
 BENCH_SCENARIOS = ("enqueue", "drain", "http", "latency", "backlog", "memory", "transport", "stats")
 
 
@@ -797,8 +806,7 @@ def bench_cmd(
         migrations.upgrade(url)
         _run_event_loop(go())
     finally:
-        if server is not None:
-            server.stop()
+        _drop_measured_database(server)
     report["python"] = platform.python_version()
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
@@ -867,8 +875,7 @@ def soak_cmd(
             )
         )
     finally:
-        if server is not None:
-            server.stop()
+        _drop_measured_database(server)
     report = result.to_json() | {"machine": common.machine_facts()}
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))

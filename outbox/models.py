@@ -64,8 +64,9 @@ def check_headers(headers: dict[str, str], field: str = "headers") -> dict[str, 
             raise ValueError(f"{name!r} must be a string")
         if _HEADER_VALUE_FORBIDDEN.search(value):
             raise ValueError(f"{name!r} must not contain control characters")
-        if text_problem(value):
-            raise ValueError(f"{name!r} {text_problem(value)}")
+        problem = text_problem(value)
+        if problem:
+            raise ValueError(f"{name!r} {problem}")
     return headers
 
 
@@ -111,7 +112,7 @@ def payload_json(payload: dict[str, Any], field: str = "payload") -> str:
         raise InvalidInputError(field, f"cannot be serialised as JSON: {exc}") from None
     except TypeError as exc:
         raise InvalidInputError(field, f"is not JSON-serialisable: {exc}") from None
-    if "\\u0000" in text:
+    if "\\u0000" in text and escaped_nul(text):
         raise InvalidInputError(
             field, "contains a NUL character (\\u0000), which PostgreSQL jsonb cannot store"
         )
@@ -119,6 +120,16 @@ def payload_json(payload: dict[str, Any], field: str = "payload") -> str:
     if problem:
         raise InvalidInputError(field, problem)
     return text
+
+
+# JSON text's escape for a NUL: \u0000 after an even number of backslashes (an
+# odd number makes it the six characters "\u0000" in a string, which is fine).
+_ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def escaped_nul(json_text: str) -> bool:
+    """Does this JSON text hold a NUL character (which jsonb cannot store)?"""
+    return _ESCAPED_NUL.search(json_text) is not None
 
 
 def text_problem(text: str) -> str | None:

@@ -20,6 +20,7 @@ statement does in PostgreSQL; use a savepoint to carry on after one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import uuid
@@ -34,13 +35,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session
 
 from outbox._pgerror import translate
-from outbox.errors import NotInTransactionError
+from outbox.errors import InvalidInputError, NotInTransactionError
 from outbox.models import (
     KEY_MAX_CHARS,
     PRIORITY_MAX,
     PRIORITY_MIN,
     Message,
+    escaped_nul,
     payload_json,
+    text_problem,
     to_input_error,
 )
 from outbox.sql import QUERIES
@@ -94,7 +97,9 @@ def _payload_json(payload: dict[str, Any]) -> str:
         text = _PAYLOAD_ENCODER.encode(payload)
     except (ValueError, TypeError, RecursionError):
         return payload_json(payload)
-    if "\\u0000" in text or not text.isascii():  # the rare cases: checked in full
+    if ("\\u0000" in text and escaped_nul(text)) or (
+        not text.isascii() and text_problem(text)
+    ):  # the rare cases: payload_json() names the problem
         return payload_json(payload)
     return text
 
@@ -198,15 +203,16 @@ def _rows(messages: Iterable[Message | Mapping[str, Any]]) -> list[_Row]:
         row = None
         if type(m) is dict and m.keys() <= _FIELDS:
             get = m.get
-            row = _plain(
-                get("endpoint"),
-                get("payload"),
-                get("key"),
-                get("idempotency_key"),
-                get("priority", 0),
-                get("deliver_at"),
-                get("headers"),
-            )
+            with contextlib.suppress(InvalidInputError):  # named after its index below
+                row = _plain(
+                    get("endpoint"),
+                    get("payload"),
+                    get("key"),
+                    get("idempotency_key"),
+                    get("priority", 0),
+                    get("deliver_at"),
+                    get("headers"),
+                )
         rows.append(row if row is not None else _prepare(m, f"messages[{i}]."))
     return rows
 

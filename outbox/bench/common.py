@@ -210,8 +210,11 @@ async def drain_rate(conn: Any, endpoint: str, n: int, since: datetime) -> float
     times a second, as this did first, took a fifth of a core from the server
     being measured. ``since``: a time before the worker started.
     """
+    deadline = time.monotonic() + 600
     with bar(f"draining {endpoint}", n) as update:
         while (left := await remaining(conn, endpoint)) > 0:
+            if time.monotonic() > deadline:  # a worker that died, or never started
+                raise RuntimeError(f"{left} of {n} messages still queued after 10 minutes")
             update(n - left)
             await asyncio.sleep(0.2)
     row = await conn.fetchrow(

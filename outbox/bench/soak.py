@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import math
 import statistics
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -161,7 +162,11 @@ async def run(
     on_minute: Callable[[Minute], None] | None = None,
 ) -> Soak:
     receiver, target = start_receiver("--fail-share", str(fail_share))
-    conn: asyncpg.Connection = await connect(url)
+    try:
+        conn: asyncpg.Connection = await connect(url)
+    except BaseException:
+        receiver.terminate()
+        raise
     procs: list[Any] = []
     stop = asyncio.Event()
     counter = [0]
@@ -189,13 +194,11 @@ async def run(
         minute_no = 0
         # Lines follow wall-clock minutes, as outbox.throughput does, read a
         # second into the next one (the last results are flushed by then).
-        now: datetime = await conn.fetchval("SELECT now()")
-        wait = 61 - now.second - now.microsecond / 1e6
         # One line per wall-clock minute, ceil(minutes) of them; the first
         # covers the part of a minute the run started in.
         while minute_no < math.ceil(minutes):
-            await asyncio.sleep(wait)
-            wait = 60.0
+            now: datetime = await conn.fetchval("SELECT clock_timestamp()")
+            await asyncio.sleep(61 - now.second - now.microsecond / 1e6)
             if producer.done():
                 producer.result()  # raise what stopped it
             minute_no += 1
@@ -234,7 +237,10 @@ async def run(
         for proc in procs:
             proc.terminate()
         for proc in procs:
-            proc.wait(60)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
         receiver.terminate()
         receiver.wait(10)
         await conn.close()

@@ -2,8 +2,8 @@
 
 The same POSTs, many at once, to a minimal receiver in a separate process:
 httpx with its own transport, httpx over the aiohttp transport (what the
-channels used until bare aiohttp replaced it) and bare aiohttp (what they use
-now, `outbox.channels.http`, and the ceiling).
+channels used first) and bare aiohttp (the ceiling `outbox bench http` holds
+the worker against). The channels now use neither: `outbox.channels.http`.
 """
 
 from __future__ import annotations

@@ -246,6 +246,7 @@ class GuardedClients:
         self._targets: dict[str, _Target] = {}
         self._literal: dict[tuple[str, tuple[str, ...]], str | None] = {}
         self._ssl: ssl.SSLContext | None = None
+        self._swept = 0.0  # when idle connections were last swept (monotonic)
 
     def refused(self, url: str, endpoint: Endpoint) -> str | None:
         """The guard's verdict on a URL whose host is an IP literal (cached per URL);
@@ -320,8 +321,28 @@ class GuardedClients:
         if len(pool) >= self._max_idle:
             conn.close()
             return
-        conn.idle_since = time.monotonic()
+        now = conn.idle_since = time.monotonic()
         pool.append(conn)
+        if now - self._swept >= 1.0:
+            self._sweep(now)
+
+    def _sweep(self, now: float) -> None:
+        """Close idle connections past their keep-alive, in every pool (at most once
+        a second): a pool is used from its newest end, so under steady traffic the
+        older ones below would otherwise stay open, as would those of hosts no
+        longer sent to."""
+        self._swept = now
+        for key, pool in list(self._idle.items()):
+            kept = []
+            for conn in pool:
+                if not conn.closed and now - conn.idle_since < conn.keepalive:
+                    kept.append(conn)
+                else:
+                    conn.close()
+            if kept:
+                self._idle[key] = kept
+            else:
+                del self._idle[key]
 
     async def _connect(self, target: _Target, endpoint: Endpoint) -> _Connection:
         loop = asyncio.get_running_loop()
@@ -353,9 +374,7 @@ class GuardedClients:
                         continue
                     return conn
                 raise ConnectError(f"cannot connect to {where}: {last}") from last
-        except TimeoutError as exc:
-            if isinstance(exc, ConnectTimeoutError):
-                raise
+        except TimeoutError:
             raise ConnectTimeoutError(
                 f"could not connect to {where} within {endpoint.connect_timeout:g}s"
             ) from None

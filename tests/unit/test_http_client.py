@@ -613,3 +613,30 @@ async def test_a_stalled_tls_handshake_times_out_and_leaves_nothing_open(
             await task
         await asyncio.sleep(0.05)
         assert server.closed_by_client == 2
+
+
+async def test_idle_connections_past_their_keep_alive_are_closed_everywhere(
+    clients: GuardedClients,
+) -> None:
+    # A burst opens several connections; steady traffic afterwards reuses only
+    # the newest, and the older ones must still be closed once past their
+    # keep-alive (here the server's timeout=2 leaves one second), not left open.
+    answer = b"HTTP/1.1 200 OK\r\nKeep-Alive: timeout=2\r\nContent-Length: 2\r\n\r\nok"
+    ended = 0
+
+    async def handler(_: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal ended
+        while await _read_request(reader) is not None:
+            writer.write(answer)
+            await writer.drain()
+        ended += 1  # the client ended the connection
+
+    async with _Server(handler) as server:
+        endpoint = _endpoint()
+        await asyncio.gather(*(clients.post(endpoint, server.url(), b"{}", {}) for _ in range(5)))
+        assert server.connections == 5
+        for _ in range(25):  # 2.5 s of a request every 0.1 s
+            assert (await clients.post(endpoint, server.url(), b"{}", {})).text == "ok"
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.1)
+        assert ended >= 4

@@ -108,3 +108,13 @@ def test_endpoint_config_requires_what_its_channel_needs() -> None:
     ok = EndpointConfig(name="t", channel="telegram", secret="env:BOT_TOKEN")  # type: ignore[arg-type]
     assert ok.secret is not None
     assert "BOT_TOKEN" not in repr(ok)
+
+
+def test_the_six_characters_backslash_u0000_are_not_a_nul() -> None:
+    from outbox.models import payload_json
+
+    # A string holding a backslash then "u0000" is fine for jsonb; a NUL is not.
+    assert payload_json({"path": "C:\\u0000"}) == '{"path":"C:\\\\u0000"}'
+    assert payload_json({"p": "\\\\\\u0000"}) == '{"p":"\\\\\\\\\\\\u0000"}'
+    with pytest.raises(InvalidInputError, match="NUL"):
+        payload_json({"p": "\\\x00"})
