@@ -22,14 +22,15 @@ from outbox.processes import spawn_worker
 ENDPOINT = "bench-http"
 
 
-async def add_endpoint(conn: Any, url: str) -> None:
-    """The benchmark's webhook endpoint: the receiver is on loopback, which the SSRF
+async def add_endpoint(conn: Any, url: str, name: str = ENDPOINT) -> None:
+    """A benchmark's webhook endpoint: the receiver is on loopback, which the SSRF
     guard refuses unless allowed; the breaker never opens."""
     await conn.execute(
         "INSERT INTO outbox.endpoints (name, channel, url, allow_networks, breaker_failures)"
         " VALUES ($1, 'webhook', $2, '{127.0.0.0/8}', 1000000)"
-        " ON CONFLICT (name) DO UPDATE SET url = excluded.url",
-        ENDPOINT,
+        " ON CONFLICT (name) DO UPDATE SET url = excluded.url,"
+        " allow_networks = excluded.allow_networks, breaker_failures = 1000000",
+        name,
         url,
     )
 

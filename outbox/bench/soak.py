@@ -27,6 +27,7 @@ from typing import Any
 import asyncpg
 import psutil
 
+from outbox.bench.http import add_endpoint
 from outbox.bench.transport import start_receiver
 from outbox.db import connect
 from outbox.processes import spawn_worker
@@ -180,14 +181,7 @@ async def run(
         return spawn_worker(url, "--concurrency", str(concurrency), env=env)
 
     try:
-        await conn.execute(
-            "INSERT INTO outbox.endpoints (name, channel, url, allow_networks, breaker_failures)"
-            " VALUES ($1, 'webhook', $2, '{127.0.0.0/8}', 1000000)"
-            " ON CONFLICT (name) DO UPDATE SET url = excluded.url,"
-            " allow_networks = excluded.allow_networks, breaker_failures = 1000000",
-            ENDPOINT,
-            target,
-        )
+        await add_endpoint(conn, target, ENDPOINT)
         procs = [start_worker() for _ in range(workers)]
         producer = asyncio.create_task(_produce(url, rate, stop, counter))
         enqueued_before = 0
