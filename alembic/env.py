@@ -12,9 +12,9 @@ from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from alembic import context
-from outbox.db import sqlalchemy_async_url
+from outbox.db.connect import sqlalchemy_async_url
+from outbox.db.tables import SCHEMA, metadata
 from outbox.settings import load_settings
-from outbox.tables import SCHEMA, metadata
 
 config = context.config
 

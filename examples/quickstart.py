@@ -17,10 +17,10 @@ import sys
 import tempfile
 
 import outbox
-from outbox import migrations
-from outbox.db import connect
-from outbox.processes import spawn_worker
-from outbox.receiver import OK, Action, Receiver
+from outbox.db import migrate
+from outbox.db.connect import connect
+from outbox.devtools.processes import spawn_worker
+from outbox.devtools.receiver import OK, Action, Receiver
 
 
 def script(_path: str, message_id: str | None, nth: int) -> Action:
@@ -33,7 +33,7 @@ def script(_path: str, message_id: str | None, nth: int) -> Action:
 
 
 async def main(url: str) -> int:
-    await asyncio.to_thread(migrations.upgrade, url)
+    await asyncio.to_thread(migrate.upgrade, url)
     conn = await connect(url)
     await conn.execute(
         "CREATE TABLE IF NOT EXISTS orders (id serial PRIMARY KEY, total numeric NOT NULL);"
@@ -96,7 +96,7 @@ async def main(url: str) -> int:
 if __name__ == "__main__":
     if os.environ.get("OUTBOX_DATABASE_URL"):
         sys.exit(asyncio.run(main(os.environ["OUTBOX_DATABASE_URL"])))
-    from outbox.embedded import EmbeddedPostgres
+    from outbox.devtools.embedded import EmbeddedPostgres
 
     scratch = tempfile.mkdtemp(prefix="outbox-quickstart-", dir="/tmp")
     try:

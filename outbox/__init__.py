@@ -16,8 +16,9 @@ from outbox.errors import (
     PayloadTooLargeError,
     UnknownEndpointError,
 )
-from outbox.models import EndpointConfig, Message
-from outbox.producer import enqueue, enqueue_many, enqueue_many_sync, enqueue_sync
+from outbox.operate.endpoint_config import EndpointConfig
+from outbox.produce.enqueue import enqueue, enqueue_many, enqueue_many_sync, enqueue_sync
+from outbox.produce.message import Message
 from outbox.settings import Settings
 
 __all__ = [

@@ -7,6 +7,11 @@ the traceback, but the message itself never carries a database password.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
 
 class OutboxError(Exception):
     """Base class of every error raised by `outbox`."""
@@ -68,3 +73,20 @@ class NotInTransactionError(OutboxError):
     Enqueueing outside a transaction silently loses the outbox guarantee
     (the message commits even if the business write later fails).
     """
+
+
+def to_input_error(exc: ValidationError, prefix: str = "") -> InvalidInputError:
+    """The first error pydantic found, as an `InvalidInputError` naming its field
+    (``prefix`` goes in front of it: ``messages[3].``)."""
+    err = exc.errors(include_url=False, include_input=False)[0]
+    field = (
+        prefix + ".".join(str(part) for part in err["loc"]) if err["loc"] else prefix.rstrip(".")
+    )
+    message = err["msg"]
+    if err["type"] == "dict_type":
+        message = "must be a JSON object"
+    elif err["type"] == "recursion_loop":
+        message = "nests too deeply to check (Python's recursion limit)"
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    return InvalidInputError(field or "input", message[:1].lower() + message[1:])

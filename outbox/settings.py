@@ -10,7 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from outbox.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from outbox.worker import WorkerConfig
+    from outbox.deliver.worker import WorkerConfig
 
 
 class Settings(BaseSettings):
@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     @field_validator("allow_networks")
     @classmethod
     def _networks(cls, value: str) -> str:
-        from outbox.ssrf import parse_networks
+        from outbox.deliver.channels.ssrf import parse_networks
 
         parse_networks(value.split(","))
         return value
@@ -99,7 +99,7 @@ class Settings(BaseSettings):
         return value
 
     def worker_config(self) -> WorkerConfig:
-        from outbox.worker import WorkerConfig
+        from outbox.deliver.worker import WorkerConfig
 
         return WorkerConfig(
             concurrency=self.concurrency,

@@ -20,8 +20,8 @@ import asyncpg
 from support import FAST_RETRIES, WorkerProcess
 
 import outbox
-from outbox.processes import spawn_worker
-from outbox.receiver import OK, Action, Received, Receiver
+from outbox.devtools.processes import spawn_worker
+from outbox.devtools.receiver import OK, Action, Received, Receiver
 
 # -- the destinations -----------------------------------------------------------------
 

@@ -5,7 +5,7 @@ The server is chosen once per session, first match wins:
 1. ``OUTBOX_TEST_DATABASE_URL`` — an admin URL of a server you run (the role needs
    CREATEDB: every test gets its own database on it);
 2. a testcontainers ``postgres:16-alpine`` container, when a Docker engine answers;
-3. an embedded server (`outbox.embedded`) in a temporary directory under /tmp,
+3. an embedded server (`outbox.devtools.embedded`) in a temporary directory under /tmp,
    removed at the end of the session.
 
 The choice is shown in the pytest header. Migrations run once, into a template
@@ -30,9 +30,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from outbox import migrations
 from outbox._redact import redact_url
-from outbox.db import asyncpg_url, connect
+from outbox.db import migrate
+from outbox.db.connect import asyncpg_url, connect
 
 URL_VARIABLE = "OUTBOX_TEST_DATABASE_URL"
 CONTAINER_IMAGE = "postgres:16-alpine"
@@ -95,7 +95,7 @@ def pytest_report_header(config: pytest.Config) -> str:
     descriptions = {
         "url": f"{URL_VARIABLE}={redact_url(os.environ.get(URL_VARIABLE, ''))}",
         "docker": f"testcontainers {CONTAINER_IMAGE} (a Docker engine answered)",
-        "embedded": "embedded PostgreSQL (outbox.embedded) in a temporary dir under /tmp",
+        "embedded": "embedded PostgreSQL (outbox.devtools.embedded) in a temporary dir under /tmp",
     }
     return f"outbox test database: {descriptions[_backend()]}"
 
@@ -120,7 +120,7 @@ def pg_server_url() -> Iterator[str]:
                 warnings.simplefilter("ignore", DeprecationWarning)
                 container.stop()
     else:
-        from outbox.embedded import EmbeddedPostgres
+        from outbox.devtools.embedded import EmbeddedPostgres
 
         # Directly under /tmp: a short socket path, and traversable by the unprivileged
         # user the server runs as when the tests run as root.
@@ -142,7 +142,7 @@ def template_database(pg_server_url: str) -> Iterator[str]:
     name = _unique_name("outbox_tpl")
     _admin(pg_server_url, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
-        migrations.upgrade(with_database(pg_server_url, name))
+        migrate.upgrade(with_database(pg_server_url, name))
         yield name
     finally:
         drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")

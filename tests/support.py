@@ -15,15 +15,15 @@ import asyncpg
 import psutil
 
 import outbox
-from outbox.channels import Channel
-from outbox.channels.null import NullChannel
-from outbox.channels.telegram import TelegramChannel
-from outbox.channels.webhook import WebhookChannel
-from outbox.processes import spawn_worker
-from outbox.runner import WORKER_SESSION_SETTINGS, make_listener
-from outbox.ssrf import LOOPBACK, Network
-from outbox.store import Store
-from outbox.worker import Worker, WorkerConfig
+from outbox.deliver.channels import Channel
+from outbox.deliver.channels.null import NullChannel
+from outbox.deliver.channels.ssrf import LOOPBACK, Network
+from outbox.deliver.channels.telegram import TelegramChannel
+from outbox.deliver.channels.webhook import WebhookChannel
+from outbox.deliver.runner import WORKER_SESSION_SETTINGS, make_listener
+from outbox.deliver.store import Store
+from outbox.deliver.worker import Worker, WorkerConfig
+from outbox.devtools.processes import spawn_worker
 
 FAST = WorkerConfig(
     concurrency=20,

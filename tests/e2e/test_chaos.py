@@ -86,8 +86,8 @@ from chaos_support import (
 )
 from support import WorkerProcess
 
-from outbox import migrations
-from outbox.embedded import EmbeddedPostgres
+from outbox.db import migrate
+from outbox.devtools.embedded import EmbeddedPostgres
 
 MESSAGES = int(os.environ.get("OUTBOX_CHAOS_MESSAGES", "20000"))
 SECONDS = float(os.environ.get("OUTBOX_CHAOS_SECONDS", "90"))
@@ -190,7 +190,7 @@ async def test_chaos_nothing_committed_is_lost_nothing_rolled_back_is_sent(
 ) -> None:
     began = time.monotonic()
     url = own_server.url()
-    await asyncio.to_thread(migrations.upgrade, url)
+    await asyncio.to_thread(migrate.upgrade, url)
     production = Production()
     with ChaosReceiver(SEED) as rx:
         conn = await asyncpg.connect(url)

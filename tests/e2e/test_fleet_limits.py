@@ -17,8 +17,8 @@ import pytest
 from support import WorkerProcess
 
 import outbox
-from outbox.fake_telegram import Call, FakeTelegram, reply
-from outbox.receiver import OK, Action, Receiver
+from outbox.devtools.fake_telegram import Call, FakeTelegram, reply
+from outbox.devtools.receiver import OK, Action, Receiver
 
 pytestmark = pytest.mark.e2e
 
@@ -247,9 +247,9 @@ async def test_breaker_disable_and_secrecy_across_three_processes(
         parked = await conn.fetchval("SELECT count(*) FROM outbox.messages WHERE endpoint = 'down'")
         assert parked == 5
         failing["down"] = False
-        from outbox import admin
+        from outbox import operate
 
-        await admin.resume_endpoint(conn, "down")
+        await operate.resume_endpoint(conn, "down")
         await wait_until(conn, within=60)
         assert asyncio.get_running_loop().time() - opened < 60
         stop_fleet(workers)

@@ -14,7 +14,7 @@ import pytest
 from support import WorkerProcess
 
 import outbox
-from outbox.receiver import Action, Receiver, always, fail_first
+from outbox.devtools.receiver import Action, Receiver, always, fail_first
 
 pytestmark = pytest.mark.e2e
 

@@ -16,10 +16,10 @@ import pytest
 from support import WorkerProcess, children
 
 import outbox
-from outbox import migrations
-from outbox.db import connect
+from outbox.db import migrate
+from outbox.db.connect import connect
+from outbox.devtools.receiver import Action, Receiver, always
 from outbox.errors import DatabaseError
-from outbox.receiver import Action, Receiver, always
 
 pytestmark = pytest.mark.e2e
 
@@ -191,14 +191,14 @@ async def _async(value: bool) -> bool:
 async def test_worker_survives_a_postgresql_restart(
     workers: list[WorkerProcess], tmp_path: Path
 ) -> None:
-    from outbox.embedded import EmbeddedPostgres
+    from outbox.devtools.embedded import EmbeddedPostgres
 
     data = Path(tempfile.mkdtemp(prefix="outbox-restart-", dir="/tmp"))
     server = EmbeddedPostgres(data / "pgdata")
     server.start()
     try:
         url = server.url()
-        await asyncio.to_thread(migrations.upgrade, url)
+        await asyncio.to_thread(migrate.upgrade, url)
         conn = await connect(url)
         with Receiver() as rx:
             await setup(conn, rx.url(), 50)
@@ -233,7 +233,7 @@ async def test_a_postgresql_crash_under_load_loses_nothing_committed(
     crash recovery; then every message whose commit returned is delivered,
     none rolled back is, and the duplicates (deliveries whose record the crash
     took: worker transactions commit asynchronously) are counted."""
-    from outbox.embedded import EmbeddedPostgres
+    from outbox.devtools.embedded import EmbeddedPostgres
 
     data = Path(tempfile.mkdtemp(prefix="outbox-crash-", dir="/tmp"))
     server = EmbeddedPostgres(data / "pgdata")
@@ -243,7 +243,7 @@ async def test_a_postgresql_crash_under_load_loses_nothing_committed(
     in_doubt: set[str] = set()  # the commit was on the wire when the server died
     try:
         url = server.url()
-        await asyncio.to_thread(migrations.upgrade, url)
+        await asyncio.to_thread(migrate.upgrade, url)
         with Receiver(always(Action(delay=0.002))) as rx:
             admin = await connect(url)
             await admin.execute(

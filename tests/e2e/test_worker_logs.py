@@ -12,8 +12,8 @@ import pytest
 from support import WorkerProcess
 
 import outbox
-from outbox.fake_telegram import Call, FakeTelegram, reply
-from outbox.receiver import Action, Receiver, fail_first
+from outbox.devtools.fake_telegram import Call, FakeTelegram, reply
+from outbox.devtools.receiver import Action, Receiver, fail_first
 
 pytestmark = pytest.mark.e2e
 

@@ -11,9 +11,9 @@ import asyncpg
 import pytest
 from support import add_endpoint, enqueue, running_worker, until
 
-from outbox import admin
+from outbox import operate
+from outbox.devtools.receiver import OK, Action, Receiver
 from outbox.errors import InvalidInputError
-from outbox.receiver import OK, Action, Receiver
 
 
 def routes(path: str, _id: str | None, _nth: int) -> Action:
@@ -35,7 +35,7 @@ async def test_a_dead_letter_alert_reaches_the_alert_endpoint(
     with Receiver(routes) as rx:
         await add_endpoint(conn, "ops", rx.url("/ops"))
         await add_endpoint(conn, "hook", rx.url("/hook"))
-        await admin.set_alerts(conn, endpoint="ops", interval_seconds=60)
+        await operate.set_alerts(conn, endpoint="ops", interval_seconds=60)
         async with running_worker(database_url):
             await enqueue(conn, "hook", 3)
             await until(lambda: _dead(conn, 3))
@@ -56,7 +56,7 @@ async def test_alerts_are_rate_limited_and_count_what_they_held_back(
     await conn.execute(
         "INSERT INTO outbox.endpoints (name, channel) VALUES ('ops', 'null'), ('n', 'null')"
     )
-    await admin.set_alerts(conn, endpoint="ops", interval_seconds=1)
+    await operate.set_alerts(conn, endpoint="ops", interval_seconds=1)
     for _ in range(3):  # three transactions, each with a dead letter
         await conn.execute(DEAD_LETTER)
     assert await _alert_texts(conn) == [
@@ -95,7 +95,7 @@ async def test_the_alert_is_written_with_the_dead_letter(conn: asyncpg.Connectio
     await conn.execute(
         "INSERT INTO outbox.endpoints (name, channel) VALUES ('ops', 'null'), ('n', 'null')"
     )
-    await admin.set_alerts(conn, endpoint="ops")
+    await operate.set_alerts(conn, endpoint="ops")
     tx = conn.transaction()
     await tx.start()
     await conn.execute(
@@ -115,11 +115,11 @@ async def test_pausing_or_disabling_alerts_and_the_alert_endpoint_never_alerts_i
         " ('ops', 'telegram', '123456:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA'), ('n', 'null', NULL)"
     )
     with pytest.raises(InvalidInputError, match="chat_id"):
-        await admin.set_alerts(conn, endpoint="ops")
-    await admin.set_alerts(conn, endpoint="ops", payload={"chat_id": -1001})
-    await admin.pause_endpoint(conn, "n", "maintenance window")
+        await operate.set_alerts(conn, endpoint="ops")
+    await operate.set_alerts(conn, endpoint="ops", payload={"chat_id": -1001})
+    await operate.pause_endpoint(conn, "n", "maintenance window")
     await conn.execute("UPDATE outbox.endpoints SET disabled_at = now(), disabled_reason = 'x'")
-    await admin.pause_endpoint(conn, "ops")  # the alert endpoint itself: no alert
+    await operate.pause_endpoint(conn, "ops")  # the alert endpoint itself: no alert
     rows = await conn.fetch("SELECT payload, key FROM outbox.messages ORDER BY seq")
     payloads = [_obj(r["payload"]) for r in rows]
     assert [p["chat_id"] for p in payloads] == [-1001, -1001]
@@ -127,7 +127,7 @@ async def test_pausing_or_disabling_alerts_and_the_alert_endpoint_never_alerts_i
     assert "disabled" in payloads[1]["text"]
     assert set(payloads[0]) == {"chat_id", "text"}  # only what the Bot API takes
     assert {r["key"] for r in rows} == {"-1001"}
-    await admin.set_alerts(conn, endpoint=None)
-    await admin.resume_endpoint(conn, "n")
-    await admin.pause_endpoint(conn, "n")
+    await operate.set_alerts(conn, endpoint=None)
+    await operate.resume_endpoint(conn, "n")
+    await operate.pause_endpoint(conn, "n")
     assert await conn.fetchval("SELECT count(*) FROM outbox.messages") == 2  # alerts off

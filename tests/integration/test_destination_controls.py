@@ -22,9 +22,9 @@ import pytest
 from support import FAST, add_endpoint, enqueue, running_worker, until
 
 import outbox
-from outbox import admin
-from outbox.models import EndpointUpdate
-from outbox.receiver import OK, Action, Receiver, always
+from outbox import operate
+from outbox.devtools.receiver import OK, Action, Receiver, always
+from outbox.operate.endpoint_config import EndpointUpdate
 
 CLAIM = "SELECT * FROM outbox._claim($1, gen_random_uuid(), 60, 'test', 1.0, $2)"
 
@@ -118,14 +118,14 @@ async def test_paused_endpoint_spends_no_attempts_and_delivers_after_resume(
 ) -> None:
     with Receiver() as rx:
         await add_endpoint(conn, "hook", rx.url())
-        await admin.pause_endpoint(conn, "hook", "maintenance")
+        await operate.pause_endpoint(conn, "hook", "maintenance")
         await enqueue(conn, "hook", 5)
         async with running_worker(database_url):
             await asyncio.sleep(0.5)
             assert rx.snapshot() == []
             assert await conn.fetchval("SELECT sum(attempts) FROM outbox.messages") == 0
             assert (await state(conn, "hook"))["state"] == "paused"
-            await admin.resume_endpoint(conn, "hook")
+            await operate.resume_endpoint(conn, "hook")
             await until(lambda: len(rx.ids()) == 5)
 
 
@@ -191,7 +191,7 @@ async def test_failing_for_the_whole_window_disables_and_parks_until_resumed(
             parked = await conn.fetch("SELECT id FROM outbox.messages")
             assert {r["id"] for r in parked} == set(ids)  # ...and nothing is dropped
             switch.failing = False
-            await admin.resume_endpoint(conn, "down")
+            await operate.resume_endpoint(conn, "down")
             await until(lambda: _none_left(conn))
     assert await conn.fetchval("SELECT count(*) FROM outbox.dead_letters") == 0
 
@@ -296,7 +296,7 @@ async def test_a_dead_head_releases_or_blocks_its_key(
                 row = await conn.fetchrow("SELECT * FROM outbox.blocked_keys")
                 assert row["cause"] == "dead_letter"
                 assert row["waiting"] == 3
-                assert await admin.unblock_key(conn, "seq", "k") == 3
+                assert await operate.unblock_key(conn, "seq", "k") == 3
                 await until(lambda: len(rx.ids()) == 4)
     order = [r.message_id for r in rx.snapshot() if r.message_id != str(head)]
     assert order == [str(i) for i in rest]
@@ -327,7 +327,7 @@ async def test_a_rotated_secret_signs_with_both_until_the_grace_period_ends(
     new = "whsec_" + base64.b64encode(b"n" * 32).decode()
     with Receiver() as rx:
         await add_endpoint(conn, "signed", rx.url(), secret=old)
-        await admin.update_endpoint(
+        await operate.update_endpoint(
             conn, "signed", EndpointUpdate(secret=new, secret_grace=timedelta(seconds=2))
         )
         async with running_worker(database_url, replace(FAST, endpoint_refresh=0.1)):
@@ -491,8 +491,8 @@ async def test_a_success_in_a_report_ends_the_failing_run(conn: asyncpg.Connecti
 
 
 async def test_a_migrated_chat_frees_the_key_it_held(conn: asyncpg.Connection) -> None:
-    from outbox.delivery import Finished
-    from outbox.policy import Outcome
+    from outbox.deliver.model import Finished
+    from outbox.deliver.policy import Outcome
 
     await conn.execute(
         "INSERT INTO outbox.endpoints (name, channel, secret, key_interval_ms)"
@@ -505,7 +505,7 @@ async def test_a_migrated_chat_frees_the_key_it_held(conn: asyncpg.Connection) -
     now = await conn.fetchval("SELECT now()")
     done = Finished(row["id"], token, Outcome.RETRYING, now, 1.0, "migrated", retry_at=now)
     done.new_payload = '{"chat_id": -1009, "text": "hi"}'
-    from outbox.sql import QUERIES
+    from outbox.db.queries import QUERIES
 
     await conn.fetch(
         QUERIES["finish"],

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
 import outbox
-from outbox.db import sqlalchemy_async_url
+from outbox.db.connect import sqlalchemy_async_url
 
 
 @pytest.fixture
@@ -370,6 +370,6 @@ async def test_sync_connection_works_too(database_url: str, conn: asyncpg.Connec
 
 
 async def outbox_connect(url: str) -> asyncpg.Connection:
-    from outbox.db import connect
+    from outbox.db.connect import connect
 
     return await connect(url)

@@ -10,9 +10,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from outbox import migrations
-from outbox.db import connection
-from outbox.embedded import EmbeddedPostgres
+from outbox.db import migrate
+from outbox.db.connect import connection
+from outbox.devtools.embedded import EmbeddedPostgres
 
 _databases_seen: set[str] = set()
 
@@ -38,7 +38,7 @@ async def test_the_template_database_is_migrated_to_head(
 ) -> None:
     async with connection(pg_server_url, database=template_database) as tpl:
         version = await tpl.fetchval("SELECT version_num FROM outbox.alembic_version")
-    assert version == migrations.head_revision()
+    assert version == migrate.head_revision()
 
 
 @pytest.fixture

@@ -75,9 +75,9 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from support import add_endpoint, running_worker, until
 
 import outbox
-from outbox.db import sqlalchemy_async_url
-from outbox.receiver import Receiver
-from outbox.tables import ENDPOINT_NAME_PATTERN
+from outbox.db.connect import sqlalchemy_async_url
+from outbox.db.tables import ENDPOINT_NAME_PATTERN
+from outbox.devtools.receiver import Receiver
 
 PYTHON_API_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", 150))
 SQL_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", 150))
@@ -644,7 +644,7 @@ async def send_sql(session: Session, api: str, batch: list[Draft], ascii_escapes
     sqlstate = getattr(error, "sqlstate", None)
     if sqlstate in {"OB001", "OB002", "OB003"}:
         translated = outbox.errors.InvalidInputError  # the field is named: check it is a wrong one
-        from outbox._pgerror import translate
+        from outbox.db.pgerror import translate
 
         ours = translate(error)
         assert isinstance(ours, translated)

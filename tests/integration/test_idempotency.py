@@ -8,8 +8,8 @@ import asyncpg
 import pytest
 
 import outbox
-from outbox import admin
-from outbox.db import connect
+from outbox import operate
+from outbox.db.connect import connect
 
 
 @pytest.fixture(autouse=True)
@@ -53,7 +53,7 @@ async def test_key_is_remembered_after_the_message_is_delivered(conn: asyncpg.Co
 
 
 async def test_key_expires_after_the_dedupe_window(conn: asyncpg.Connection) -> None:
-    await admin.set_config(conn, dedupe_window_seconds=60)
+    await operate.set_config(conn, dedupe_window_seconds=60)
     first = await enqueue(conn, "hook", "k")
     await conn.execute("DELETE FROM outbox.messages WHERE id = $1", first)
     await conn.execute("UPDATE outbox.idempotency_keys SET created_at = now() - interval '61 s'")
@@ -64,7 +64,7 @@ async def test_key_expires_after_the_dedupe_window(conn: asyncpg.Connection) -> 
 
 
 async def test_key_never_expires_while_its_message_is_unfinished(conn: asyncpg.Connection) -> None:
-    await admin.set_config(conn, dedupe_window_seconds=60)
+    await operate.set_config(conn, dedupe_window_seconds=60)
     first = await enqueue(conn, "hook", "k")
     await conn.execute("UPDATE outbox.idempotency_keys SET created_at = now() - interval '1 day'")
     assert await enqueue(conn, "hook", "k") == first

@@ -10,8 +10,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine
 
-from outbox import migrations
-from outbox.tables import SCHEMA, metadata
+from outbox.db import migrate
+from outbox.db.tables import SCHEMA, metadata
 
 
 def sync_url(url: str) -> str:
@@ -70,7 +70,7 @@ async def test_downgrade_removes_everything_and_upgrade_restores_it(
     assert sorted(before["views"]) == ["blocked_keys", "endpoint_health", "stats", "throughput"]
 
     # Down to 0002: the stats view loses the columns 0003 added, the throughput view goes.
-    await asyncio.to_thread(migrations.downgrade, database_url, "0002")
+    await asyncio.to_thread(migrate.downgrade, database_url, "0002")
     at_0002 = await outbox_objects(conn)
     assert sorted(at_0002["views"]) == ["blocked_keys", "endpoint_health", "stats"]
     columns = await conn.fetch(
@@ -79,7 +79,7 @@ async def test_downgrade_removes_everything_and_upgrade_restores_it(
     )
     assert "p99_latency_ms_last_hour" not in {r[0] for r in columns}
     # One step further: revision 0001 exactly as it was, and its enqueue() still works.
-    await asyncio.to_thread(migrations.downgrade, database_url, "0001")
+    await asyncio.to_thread(migrate.downgrade, database_url, "0001")
     at_0001 = await outbox_objects(conn)
     assert at_0001["views"] == ["stats"]
     assert "endpoint_state" not in at_0001["tables"]
@@ -90,19 +90,19 @@ async def test_downgrade_removes_everything_and_upgrade_restores_it(
     await conn.execute("DELETE FROM outbox.messages")
     await conn.execute("DELETE FROM outbox.endpoints")
 
-    await asyncio.to_thread(migrations.downgrade, database_url, "base")
+    await asyncio.to_thread(migrate.downgrade, database_url, "base")
     after_down = await outbox_objects(conn)
     assert after_down == {"tables": ["alembic_version"], "functions": [], "views": []}
 
-    await asyncio.to_thread(migrations.upgrade, database_url)
+    await asyncio.to_thread(migrate.upgrade, database_url)
     assert await outbox_objects(conn) == before
     assert schema_diff(database_url) == []
 
 
 def test_upgrade_is_idempotent(database_url: str) -> None:
-    migrations.upgrade(database_url)
-    migrations.upgrade(database_url)
-    assert migrations.current_revision(sync_url(database_url)) == migrations.head_revision()
+    migrate.upgrade(database_url)
+    migrate.upgrade(database_url)
+    assert migrate.current_revision(sync_url(database_url)) == migrate.head_revision()
 
 
 async def test_hot_table_carries_its_autovacuum_settings(conn: asyncpg.Connection) -> None:

@@ -15,10 +15,10 @@ from click.testing import CliRunner, Result
 from support import add_endpoint, enqueue, running_worker, until
 
 import outbox
-from outbox import admin, operate
+from outbox import operate
 from outbox.cli import main
+from outbox.devtools.receiver import Action, Receiver
 from outbox.errors import InvalidInputError
-from outbox.receiver import Action, Receiver
 
 TWO_ENDPOINTS = "INSERT INTO outbox.endpoints (name, channel) VALUES ('a', 'null'), ('b', 'null')"
 
@@ -250,4 +250,4 @@ async def test_message_show_tells_each_state(
     missing = run("message", "show", str(uuid.uuid4()))
     assert missing.exit_code == 2
     assert "no message" in missing.output
-    await admin.list_endpoints(conn)
+    await operate.list_endpoints(conn)

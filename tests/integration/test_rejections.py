@@ -292,7 +292,7 @@ async def test_sql_function_rejects(
                 *args.values(),
             )
     ours = outbox.errors.InvalidInputError
-    translated = __import__("outbox._pgerror", fromlist=["translate"]).translate(info.value)
+    translated = __import__("outbox.db.pgerror", fromlist=["translate"]).translate(info.value)
     assert isinstance(translated, ours), info.value
     assert isinstance(translated, error)
     assert info.value.sqlstate in {"OB001", "OB002", "OB003"}
@@ -331,9 +331,9 @@ async def test_sql_only_inputs_are_rejected(
 
 
 async def test_payload_limit_is_configurable(conn: asyncpg.Connection) -> None:
-    from outbox import admin
+    from outbox import operate
 
-    await admin.set_config(conn, max_payload_bytes=100)
+    await operate.set_config(conn, max_payload_bytes=100)
     with pytest.raises(outbox.PayloadTooLargeError, match="over the limit of 100 bytes"):
         async with conn.transaction():
             await outbox.enqueue(conn, "hook", {"x": "y" * 100})
@@ -377,8 +377,8 @@ async def test_enqueue_cannot_slip_a_message_past_endpoint_remove(database_url: 
     """remove takes SHARE on messages; enqueue takes ROW EXCLUSIVE before it reads the endpoint."""
     import asyncio
 
-    from outbox import admin
-    from outbox.db import connect
+    from outbox import operate
+    from outbox.db.connect import connect
 
     producer, remover = await connect(database_url), await connect(database_url)
     try:
@@ -401,7 +401,7 @@ async def test_enqueue_cannot_slip_a_message_past_endpoint_remove(database_url: 
             await producer.execute(
                 "INSERT INTO outbox.endpoints (name, channel) VALUES ('gone', 'null')"
             )
-        await admin.remove_endpoint(remover, "gone")
+        await operate.remove_endpoint(remover, "gone")
         assert (
             await producer.fetchval("SELECT count(*) FROM outbox.messages WHERE endpoint = 'gone'")
             == 0

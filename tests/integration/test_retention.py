@@ -15,8 +15,8 @@ from click.testing import CliRunner
 from support import FAST, running_worker, until
 
 import outbox
-from outbox import retention
 from outbox.cli import main
+from outbox.deliver import retention
 
 
 async def history(conn: asyncpg.Connection) -> dict[str, set[uuid.UUID]]:

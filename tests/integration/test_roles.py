@@ -9,15 +9,15 @@ import pytest
 from support import FAST, add_endpoint, running_worker, until
 
 import outbox
-from outbox import admin
-from outbox.receiver import Action, Receiver, always
-from outbox.runner import WORKER_SESSION_SETTINGS
+from outbox import operate
+from outbox.deliver.runner import WORKER_SESSION_SETTINGS
+from outbox.devtools.receiver import Action, Receiver, always
 
 
 @pytest.fixture
 async def roles(conn: asyncpg.Connection) -> None:
-    await admin.apply_roles(conn)
-    await admin.apply_roles(conn)  # idempotent
+    await operate.apply_roles(conn)
+    await operate.apply_roles(conn)  # idempotent
     await conn.execute(
         "INSERT INTO outbox.endpoints (name, channel, secret) VALUES"
         " ('tg', 'telegram', '123456:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA'), ('n', 'null', NULL)"

@@ -27,9 +27,9 @@ from click.testing import CliRunner, Result
 from support import add_endpoint, running_worker, until
 
 import outbox
-from outbox import admin
+from outbox import operate
 from outbox.cli import main
-from outbox.receiver import OK, Action, Receiver
+from outbox.devtools.receiver import OK, Action, Receiver
 
 INJECTIONS = [
     "'; DROP TABLE outbox.messages; --",
@@ -362,7 +362,7 @@ async def test_a_redirect_inward_is_never_followed(
 async def test_the_producer_cannot_read_forge_or_run_what_is_not_its_own(
     database_url: str, conn: asyncpg.Connection
 ) -> None:
-    await admin.apply_roles(conn)
+    await operate.apply_roles(conn)
     await conn.execute(
         "INSERT INTO outbox.endpoints (name, channel, url, secret) VALUES"
         " ('hook', 'webhook', 'http://127.0.0.1:9/', $1)",
@@ -417,7 +417,7 @@ async def test_the_producer_cannot_read_forge_or_run_what_is_not_its_own(
 async def test_the_producer_cannot_read_the_stats_through_their_function(
     database_url: str, conn: asyncpg.Connection
 ) -> None:
-    await admin.apply_roles(conn)
+    await operate.apply_roles(conn)
     await conn.execute("INSERT INTO outbox.endpoints (name, channel) VALUES ('private', 'null')")
     producer = await asyncpg.connect(database_url)
     try:

@@ -14,9 +14,9 @@ from click.testing import CliRunner
 from support import running_worker, until
 
 import outbox
-from outbox import admin
+from outbox import operate
 from outbox.cli import main
-from outbox.fake_telegram import (
+from outbox.devtools.fake_telegram import (
     Call,
     FakeTelegram,
     bot_blocked,
@@ -26,7 +26,7 @@ from outbox.fake_telegram import (
     too_many_requests,
     unauthorized,
 )
-from outbox.receiver import Action
+from outbox.devtools.receiver import Action
 
 TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw_secret"
 
@@ -233,7 +233,7 @@ async def test_the_token_appears_nowhere(
     assert len(errors) >= 5
     assert any("Connect" in r["error"] for r in errors)
     assert "[redacted]" in places[1] or "***" in places[1]
-    assert await admin.list_endpoints(conn)
+    assert await operate.list_endpoints(conn)
 
 
 async def test_coalescing_merges_a_chats_waiting_messages_into_one(

@@ -18,13 +18,13 @@ import pytest
 from support import FAST, add_endpoint, enqueue, running_worker, until
 
 import outbox
-from outbox.channels.null import NullChannel
-from outbox.delivery import Finished
-from outbox.policy import Outcome
-from outbox.receiver import OK, Action, Receiver, always, fail_first
-from outbox.runner import WORKER_SESSION_SETTINGS
-from outbox.store import Store
-from outbox.worker import Worker, WorkerConfig
+from outbox.deliver.channels.null import NullChannel
+from outbox.deliver.model import Finished
+from outbox.deliver.policy import Outcome
+from outbox.deliver.runner import WORKER_SESSION_SETTINGS
+from outbox.deliver.store import Store
+from outbox.deliver.worker import Worker, WorkerConfig
+from outbox.devtools.receiver import OK, Action, Receiver, always, fail_first
 
 
 async def unfinished(conn: asyncpg.Connection) -> int:

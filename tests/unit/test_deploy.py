@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from outbox.cli import main
-from outbox.receiver import command_line
+from outbox.devtools.receiver import command_line
 from outbox.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,7 +68,7 @@ def test_every_outbox_command_in_compose_parses() -> None:
     assert worker.command.name == "worker"
     assert worker.params["metrics_port"] == 9464
     receiver = found["receiver"]
-    assert receiver["entrypoint"] == ["python", "-m", "outbox.receiver"]
+    assert receiver["entrypoint"] == ["python", "-m", "outbox.devtools.receiver"]
     parsed = command_line().parse_args([str(a) for a in receiver["command"]])
     assert (parsed.host, parsed.port) == ("0.0.0.0", 8080)
 

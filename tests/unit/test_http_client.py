@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from outbox.channels.http import (
+from outbox.deliver.channels.http import (
     READ_LIMIT,
     TRANSPORT_ERRORS,
     ConnectTimeoutError,
@@ -23,9 +23,9 @@ from outbox.channels.http import (
     ServerDisconnectedError,
     transport_failure,
 )
-from outbox.delivery import Endpoint
-from outbox.policy import RetryPolicy, Verdict
-from outbox.ssrf import LOOPBACK
+from outbox.deliver.channels.ssrf import LOOPBACK
+from outbox.deliver.model import Endpoint
+from outbox.deliver.policy import RetryPolicy, Verdict
 
 Handler = Callable[[int, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -191,7 +191,7 @@ async def test_the_servers_keep_alive_timeout_is_respected(clients: GuardedClien
 
 
 def test_keep_alive_headers_give_the_idle_limit() -> None:
-    from outbox.channels.http import KEEPALIVE_SECONDS, _idle_limit
+    from outbox.deliver.channels.http import KEEPALIVE_SECONDS, _idle_limit
 
     assert _idle_limit("timeout=5, max=1000") == 4.0
     assert _idle_limit("max=10, Timeout = 2.5") == 1.5

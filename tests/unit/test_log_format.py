@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from outbox.logs import JsonFormatter, TextFormatter
+from outbox.deliver.logs import JsonFormatter, TextFormatter
 
 TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw_x"
 

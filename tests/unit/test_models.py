@@ -7,8 +7,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
-from outbox.errors import InvalidInputError
-from outbox.models import EndpointConfig, Message, check_http_url, payload_json, to_input_error
+from outbox.errors import InvalidInputError, to_input_error
+from outbox.operate.endpoint_config import EndpointConfig, check_http_url
+from outbox.produce.message import Message
+from outbox.produce.rules import payload_json
 
 
 def error_of(**kwargs: object) -> InvalidInputError:
@@ -111,7 +113,7 @@ def test_endpoint_config_requires_what_its_channel_needs() -> None:
 
 
 def test_the_six_characters_backslash_u0000_are_not_a_nul() -> None:
-    from outbox.models import payload_json
+    from outbox.produce.rules import payload_json
 
     # A string holding a backslash then "u0000" is fine for jsonb; a NUL is not.
     assert payload_json({"path": "C:\\u0000"}) == '{"path":"C:\\\\u0000"}'

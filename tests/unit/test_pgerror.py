@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from outbox._pgerror import translate
+from outbox.db.pgerror import translate
 from outbox.errors import (
     DatabaseError,
     InvalidInputError,

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from outbox.policy import (
+from outbox.deliver.policy import (
     Classification,
     Health,
     Outcome,

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from outbox.errors import InvalidInputError
-from outbox.producer import _one, _prepare, _rows
+from outbox.produce.enqueue import _one, _prepare, _rows
 
 names = st.one_of(
     st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", fullmatch=True),

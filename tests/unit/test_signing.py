@@ -6,7 +6,7 @@ import base64
 import hashlib
 import hmac
 
-from outbox.signing import sign, signature_header
+from outbox.deliver.channels.signing import sign, signature_header
 
 
 def verify(secret: str, headers: dict[str, str], body: bytes) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from outbox.sql import QUERIES
+from outbox.db.queries import QUERIES
 
 
 def test_statements_load_without_comment_lines() -> None:

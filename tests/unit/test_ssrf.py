@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from outbox.ssrf import (
+from outbox.deliver.channels.ssrf import (
     LOOPBACK,
     BlockedAddressError,
     GuardedResolver,
@@ -83,9 +83,9 @@ async def test_numeric_host_spellings_are_caught_where_they_resolve(host: str) -
 async def test_a_guarded_client_never_connects_inside() -> None:
     from datetime import timedelta
 
-    from outbox.channels.http import TRANSPORT_ERRORS, GuardedClients
-    from outbox.delivery import Endpoint
-    from outbox.policy import RetryPolicy
+    from outbox.deliver.channels.http import TRANSPORT_ERRORS, GuardedClients
+    from outbox.deliver.model import Endpoint
+    from outbox.deliver.policy import RetryPolicy
 
     policy = RetryPolicy(max_attempts=1, retry_window=timedelta(hours=1), base=1, cap=1)
     endpoint = Endpoint("e", "webhook", None, None, None, {}, 5.0, 2.0, policy)

@@ -1,0 +1,99 @@
+"""The ``webhook`` channel: POST the payload with Standard Webhooks headers.
+
+The request goes through the shared HTTP client (`outbox.deliver.channels.http`:
+kept-alive connections, the SSRF guard resolving every host, redirects never
+followed, the endpoint's connect timeout and overall timeout). An endpoint whose host
+resolves only to loopback, private, link-local or other non-public addresses
+is refused, and the message dead-lettered with the reason, unless the range
+is allowed in settings (``OUTBOX_ALLOW_NETWORKS``) or on the endpoint
+(``--allow-network``).
+
+During a secret rotation's grace period the request carries one signature
+per secret, space-separated, as the Standard Webhooks scheme allows.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from multidict import CIMultiDict
+
+from outbox._redact import redact_text
+from outbox.deliver.channels.http import (
+    EXCERPT_CHARS,
+    TRANSPORT_ERRORS,
+    GuardedClients,
+    ssrf_refusal,
+    transport_failure,
+)
+from outbox.deliver.channels.signing import signature_header
+from outbox.deliver.channels.ssrf import Network
+from outbox.deliver.model import AttemptClock, AttemptResult, Claimed, Endpoint
+from outbox.deliver.policy import Classification, Verdict, classify_status, parse_retry_after
+
+
+class WebhookChannel:
+    def __init__(
+        self, max_connections: int, *, allow: Sequence[Network] = (), guard: bool = True
+    ) -> None:
+        self.clients = GuardedClients(max_connections, allow=allow, guard=guard)
+
+    async def send(self, message: Claimed, endpoint: Endpoint) -> AttemptResult:
+        clock = AttemptClock()
+        result = clock.result
+        secrets = endpoint.secrets
+
+        if endpoint.secret_problem:
+            return result(
+                Classification(Verdict.RETRYABLE, endpoint.secret_problem),
+                error=f"ConfigurationError: {endpoint.secret_problem}",
+            )
+        if not endpoint.url:
+            return result(
+                Classification(Verdict.PERMANENT, "the endpoint has no URL"),
+                error="ConfigurationError: the endpoint has no URL",
+            )
+        refused = self.clients.refused(endpoint.url, endpoint)
+        if refused:
+            return result(ssrf_refusal(refused), error=f"SSRFGuard: {refused}")
+        body = message.payload.encode()
+        headers = self.headers_for(message, endpoint, body)
+        try:
+            reply = await self.clients.post(endpoint, endpoint.url, body, headers)
+        except TRANSPORT_ERRORS as exc:
+            classification, error = transport_failure(exc, endpoint, secrets)
+            return result(classification, error=error)
+        hint = reply.headers.get("retry-after")
+        retry_after = parse_retry_after(hint, datetime.now(UTC)) if hint else None
+        classification = classify_status(reply.status, retry_after)
+        excerpt = reply.text[:EXCERPT_CHARS]
+        return result(
+            classification,
+            status_code=reply.status,
+            error=None if classification.verdict is Verdict.DELIVERED else f"HTTP {reply.status}",
+            excerpt=redact_text(excerpt, secrets) if excerpt else None,
+        )
+
+    @staticmethod
+    def headers_for(message: Claimed, endpoint: Endpoint, body: bytes) -> CIMultiDict[str]:
+        """Endpoint headers, then per-message headers, then ours (which always win,
+        whatever the case of a name given before)."""
+        headers = CIMultiDict(endpoint.headers)
+        if message.headers:
+            headers.update(json.loads(message.headers))
+        timestamp = int(time.time())
+        headers["content-type"] = "application/json"
+        headers["webhook-id"] = str(message.id)
+        headers["webhook-timestamp"] = str(timestamp)
+        secrets = endpoint.secrets
+        if secrets:
+            headers["webhook-signature"] = signature_header(
+                list(secrets), str(message.id), timestamp, body
+            )
+        return headers
+
+    async def aclose(self) -> None:
+        await self.clients.aclose()

@@ -1,0 +1,89 @@
+"""`outbox bench http`: deliveries through the webhook channel, ledger and
+all, against the ceiling a bare aiohttp client reaches on the same receiver.
+
+The receiver (``python -m outbox.devtools.receiver``, always 200) runs in a process of
+its own; one worker process delivers a pre-inserted backlog to it, timed from
+the first delivery to the last, and in the same round a bare aiohttp client
+posts as many requests at the same concurrency.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import aiohttp
+
+from outbox.db.connect import connect
+from outbox.devtools.bench.common import Figure, drain_rate, fill_backlog
+from outbox.devtools.bench.transport import _post_aiohttp, _rate, start_receiver
+from outbox.devtools.processes import spawn_worker
+
+ENDPOINT = "bench-http"
+
+
+async def add_endpoint(conn: Any, url: str, name: str = ENDPOINT) -> None:
+    """A benchmark's webhook endpoint: the receiver is on loopback, which the SSRF
+    guard refuses unless allowed; the breaker never opens."""
+    await conn.execute(
+        "INSERT INTO outbox.endpoints (name, channel, url, allow_networks, breaker_failures)"
+        " VALUES ($1, 'webhook', $2, '{127.0.0.0/8}', 1000000)"
+        " ON CONFLICT (name) DO UPDATE SET url = excluded.url,"
+        " allow_networks = excluded.allow_networks, breaker_failures = 1000000",
+        name,
+        url,
+    )
+
+
+async def worker_rate(db: str, url: str, n: int, concurrency: int) -> float:
+    conn = await connect(db)
+    try:
+        await add_endpoint(conn, url)
+        await fill_backlog(conn, ENDPOINT, n)
+        since = await conn.fetchval("SELECT clock_timestamp()")
+        proc = spawn_worker(db, "--concurrency", str(concurrency), "--poll-interval", "0.05")
+        try:
+            return await drain_rate(conn, ENDPOINT, n, since)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    finally:
+        await conn.close()
+
+
+async def aiohttp_rate(url: str, n: int, concurrency: int) -> float:
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        return await _rate(functools.partial(_post_aiohttp, session, url), n, concurrency)
+
+
+async def run(
+    db: str,
+    *,
+    messages: int = 20_000,
+    concurrency: int = 100,
+    rounds: int = 3,
+    progress: Any = None,
+) -> dict[str, Any]:
+    receiver, url = start_receiver()
+    ours = Figure("http_worker", "deliveries/s")
+    bare = Figure("http_bare_aiohttp", "requests/s")
+    try:
+        for _ in range(rounds):
+            ours.rounds.append(await worker_rate(db, url, messages, concurrency))
+            bare.rounds.append(await aiohttp_rate(url, messages, concurrency))
+            if progress:
+                progress(ours.name, ours.rounds[-1])
+                progress(bare.name, bare.rounds[-1])
+    finally:
+        receiver.terminate()
+        receiver.wait(10)
+    return {
+        "scenario": "http",
+        "messages": messages,
+        "concurrency": concurrency,
+        ours.name: ours.to_json(),
+        bare.name: bare.to_json(),
+        "ratio_to_ceiling": ours.median / bare.median,
+        "ratio_by_round": [o / b for o, b in zip(ours.rounds, bare.rounds, strict=True)],
+    }

@@ -1,0 +1,35 @@
+"""Starting ``outbox worker`` as a child process (benchmarks, quickstart, tests, supervisor)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from typing import IO, Any
+
+from outbox.deliver.supervisor import worker_command
+
+
+def spawn_worker(
+    database_url: str,
+    *args: str,
+    log_level: str = "WARNING",
+    env: dict[str, str] | None = None,
+    output: IO[Any] | int | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start a worker on ``database_url``.
+
+    The URL travels in the child's environment, not on its command line,
+    where ``ps`` would show a password to every user of the host.
+    """
+    child_env = {
+        **os.environ,
+        "OUTBOX_LOG_LEVEL": log_level,
+        **(env or {}),
+        "OUTBOX_DATABASE_URL": database_url,
+    }
+    return subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        worker_command(*args),
+        env=child_env,
+        stdout=output,
+        stderr=subprocess.STDOUT if output is not None else None,
+    )

@@ -1,0 +1,334 @@
+"""Enqueue messages inside the caller's transaction.
+
+Every call here runs ``outbox.enqueue()`` / ``outbox.enqueue_many()`` on the
+connection or session it is given, joining that connection's open transaction.
+Nothing here commits: commit and the message exists; roll back (also to a
+savepoint) and it never did.
+
+* ``await enqueue(conn, ...)`` — an asyncpg connection (or pool connection), or
+  a SQLAlchemy ``AsyncSession`` / ``AsyncConnection``;
+* ``enqueue_sync(session, ...)`` — a SQLAlchemy ``Session`` / ``Connection``;
+* ``enqueue_many`` / ``enqueue_many_sync`` — many messages in one round trip.
+
+Arguments are checked in Python first (precise messages, and the caller's
+transaction stays usable); the SQL function then checks what needs the
+database (the endpoint, its channel's rules, the size limit). Either way a
+rejected message raises `InvalidInputError` and writes nothing — but a
+rejection by the database aborts the caller's transaction, as any failed
+statement does in PostgreSQL; use a savepoint to carry on after one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from pydantic import ValidationError
+from sqlalchemy import text
+from sqlalchemy.engine import Connection as SAConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.orm import Session
+
+from outbox.db.pgerror import translate
+from outbox.db.queries import QUERIES
+from outbox.db.tables import ENDPOINT_NAME_PATTERN
+from outbox.errors import InvalidInputError, NotInTransactionError, to_input_error
+from outbox.produce.message import Message
+from outbox.produce.rules import (
+    KEY_MAX_CHARS,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    escaped_nul,
+    payload_json,
+    text_problem,
+)
+
+__all__ = ["enqueue", "enqueue_many", "enqueue_many_sync", "enqueue_sync"]
+
+_ENQUEUE = QUERIES["enqueue"]
+_ENQUEUE_MANY = QUERIES["enqueue_many"]
+_ENQUEUE_NAMED = text(QUERIES["enqueue_named"])
+_ENQUEUE_MANY_NAMED = text(QUERIES["enqueue_many_named"])
+
+
+class _Row(NamedTuple):
+    endpoint: str
+    payload: str
+    key: str | None
+    idempotency_key: str | None
+    priority: int
+    deliver_at: datetime | None
+    headers: str | None
+
+
+def _prepare(message: Message | Mapping[str, Any], prefix: str = "") -> _Row:
+    if not isinstance(message, Message):
+        try:
+            message = Message.model_validate(message)
+        except ValidationError as exc:
+            raise to_input_error(exc, prefix) from None
+    return _Row(
+        message.endpoint,
+        payload_json(message.payload, f"{prefix}payload"),
+        message.key,
+        message.idempotency_key,
+        message.priority,
+        message.deliver_at,
+        None if message.headers is None else json.dumps(message.headers, ensure_ascii=False),
+    )
+
+
+# Message.endpoint's pattern; used with fullmatch(), which (like pydantic) lets
+# no trailing newline through "$".
+_ENDPOINT_NAME = re.compile(ENDPOINT_NAME_PATTERN)
+# payload_json()'s settings in one reusable encoder: json.dumps() builds one per call.
+_PAYLOAD_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _payload_json(payload: dict[str, Any]) -> str:
+    """payload_json(payload), faster; payload_json() itself reports any problem."""
+    try:
+        text = _PAYLOAD_ENCODER.encode(payload)
+    except (ValueError, TypeError, RecursionError):
+        return payload_json(payload)
+    if ("\\u0000" in text and escaped_nul(text)) or (
+        not text.isascii() and text_problem(text)
+    ):  # the rare cases: payload_json() names the problem
+        return payload_json(payload)
+    return text
+
+
+def _one(
+    endpoint: str,
+    payload: Mapping[str, Any],
+    key: str | None,
+    idempotency_key: str | None,
+    priority: int,
+    deliver_at: datetime | None,
+    headers: Mapping[str, str] | None,
+) -> _Row:
+    """The arguments of outbox.enqueue() for one message, checked."""
+    row = _plain(endpoint, payload, key, idempotency_key, priority, deliver_at, headers)
+    if row is not None:
+        return row
+    return _prepare(
+        {
+            "endpoint": endpoint,
+            "payload": payload,
+            "key": key,
+            "idempotency_key": idempotency_key,
+            "priority": priority,
+            "deliver_at": deliver_at,
+            "headers": headers,
+        }
+    )
+
+
+def _plain(
+    endpoint: Any,
+    payload: Any,
+    key: Any,
+    idempotency_key: Any,
+    priority: Any,
+    deliver_at: Any,
+    headers: Any,
+) -> _Row | None:
+    """A plain message's row, or None when it is not plain.
+
+    Most messages are plain: a str endpoint, a dict payload, ASCII keys, an int
+    priority, no schedule, no headers. Those are checked right here, by the
+    same rules as `Message`, which would hand them back unchanged; building the
+    model costs more than the rest of the Python side of an enqueue. Anything
+    else, and every mistake, goes through `Message` for its exact error.
+    """
+    if (
+        deliver_at is None
+        and headers is None
+        and type(endpoint) is str
+        and _ENDPOINT_NAME.fullmatch(endpoint) is not None
+        and type(payload) is dict
+        and (
+            key is None
+            or (
+                type(key) is str
+                and key.isascii()
+                and 0 < len(key) <= KEY_MAX_CHARS
+                and "\x00" not in key
+            )
+        )
+        and (
+            idempotency_key is None
+            or (
+                type(idempotency_key) is str
+                and idempotency_key.isascii()
+                and 0 < len(idempotency_key) <= KEY_MAX_CHARS
+                and "\x00" not in idempotency_key
+            )
+        )
+        and type(priority) is int
+        and PRIORITY_MIN <= priority <= PRIORITY_MAX
+    ):
+        for name in payload:
+            if type(name) is not str:
+                return None
+        return _Row(endpoint, _payload_json(payload), key, idempotency_key, priority, None, None)
+    return None
+
+
+def _columns(rows: Sequence[_Row]) -> list[list[Any] | None]:
+    """Parallel arrays for outbox.enqueue_many(); an all-NULL column is sent as NULL."""
+    columns: list[list[Any] | None] = []
+    for i, values in enumerate(zip(*rows, strict=True)):
+        optional = i >= 2
+        columns.append(None if optional and all(v is None for v in values) else list(values))
+    if columns[4] is not None and all(v == 0 for v in columns[4]):
+        columns[4] = None  # every priority is the default
+    return columns
+
+
+_FIELDS = frozenset(_Row._fields)
+
+
+def _rows(messages: Iterable[Message | Mapping[str, Any]]) -> list[_Row]:
+    """Each message checked: a plain dict by `_plain`'s fast path, anything else
+    (and every mistake) through `Message`, its fields named ``messages[i].``."""
+    rows: list[_Row] = []
+    for i, m in enumerate(messages):
+        row = None
+        if type(m) is dict and m.keys() <= _FIELDS:
+            get = m.get
+            with contextlib.suppress(InvalidInputError):  # named after its index below
+                row = _plain(
+                    get("endpoint"),
+                    get("payload"),
+                    get("key"),
+                    get("idempotency_key"),
+                    get("priority", 0),
+                    get("deliver_at"),
+                    get("headers"),
+                )
+        rows.append(row if row is not None else _prepare(m, f"messages[{i}]."))
+    return rows
+
+
+def _as_uuid(value: Any) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+
+
+def _named(row: Sequence[Any]) -> dict[str, Any]:
+    return dict(zip(_Row._fields, row, strict=True))
+
+
+def _named_many(rows: Sequence[_Row]) -> dict[str, Any]:
+    names = (
+        "endpoints",
+        "payloads",
+        "keys",
+        "idempotency_keys",
+        "priorities",
+        "deliver_ats",
+        "headers",
+    )
+    return dict(zip(names, _columns(rows), strict=True))
+
+
+async def enqueue(
+    conn: Any,
+    endpoint: str,
+    payload: Mapping[str, Any],
+    *,
+    key: str | None = None,
+    idempotency_key: str | None = None,
+    priority: int = 0,
+    deliver_at: datetime | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> uuid.UUID:
+    """Enqueue one message in ``conn``'s open transaction and return its id.
+
+    ``conn`` is an asyncpg connection (inside ``async with conn.transaction()``)
+    or a SQLAlchemy ``AsyncSession`` / ``AsyncConnection``.
+    """
+    row = _one(endpoint, payload, key, idempotency_key, priority, deliver_at, headers)
+    try:
+        if isinstance(conn, AsyncSession | AsyncConnection):
+            result = await conn.execute(_ENQUEUE_NAMED, _named(row))
+            return _as_uuid(result.scalar_one())
+        _require_asyncpg_transaction(conn)
+        return _as_uuid(await conn.fetchval(_ENQUEUE, *row))
+    except Exception as exc:
+        raise translate(exc) from exc  # translate() returns exc itself when it is not ours
+
+
+async def enqueue_many(
+    conn: Any, messages: Iterable[Message | Mapping[str, Any]]
+) -> list[uuid.UUID]:
+    """Enqueue many messages in one round trip; ids come back in input order.
+
+    Every message is checked before anything is written; one bad message
+    rejects the batch (its index is in the error's ``field``).
+    """
+    rows = _rows(messages)
+    if not rows:
+        return []
+    try:
+        if isinstance(conn, AsyncSession | AsyncConnection):
+            result = await conn.execute(_ENQUEUE_MANY_NAMED, _named_many(rows))
+            ids = result.scalar_one()
+        else:
+            _require_asyncpg_transaction(conn)
+            ids = await conn.fetchval(_ENQUEUE_MANY, *_columns(rows))
+    except Exception as exc:
+        raise translate(exc) from exc  # translate() returns exc itself when it is not ours
+    return [_as_uuid(i) for i in ids]
+
+
+def enqueue_sync(
+    session: Session | SAConnection,
+    endpoint: str,
+    payload: Mapping[str, Any],
+    *,
+    key: str | None = None,
+    idempotency_key: str | None = None,
+    priority: int = 0,
+    deliver_at: datetime | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> uuid.UUID:
+    """`enqueue` for a synchronous SQLAlchemy ``Session`` or ``Connection``."""
+    row = _one(endpoint, payload, key, idempotency_key, priority, deliver_at, headers)
+    try:
+        return _as_uuid(session.execute(_ENQUEUE_NAMED, _named(row)).scalar_one())
+    except Exception as exc:
+        raise translate(exc) from exc  # translate() returns exc itself when it is not ours
+
+
+def enqueue_many_sync(
+    session: Session | SAConnection, messages: Iterable[Message | Mapping[str, Any]]
+) -> list[uuid.UUID]:
+    """`enqueue_many` for a synchronous SQLAlchemy ``Session`` or ``Connection``."""
+    rows = _rows(messages)
+    if not rows:
+        return []
+    try:
+        ids = session.execute(_ENQUEUE_MANY_NAMED, _named_many(rows)).scalar_one()
+    except Exception as exc:
+        raise translate(exc) from exc  # translate() returns exc itself when it is not ours
+    return [_as_uuid(i) for i in ids]
+
+
+def _require_asyncpg_transaction(conn: Any) -> None:
+    is_in_transaction = getattr(conn, "is_in_transaction", None)
+    if is_in_transaction is None:
+        raise TypeError(
+            f"enqueue() takes an asyncpg connection or a SQLAlchemy AsyncSession/AsyncConnection, "
+            f"not {type(conn).__name__}; for a synchronous Session use enqueue_sync()"
+        )
+    if not is_in_transaction():
+        raise NotInTransactionError(
+            "enqueue() must run inside the transaction that writes your business data: "
+            "wrap it in `async with conn.transaction():`"
+        )
