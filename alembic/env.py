@@ -2,6 +2,11 @@
 
 The URL comes from the Alembic config (``outbox migrate`` sets it) or from
 ``OUTBOX_DATABASE_URL``. The version table is ``outbox.alembic_version``.
+
+A database left at the head revision then gets the schema's current truth
+(every function, view and trigger, ``outbox/db/schema/``) and the channels
+this installation knows (``outbox.channels``), in one more transaction:
+see `outbox.db.schema`. Revisions hold tables only, from 0004 on.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from alembic import context
+from outbox.db import schema
 from outbox.db.connect import sqlalchemy_async_url
 from outbox.db.tables import SCHEMA, metadata
 from outbox.settings import load_settings
@@ -37,6 +43,10 @@ def _run(connection: Connection) -> None:
     )
     with context.begin_transaction():
         context.run_migrations()
+    if set(context.get_context().get_current_heads()) == set(context.script.get_heads()):
+        from outbox.deliver.channels import registry
+
+        schema.apply(connection, [spec.catalog_row() for spec in registry.channels().values()])
 
 
 async def _run_online() -> None:

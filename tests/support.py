@@ -15,17 +15,29 @@ import asyncpg
 import psutil
 
 import outbox
-from outbox.deliver.channels import Channel
 from outbox.deliver.channels.null import NullChannel
+from outbox.deliver.channels.spec import Channel
 from outbox.deliver.channels.ssrf import LOOPBACK, Network
 from outbox.deliver.channels.telegram import TelegramChannel
 from outbox.deliver.channels.webhook import WebhookChannel
-from outbox.deliver.runner import WORKER_SESSION_SETTINGS, make_listener
-from outbox.deliver.store import Store
-from outbox.deliver.worker import Worker, WorkerConfig
+from outbox.deliver.config import WorkerConfig
+from outbox.deliver.listen import make_listener
+from outbox.deliver.runner import WORKER_SESSION_SETTINGS
+from outbox.deliver.store import PostgresStore
+from outbox.deliver.worker import Worker
 from outbox.devtools.processes import spawn_worker
+from outbox.settings import Settings
 
-FAST = WorkerConfig(
+
+def worker_config(**changes: Any) -> WorkerConfig:
+    """A worker's config as `Settings` makes it, with these changes (settings or the
+    loop's own tuning)."""
+    settings = {k: v for k, v in changes.items() if k in Settings.model_fields}
+    tuning = {k: v for k, v in changes.items() if k not in Settings.model_fields}
+    return WorkerConfig.from_settings(Settings(**settings), **tuning)
+
+
+FAST = worker_config(
     concurrency=20,
     batch_size=50,
     lease_seconds=30,
@@ -60,7 +72,7 @@ async def running_worker(
         url, min_size=1, max_size=4, server_settings=server_settings or WORKER_SESSION_SETTINGS
     )
     assert pool is not None
-    store = Store(pool, worker_id="test-worker", lease_seconds=config.lease_seconds)
+    store = PostgresStore(pool, worker_id="test-worker", lease_seconds=config.lease_seconds)
     channels = worker_channels(config.concurrency, allow)
     worker = Worker(
         store,

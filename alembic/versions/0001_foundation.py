@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
 from alembic import op
+from outbox.db import schema
 
 revision: str = "0001"
 down_revision: str | None = None
@@ -216,9 +217,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute(f"DROP VIEW IF EXISTS {S}.stats")
-    for signature in FUNCTION_SIGNATURES:
-        op.execute(f"DROP FUNCTION IF EXISTS {S}.{signature}")
+    schema.drop(op.get_bind())
     for table in (
         "idempotency_keys",
         "dead_letters",
@@ -228,14 +227,3 @@ def downgrade() -> None:
         "config",
     ):
         op.drop_table(table, schema=S)
-
-
-FUNCTION_SIGNATURES = (
-    "enqueue_many(text[], jsonb[], text[], text[], integer[], timestamptz[], jsonb[])",
-    "enqueue(text, jsonb, text, text, integer, timestamptz, jsonb)",
-    "_wake_workers()",
-    "_message_problem(text, jsonb, text, text, integer, timestamptz, jsonb, integer)",
-    "_telegram_problem(jsonb)",
-    "_headers_problem(jsonb)",
-    "_raise_problem(text, text)",
-)

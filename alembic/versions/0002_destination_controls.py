@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, CIDR, UUID
 
 from alembic import op
+from outbox.db import schema
 
 revision: str = "0002"
 down_revision: str | None = "0001"
@@ -218,9 +219,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    bind = op.get_bind()
-    for statement in DROP_STATEMENTS:
-        bind.exec_driver_sql(statement)
+    # The functions, views and triggers as revision 0001 left them, first: this
+    # revision's depend on the tables below.
+    schema.restore(op.get_bind(), [PREVIOUS_FUNCTIONS_SQL])
     op.drop_index("messages_key_idx", "messages", schema=S)
     op.drop_index("messages_retry_idx", "messages", schema=S)
     op.drop_index("messages_first_idx", "messages", schema=S)
@@ -269,26 +270,3 @@ def downgrade() -> None:
         "disabled_reason",
     ):
         op.drop_column("endpoints", column, schema=S)
-    # Revision 0001's enqueue functions, as they were.
-    for statement in PREVIOUS_FUNCTIONS_SQL.read_text(encoding="utf-8").split("\n-- split --\n"):
-        if statement.startswith(RESTORED_FUNCTIONS):
-            bind.exec_driver_sql(
-                statement.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)
-            )
-    bind.exec_driver_sql("DROP FUNCTION IF EXISTS outbox._message_unfinished(uuid)")
-
-
-RESTORED_FUNCTIONS = ("CREATE FUNCTION outbox.enqueue(", "CREATE FUNCTION outbox.enqueue_many(")
-
-DROP_STATEMENTS = (
-    "DROP VIEW IF EXISTS outbox.endpoint_health",
-    "DROP VIEW IF EXISTS outbox.blocked_keys",
-    "DROP TRIGGER IF EXISTS endpoints_state_row ON outbox.endpoints",
-    "DROP TRIGGER IF EXISTS endpoints_refuse_delete_in_use ON outbox.endpoints",
-    "DROP FUNCTION IF EXISTS outbox._endpoint_state_row()",
-    "DROP FUNCTION IF EXISTS outbox._refuse_delete_in_use()",
-    "DROP FUNCTION IF EXISTS outbox._claim(integer, uuid, double precision, text, double precision, double precision)",
-    "DROP FUNCTION IF EXISTS outbox._claim_endpoint(text, integer, uuid, double precision, text, double precision, double precision)",
-    "DROP FUNCTION IF EXISTS outbox._pick(text, integer, boolean, boolean, double precision, double precision, double precision, double precision)",
-    "DROP FUNCTION IF EXISTS outbox._report_health(text[], integer[], integer[], integer[], text[], double precision[], text[])",
-)

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
 from alembic import op
+from outbox.db import schema
 
 revision: str = "0003"
 down_revision: str | None = "0002"
@@ -23,7 +24,8 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 FUNCTIONS_SQL = Path(__file__).with_name("0003_functions.sql")
-PREVIOUS_FUNCTIONS_SQL = Path(__file__).with_name("0001_functions.sql")
+# The functions, views and triggers as revision 0002 left them.
+FUNCTIONS_SQL_0002 = [Path(__file__).with_name(f"{n}_functions.sql") for n in ("0001", "0002")]
 
 
 def upgrade() -> None:
@@ -110,37 +112,15 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    bind = op.get_bind()
-    bind.exec_driver_sql("DROP VIEW IF EXISTS outbox.throughput")
-    # outbox.stats as revision 0001 made it (the view and its comment); the
-    # columns this revision added must go, which CREATE OR REPLACE cannot do.
-    bind.exec_driver_sql("DROP VIEW IF EXISTS outbox.stats")
-    bind.exec_driver_sql("DROP FUNCTION IF EXISTS outbox._stats()")
-    for statement in PREVIOUS_FUNCTIONS_SQL.read_text(encoding="utf-8").split("\n-- split --\n"):
-        if "VIEW outbox.stats" in statement:
-            bind.exec_driver_sql(statement)
+    # The functions, views and triggers as revision 0002 left them, first: this
+    # revision's depend on the tables below.
+    schema.restore(op.get_bind(), FUNCTIONS_SQL_0002)
     op.drop_column("dead_letters", "seq", schema="outbox")
     op.drop_constraint("config_retention_positive", "config", schema="outbox")
     op.drop_column("config", "attempts_retention", schema="outbox")
     op.drop_column("config", "dead_letters_retention", schema="outbox")
-    for statement in (
-        "DROP TRIGGER IF EXISTS dead_letters_alert ON outbox.dead_letters",
-        "DROP TRIGGER IF EXISTS endpoints_alert ON outbox.endpoints",
-        "DROP FUNCTION IF EXISTS outbox._alert_dead_letters()",
-        "DROP FUNCTION IF EXISTS outbox._alert_endpoint_state()",
-        "DROP FUNCTION IF EXISTS outbox._alert(text, text, text)",
-    ):
-        bind.exec_driver_sql(statement)
     op.drop_table("alert_state", schema="outbox")
     for column in ("alert_endpoint", "alert_payload", "alert_interval"):
         op.drop_column("config", column, schema="outbox")
-    for statement in (
-        "DROP TRIGGER IF EXISTS attempts_roll_up ON outbox.attempts",
-        "DROP FUNCTION IF EXISTS outbox._roll_up_attempts()",
-        "DROP FUNCTION IF EXISTS outbox._latency_quantiles(text, timestamptz, timestamptz,"
-        " double precision[])",
-        "DROP FUNCTION IF EXISTS outbox._latency_bounds()",
-    ):
-        bind.exec_driver_sql(statement)
     op.drop_table("latency_minutes", schema="outbox")
     op.drop_table("attempt_minutes", schema="outbox")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
@@ -11,6 +12,19 @@ import asyncpg
 
 from outbox._redact import redact_text, redact_url
 from outbox.errors import DatabaseError
+
+# What talking to the database can raise when it is down, restarting or
+# refusing: the worker logs these, backs off and carries on. InternalClientError
+# is what asyncpg raises when a connection broke in the middle of a protocol
+# exchange (seen when PostgreSQL restarted under a claim); it is not an
+# InterfaceError, and it killed the worker before it was listed here.
+DB_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    asyncio.TimeoutError,
+)
 
 
 def asyncpg_url(url: str) -> str:
@@ -44,7 +58,7 @@ async def connect(url: str, **kwargs: Any) -> asyncpg.Connection:
     """Open one connection; failures become a `DatabaseError` without the password."""
     try:
         conn: asyncpg.Connection = await asyncpg.connect(asyncpg_url(url), **kwargs)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except DB_ERRORS as exc:
         raise DatabaseError(
             f"cannot connect to {redact_url(url)}: {redact_text(str(exc), (url,))}"
         ) from None

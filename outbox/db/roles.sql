@@ -38,11 +38,31 @@ GRANT EXECUTE ON FUNCTION
     outbox.enqueue_many(text[], jsonb[], text[], text[], integer[], timestamptz[], jsonb[]),
     outbox._raise_problem(text, text),
     outbox._headers_problem(jsonb),
-    outbox._telegram_problem(jsonb),
     outbox._message_problem(text, jsonb, text, text, integer, timestamptz, jsonb, integer),
     outbox._wake_workers(),
     outbox._message_unfinished(uuid)
     TO outbox_producer;
+-- split --
+-- What the channels run for producers (their payload checks) and for workers
+-- (coalescing), as named in outbox.channels.
+DO $$
+DECLARE
+    c record;
+BEGIN
+    FOR c IN SELECT payload_check, riders FROM outbox.channels LOOP
+        IF c.payload_check IS NOT NULL THEN
+            EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO outbox_producer',
+                           c.payload_check::regproc::regprocedure);
+        END IF;
+        IF c.riders IS NOT NULL THEN
+            EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO outbox_worker',
+                           c.riders::regproc::regprocedure);
+        END IF;
+    END LOOP;
+END
+$$;
+-- split --
+GRANT SELECT (name, default_key, payload_check) ON outbox.channels TO outbox_producer;
 -- split --
 GRANT SELECT (name, channel) ON outbox.endpoints TO outbox_producer;
 -- split --
@@ -63,7 +83,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON
     outbox.attempt_minutes, outbox.latency_minutes
     TO outbox_worker;
 -- split --
-GRANT SELECT ON outbox.endpoints, outbox.config TO outbox_worker;
+GRANT SELECT ON outbox.endpoints, outbox.config, outbox.channels TO outbox_worker;
 -- split --
 -- Pausing (a 410, a rejected bot token) and disabling an endpoint; asking for wake-ups.
 GRANT UPDATE (paused_at, paused_reason, disabled_at, disabled_reason) ON outbox.endpoints TO outbox_worker;
@@ -75,7 +95,10 @@ GRANT USAGE ON SEQUENCE outbox.messages_seq_seq, outbox.attempts_id_seq TO outbo
 GRANT EXECUTE ON FUNCTION
     outbox._claim(integer, uuid, double precision, text, double precision, double precision),
     outbox._claim_endpoint(text, integer, uuid, double precision, text, double precision, double precision),
-    outbox._pick(text, integer, boolean, boolean, double precision, double precision, double precision, double precision),
+    outbox._endpoint_gate(text, integer, double precision),
+    outbox._pick(text, integer, boolean, boolean, double precision, double precision, text, double precision,
+                 double precision, text),
+    outbox._take_key(text, uuid, text, bigint, boolean, double precision, double precision, timestamptz),
     outbox._report_health(text[], integer[], integer[], integer[], text[], double precision[], text[]),
     outbox._stats()
     TO outbox_worker;

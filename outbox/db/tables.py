@@ -1,11 +1,15 @@
 """SQLAlchemy Core description of the ``outbox`` schema.
 
 The Alembic migrations create these tables; ``tests/integration/test_migrations.py``
-proves the two agree. Applications may use these ``Table`` objects for
-read-only queries (the views and functions are created by the migrations only).
+proves the two agree. The endpoint settings' columns come from their
+declaration (`outbox.settings.endpoint`), defaults included. Applications may
+use these ``Table`` objects for read-only queries (the views, functions and
+triggers are ``outbox/db/schema/``).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -28,11 +32,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, CIDR, JSONB, UUID
 
+from outbox.settings.endpoint import ENDPOINT_NAME_PATTERN, SETTINGS, Setting
+from outbox.settings.kinds import Headers, Millis, Networks
+from outbox.settings.kinds import Interval as Interval_
+
 SCHEMA = "outbox"
 
 metadata = MetaData(schema=SCHEMA)
-
-ENDPOINT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 
 config = Table(
     "config",
@@ -73,25 +79,65 @@ config = Table(
     comment="One row of settings that outbox.enqueue() enforces for every producer.",
 )
 
+
+def _setting_column(setting: Setting) -> Column[Any]:
+    """An endpoint setting's column, as its declaration says (type, default)."""
+    kind = setting.kind
+    sa_type: Any
+    if isinstance(kind, Millis):
+        sa_type = Integer
+    elif isinstance(kind, Interval_):
+        sa_type = Interval
+    elif isinstance(kind, Headers):
+        sa_type = JSONB
+    elif isinstance(kind, Networks):
+        sa_type = ARRAY(CIDR)
+    else:
+        sa_type = {"int": Integer, "float": Double, "switch": Boolean}.get(kind.flag, Text)
+    default = setting.column_default
+    return Column(
+        setting.column,
+        sa_type,
+        nullable=default is None,
+        server_default=None if default is None else text(kind.literal(default)),
+    )
+
+
+channels = Table(
+    "channels",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("summary", Text, nullable=False, server_default=text("''")),
+    Column("default_key", Text),
+    Column("payload_check", Text),
+    Column("group_keys", Text),
+    Column("riders", Text),
+    Column("url_pattern", Text),
+    Column("url_required", Boolean, nullable=False, server_default=text("false")),
+    CheckConstraint("name ~ '^[a-z][a-z0-9_]{0,31}$'", name="channels_name_format"),
+    comment=(
+        "The channels endpoints may use, and what the database does for each (written by "
+        "`outbox migrate` from their declarations)."
+    ),
+)
+
 endpoints = Table(
     "endpoints",
     metadata,
     Column("name", Text, primary_key=True),
-    Column("channel", Text, nullable=False),
-    Column("url", Text),
-    Column("secret", Text),
-    Column("headers", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
-    Column("timeout_ms", Integer, nullable=False, server_default=text("10000")),
-    Column("connect_timeout_ms", Integer, nullable=False, server_default=text("5000")),
-    Column("max_attempts", Integer, nullable=False, server_default=text("25")),
-    Column("retry_window", Interval, nullable=False, server_default=text("'1 day'::interval")),
+    Column("channel", Text, ForeignKey("outbox.channels.name"), nullable=False),
+    *(_setting_column(s) for s in SETTINGS),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Column("previous_secret", Text),
+    Column("previous_secret_until", DateTime(timezone=True)),
+    Column("paused_at", DateTime(timezone=True)),
+    Column("paused_reason", Text),
+    Column("disabled_at", DateTime(timezone=True)),
+    Column("disabled_reason", Text),
+    # The settings' bounds, which their declarations check in Python too; that an
+    # endpoint fits its channel is checked by a trigger (outbox._check_endpoint()).
     CheckConstraint(f"name ~ '{ENDPOINT_NAME_PATTERN}'", name="endpoints_name_format"),
-    CheckConstraint("channel IN ('webhook', 'telegram', 'null')", name="endpoints_channel_known"),
-    CheckConstraint(
-        "channel <> 'webhook' OR url ~ '^https?://[^/?#@\\s]+'", name="endpoints_webhook_url"
-    ),
     CheckConstraint("jsonb_typeof(headers) = 'object'", name="endpoints_headers_object"),
     CheckConstraint("timeout_ms BETWEEN 1 AND 600000", name="endpoints_timeout_range"),
     CheckConstraint(
@@ -99,29 +145,6 @@ endpoints = Table(
     ),
     CheckConstraint("max_attempts BETWEEN 1 AND 1000", name="endpoints_max_attempts_range"),
     CheckConstraint("retry_window > interval '0'", name="endpoints_retry_window_positive"),
-    # Destination controls (revision 0002).
-    Column("rate_limit", Double),
-    Column("rate_burst", Integer, nullable=False, server_default=text("1")),
-    Column("key_interval_ms", Integer),
-    Column("group_key_interval_ms", Integer),
-    Column("coalesce_ms", Integer),
-    Column("ordered", Boolean, nullable=False, server_default=text("false")),
-    Column("on_dead", Text, nullable=False, server_default=text("'release'")),
-    Column("breaker_failures", Integer, nullable=False, server_default=text("5")),
-    Column(
-        "breaker_cooldown", Interval, nullable=False, server_default=text("'30 seconds'::interval")
-    ),
-    Column(
-        "breaker_max_cooldown", Interval, nullable=False, server_default=text("'1 hour'::interval")
-    ),
-    Column("disable_after", Interval, nullable=False, server_default=text("'5 days'::interval")),
-    Column("previous_secret", Text),
-    Column("previous_secret_until", DateTime(timezone=True)),
-    Column("allow_networks", ARRAY(CIDR)),
-    Column("paused_at", DateTime(timezone=True)),
-    Column("paused_reason", Text),
-    Column("disabled_at", DateTime(timezone=True)),
-    Column("disabled_reason", Text),
     CheckConstraint(
         "rate_limit > 0 AND rate_limit <= 1000000", name="endpoints_rate_limit_positive"
     ),
@@ -130,11 +153,8 @@ endpoints = Table(
     CheckConstraint(
         "group_key_interval_ms BETWEEN 1 AND 86400000", name="endpoints_group_key_interval_range"
     ),
+    CheckConstraint("coalesce_ms BETWEEN 1 AND 3600000", name="endpoints_coalesce_range"),
     CheckConstraint("on_dead IN ('release', 'block')", name="endpoints_on_dead_known"),
-    CheckConstraint(
-        "coalesce_ms IS NULL OR (coalesce_ms BETWEEN 1 AND 3600000 AND channel = 'telegram')",
-        name="endpoints_coalesce_telegram",
-    ),
     CheckConstraint(
         "breaker_failures BETWEEN 1 AND 1000000", name="endpoints_breaker_failures_range"
     ),
@@ -143,10 +163,6 @@ endpoints = Table(
         name="endpoints_breaker_cooldown_positive",
     ),
     CheckConstraint("disable_after > interval '0'", name="endpoints_disable_after_positive"),
-    CheckConstraint(
-        "channel <> 'telegram' OR url IS NULL OR url ~ '^https?://[^/?#@\\s]+'",
-        name="endpoints_telegram_url",
-    ),
     comment="One row per destination.",
 )
 
@@ -336,5 +352,18 @@ latency_minutes = Table(
     comment=(
         "Delivery latency histogram per endpoint and minute: slot = width_bucket over "
         "outbox._latency_bounds()."
+    ),
+)
+
+schema_files = Table(
+    "schema_files",
+    metadata,
+    Column("singleton", Boolean, primary_key=True, server_default=text("true")),
+    Column("digest", Text),
+    Column("applied_at", DateTime(timezone=True)),
+    CheckConstraint("singleton", name="schema_files_singleton"),
+    comment=(
+        "The digest of the schema files (functions, views, triggers) last applied by "
+        "`outbox migrate`."
     ),
 )

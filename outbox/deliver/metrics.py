@@ -2,8 +2,9 @@
 
 One worker process serves ``/metrics``, ``/healthz`` (the process is alive
 and its database answers) and ``/readyz`` (it is claiming) itself, from its
-event loop. Under ``--processes N`` the children write their metrics to files
-in a directory the supervisor owns (prometheus-client's multiprocess mode)
+event loop (`outbox.deliver.probes`). Under ``--processes N`` the children
+write their metrics to files in a directory the supervisor owns
+(prometheus-client's multiprocess mode)
 and the supervisor serves the sum of them on the one port; its ``/healthz``
 and ``/readyz`` answer for all children.
 
@@ -24,10 +25,11 @@ What is counted:
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from outbox.deliver.model import AttemptResult, Finished
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -93,6 +95,18 @@ class Metrics:
         )
         self._per_endpoint: dict[str, tuple[Any, Any]] = {}
 
+    # -- the worker's Observer (outbox.deliver.observe) -------------------------------
+
+    def claimed(self, n: int) -> None:
+        if n:
+            self.batch.observe(n)
+
+    def delivering(self, delta: int) -> None:
+        self.in_flight.inc(delta)
+
+    def attempted(self, endpoint: str, finished: Finished, result: AttemptResult | None) -> None:
+        self.attempt(endpoint, finished.outcome.value, finished.duration_ms)
+
     def attempt(self, endpoint: str, outcome: str, duration_ms: float) -> None:
         children = self._per_endpoint.get(endpoint)
         if children is None:
@@ -111,40 +125,6 @@ class Metrics:
             self.oldest_pending.labels(name).set(row["oldest_pending_seconds"] or 0)
             self.pending.labels(name).set(row["pending"] or 0)
             self.held_back.labels(name).set(0 if row.get("state") in (None, "active") else 1)
-
-
-async def serve(
-    port: int,
-    render: Callable[[], tuple[bytes, str]],
-    healthy: Callable[[], Awaitable[bool]],
-    ready: Callable[[], bool],
-    host: str = "0.0.0.0",  # noqa: S104 -- scraped from outside the host
-) -> Callable[[], Awaitable[None]]:
-    """Serve /metrics, /healthz and /readyz from this event loop; returns a stopper."""
-    from aiohttp import web
-
-    async def metrics(_request: web.Request) -> web.Response:
-        body, content_type = render()
-        response = web.Response(body=body)
-        response.headers["Content-Type"] = content_type
-        return response
-
-    async def healthz(_request: web.Request) -> web.Response:
-        ok = await healthy()
-        return web.Response(status=200 if ok else 503, text="ok\n" if ok else "unhealthy\n")
-
-    async def readyz(_request: web.Request) -> web.Response:
-        ok = ready()
-        return web.Response(status=200 if ok else 503, text="ready\n" if ok else "not ready\n")
-
-    app = web.Application()
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    return runner.cleanup
 
 
 def render_registry(registry: CollectorRegistry | None = None) -> tuple[bytes, str]:

@@ -1,15 +1,27 @@
-"""The data that flows through a worker: claimed messages, endpoints, attempt results."""
+"""The data that flows through a worker: claimed messages, deliveries, attempt
+results and the ledger rows they become."""
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-from outbox.deliver.policy import Classification, Outcome, RetryPolicy
+from outbox.deliver.endpoints import Endpoint
+from outbox.deliver.policy import Classification, Outcome
+
+__all__ = [
+    "AttemptClock",
+    "AttemptResult",
+    "Claimed",
+    "Delivery",
+    "Endpoint",
+    "Finished",
+    "Reaped",
+    "Rewrite",
+]
 
 
 @dataclass(slots=True)
@@ -25,73 +37,46 @@ class Claimed:
     first_attempt_at: datetime
     seq: int
     token: uuid.UUID
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One send: a claimed message, and those riding with it when its channel
+    coalesces (in key order), which go out in the same request."""
+
+    messages: list[Claimed]
     send_at: float = 0.0  # time.monotonic() before which it must not be sent (a rate-limit slot)
-    probe: bool = False  # the one message let through a half-open circuit
-    lead: uuid.UUID | None = None  # coalescing: the message this one rides with
-    riders: list[Claimed] = field(default_factory=list)  # coalescing: the ones riding with it
+    probe: bool = False  # the one send let through a half-open circuit
+
+    @property
+    def head(self) -> Claimed:
+        return self.messages[0]
+
+    @property
+    def endpoint(self) -> str:
+        return self.messages[0].endpoint
 
 
 @dataclass(frozen=True, slots=True)
-class Endpoint:
-    """An endpoint's delivery settings, as a worker caches them."""
+class Reaped:
+    """A message whose lease expired, now leased to the reaping worker."""
 
-    name: str
-    channel: str
-    url: str | None
-    secret: str | None  # resolved (an env:NAME reference is read at load time)
-    secret_problem: str | None  # why the secret could not be resolved, if it could not
-    headers: dict[str, str]
-    timeout: float
-    connect_timeout: float
-    policy: RetryPolicy
-    # During a secret rotation's grace period: the previous secret, resolved.
-    previous_secret: str | None = None
-    # Non-public address ranges this endpoint may reach (the SSRF guard's exceptions).
-    allow_networks: tuple[str, ...] = ()
-    # The breaker's shared state was not clean when the cache was loaded.
-    unhealthy: bool = False
-
-    @property
-    def secrets(self) -> tuple[str, ...]:
-        """Every secret to sign with (current first) and to redact."""
-        return tuple(s for s in (self.secret, self.previous_secret) if s)
-
-    @classmethod
-    def from_row(cls, row: Any, *, base: float, cap: float) -> Endpoint:
-        import json
-
-        secret, problem = resolve_secret(row["secret"])
-        previous, _ = resolve_secret(row["previous_secret"])
-        return cls(
-            name=row["name"],
-            channel=row["channel"],
-            url=row["url"],
-            secret=secret,
-            secret_problem=problem,
-            headers=json.loads(row["headers"]),
-            timeout=row["timeout_ms"] / 1000,
-            connect_timeout=row["connect_timeout_ms"] / 1000,
-            policy=RetryPolicy(
-                max_attempts=row["max_attempts"],
-                retry_window=timedelta(seconds=row["retry_window_seconds"]),
-                base=base,
-                cap=max(cap, base),
-            ),
-            previous_secret=previous,
-            allow_networks=tuple(row["allow_networks"] or ()),
-            unhealthy=bool(row["unhealthy"]),
-        )
+    id: uuid.UUID
+    endpoint: str
+    attempts: int
+    first_attempt_at: datetime | None
+    lost_worker: str | None
+    expired_at: datetime
+    token: uuid.UUID
 
 
-def resolve_secret(stored: str | None) -> tuple[str | None, str | None]:
-    """(secret, problem): ``env:NAME`` reads $NAME; the problem never holds the value."""
-    if stored is None or not stored.startswith("env:"):
-        return stored, None
-    name = stored[len("env:") :]
-    value = os.environ.get(name)
-    if not value:
-        return None, f"the environment variable {name} named by the endpoint's secret is not set"
-    return value, None
+@dataclass(frozen=True, slots=True)
+class Rewrite:
+    """What a message becomes for its retry, after an answer that asked for it
+    (a chat that moved): its new payload (JSON text), and its new key (None: keep)."""
+
+    payload: str
+    key: str | None = None
 
 
 @dataclass(slots=True)
@@ -104,8 +89,8 @@ class AttemptResult:
     status_code: int | None = None
     error: str | None = None
     excerpt: str | None = None
-    # JSON text a message's payload becomes (retries only), by message id.
-    new_payloads: dict[uuid.UUID, str] | None = None
+    # What messages become if they are retried, by message id.
+    rewrites: dict[uuid.UUID, Rewrite] | None = None
 
 
 class AttemptClock:
@@ -139,4 +124,5 @@ class Finished:
     error: str | None = None
     excerpt: str | None = None
     retry_at: datetime | None = None
-    new_payload: str | None = None
+    rewrite: Rewrite | None = None
+    attempt: int = 0  # its number (the ledger counts it again from the message's row)

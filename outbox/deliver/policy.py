@@ -1,8 +1,10 @@
 """Retry policy: pure functions of (attempt, response, now, random source).
 
-Nothing here does I/O. The worker asks `classify` what an attempt's result
-means and `decide` what to do with the message next; both answers carry the
-reason, which goes into the attempts ledger.
+Nothing here does I/O. A channel classifies what an attempt's answer means
+(`classify_status`, `classify_error`, or rules of its own), and `decide` says
+what to do with the message next; both answers carry the reason, which goes
+into the attempts ledger. Every message's fate goes through `decide`
+(`outbox.deliver.outcome`).
 
 Classification (DESIGN.md): 2xx delivered; 3xx a failure (retried: redirects
 are not followed, and a temporary one may pass); 408, 425, 429, 5xx, timeouts
@@ -66,10 +68,10 @@ class Classification:
 class RetryPolicy:
     """Backoff ``base * 2**(attempt-1)``, jittered by ±``jitter``, capped at ``cap``."""
 
-    max_attempts: int = 25
-    retry_window: timedelta = timedelta(days=1)
-    base: float = 2.0
-    cap: float = 7200.0
+    max_attempts: int
+    retry_window: timedelta
+    base: float  # OUTBOX_BACKOFF_BASE
+    cap: float  # OUTBOX_BACKOFF_CAP
     jitter: float = 0.2
     retry_after_cap: float = 6 * 3600.0
 

@@ -1,7 +1,9 @@
-"""The only code that runs the worker's SQL: claim, finish, release, reap.
+"""The worker's database: a narrow `Store` interface, and `PostgresStore`.
 
-Statements come from ``sql/queries.sql`` by name; every call is one round trip
-and one short transaction.
+The worker loop, the recorder and upkeep talk to the database only through
+`Store`, so a store in memory can drive them in unit tests. `PostgresStore`
+runs the named statements of ``outbox/db/sql/deliver.sql`` and
+``upkeep.sql`` on an asyncpg pool; every call is one short transaction.
 """
 
 from __future__ import annotations
@@ -9,47 +11,59 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from typing import Any, Protocol
 
 import asyncpg
 
 from outbox.db.queries import QUERIES
-from outbox.deliver.model import Claimed, Finished
+from outbox.deliver.health import HealthReport
+from outbox.deliver.model import Claimed, Delivery, Finished, Reaped
 from outbox.deliver.retention import Pruned, prune
 
 
-@dataclass(frozen=True, slots=True)
-class Reaped:
-    """A message whose lease expired, now leased to the reaping worker."""
+class Store(Protocol):
+    """What a worker needs from the database."""
 
-    id: uuid.UUID
-    endpoint: str
-    attempts: int
-    first_attempt_at: datetime | None
-    lost_worker: str | None
-    expired_at: datetime
-    token: uuid.UUID
+    worker_id: str
+
+    async def claim(self, limit: int, *, horizon: float, first_share: float) -> list[Delivery]:
+        """Lease up to ``limit`` due messages, grouped into deliveries."""
+
+    async def finish(self, done: Sequence[Finished]) -> int:
+        """Record results; how many still held their lease."""
+
+    async def release(self, claimed: Sequence[Claimed]) -> None:
+        """Hand back messages claimed but never started."""
+
+    async def reap(self, limit: int) -> list[Reaped]:
+        """Take over messages whose lease expired."""
+
+    async def endpoints(self) -> Sequence[Any]:
+        """Every endpoint's row (``worker_endpoints``): mappings of column to value."""
+
+    async def report_health(self, reports: Sequence[HealthReport]) -> None: ...
+
+    async def request_wakeups(self, seconds: float) -> None: ...
+
+    async def prune(self, max_batches: int) -> Pruned | None: ...
+
+    async def prune_key_limits(self) -> int: ...
+
+    async def vacuum_if_needed(self, min_dead: int) -> bool: ...
+
+    async def stats(self) -> list[dict[str, Any]]:
+        """``outbox.stats`` with each endpoint's state (for the metrics)."""
+
+    async def answers(self) -> bool:
+        """Does the database answer (``/healthz``)?"""
+
+    async def reconnect(self) -> None:
+        """Replace every connection (after one broke mid-exchange)."""
 
 
-@dataclass(slots=True)
-class HealthReport:
-    """What one worker saw of one endpoint since its last report (in completion order)."""
+class PostgresStore:
+    """`Store` on an asyncpg pool."""
 
-    endpoint: str
-    ok: int = 0
-    failures: int = 0
-    failures_since_ok: int = 0
-    last_failure: str | None = None
-    throttle: float | None = None
-    pause: str | None = None
-
-    def needed(self) -> bool:
-        """False when there is only good news: then it is sent only to reset a breaker."""
-        return bool(self.failures or self.throttle or self.pause)
-
-
-class Store:
     def __init__(self, pool: asyncpg.Pool, *, worker_id: str, lease_seconds: float) -> None:
         self.pool = pool
         self.worker_id = worker_id
@@ -57,32 +71,14 @@ class Store:
 
     async def claim(
         self, limit: int, *, horizon: float = 1.0, first_share: float = 0.5
-    ) -> list[Claimed]:
+    ) -> list[Delivery]:
         token = uuid.uuid4()
         rows = await self.pool.fetch(
             QUERIES["claim"], limit, token, self.lease_seconds, self.worker_id, horizon, first_share
         )
-        now = time.monotonic()
-        return [
-            Claimed(
-                r["id"],
-                r["endpoint"],
-                r["payload"],
-                r["headers"],
-                r["key"],
-                r["attempts"],
-                r["first_attempt_at"],
-                r["seq"],
-                token,
-                now + r["delay"] if r["delay"] else 0.0,
-                r["probe"],
-                r["lead"],
-            )
-            for r in rows
-        ]
+        return deliveries(rows, token, time.monotonic())
 
     async def finish(self, done: Sequence[Finished]) -> int:
-        """Write a batch of results; returns how many still held their lease."""
         if not done:
             return 0
         rows = await self.pool.fetch(
@@ -98,7 +94,8 @@ class Store:
             [f.retry_at for f in done],
             [_text(f.reason) for f in done],
             self.worker_id,
-            [f.new_payload for f in done],
+            [f.rewrite.payload if f.rewrite else None for f in done],
+            [f.rewrite.key if f.rewrite else None for f in done],
         )
         return len(rows)
 
@@ -142,10 +139,6 @@ class Store:
                 [_text(r.pause) for r in reports],
             )
 
-    async def prune_key_limits(self, batch: int = 1000) -> int:
-        result = await self.pool.execute(QUERIES["key_limits_prune"], batch)
-        return int(result.split()[-1])
-
     async def request_wakeups(self, seconds: float) -> None:
         await self.pool.execute(QUERIES["request_wakeups"], seconds)
 
@@ -153,6 +146,10 @@ class Store:
         """Retention, bounded: see `outbox.deliver.retention`. None if another worker is at it."""
         async with self.pool.acquire() as conn:
             return await prune(conn, max_batches=max_batches)
+
+    async def prune_key_limits(self, batch: int = 1000) -> int:
+        result = await self.pool.execute(QUERIES["key_limits_prune"], batch)
+        return int(result.split()[-1])
 
     async def vacuum_if_needed(self, min_dead: int) -> bool:
         """VACUUM the hot table when its dead rows pass ``min_dead`` (and a fifth
@@ -168,6 +165,49 @@ class Store:
             finally:
                 await conn.fetchval(QUERIES["vacuum_unlock"])
         return True
+
+    async def stats(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in await self.pool.fetch(QUERIES["stats"])]
+
+    async def answers(self) -> bool:
+        return bool(await self.pool.fetchval("SELECT 1"))
+
+    async def reconnect(self) -> None:
+        await self.pool.expire_connections()
+
+
+def deliveries(rows: Sequence[Any], token: uuid.UUID, now: float) -> list[Delivery]:
+    """Claimed rows as deliveries: each row that rides with another (``lead``)
+    joins that one's delivery, in key order; ``delay`` is its rate-limit slot."""
+    by_id: dict[uuid.UUID, Delivery] = {}
+    riders: list[tuple[uuid.UUID, Delivery]] = []
+    for r in rows:
+        claimed = Claimed(
+            r["id"],
+            r["endpoint"],
+            r["payload"],
+            r["headers"],
+            r["key"],
+            r["attempts"],
+            r["first_attempt_at"],
+            r["seq"],
+            token,
+        )
+        alone = Delivery([claimed], now + r["delay"] if r["delay"] else 0.0, r["probe"])
+        if r["lead"] is None:
+            by_id[claimed.id] = alone
+        else:
+            riders.append((r["lead"], alone))
+    for lead, alone in riders:
+        delivery = by_id.get(lead)
+        if delivery is None:  # its lead was not claimed with it: it goes on its own
+            by_id[alone.head.id] = alone
+        else:
+            delivery.messages.append(alone.head)
+    for delivery in by_id.values():
+        if len(delivery.messages) > 2:
+            delivery.messages[1:] = sorted(delivery.messages[1:], key=lambda m: m.seq)
+    return list(by_id.values())
 
 
 def _text(value: str | None) -> str | None:

@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +43,12 @@ from outbox.db.connect import connect
 from outbox.devtools.fake_telegram import FakeTelegram, reply
 from outbox.devtools.processes import spawn_worker
 from outbox.devtools.receiver import OK, Action, Receiver
+from outbox.errors import InvalidInputError
+from outbox.operate.endpoint_config import EndpointConfig
 from outbox.operate.stats import stats_table
 
-TOKEN = "123456789:DEMOdemoDEMOdemoDEMOdemoDEMOdemo_x"  # noqa: S105 -- for the local fake Bot API
+TOKEN = "123456789:DEMOdemoDEMOdemoDEMOdemoDEMOdemo_x"  # for the local fake Bot API
+SIGNING_SECRET = "whsec_ZGVtby1zaWduaW5nLXNlY3JldC0xMjM0NTY3OA=="
 
 SETUP = """
 CREATE TABLE IF NOT EXISTS public.demo_orders (
@@ -155,35 +159,35 @@ async def _demo(
 
 async def _reset_demo(conn: asyncpg.Connection, rx: Receiver, tg: FakeTelegram) -> None:
     """A clean slate for the demo's own endpoints (other data is left alone)."""
-    names = ["orders", "crm", "legacy", "chat"]
     await conn.execute(SETUP)
-    await conn.execute("DELETE FROM outbox.messages WHERE endpoint = ANY($1)", names)
-    await conn.execute("DELETE FROM outbox.endpoints WHERE name = ANY($1)", names)
+    await conn.execute("DELETE FROM outbox.messages WHERE endpoint = ANY($1)", list(_DEMO))
+    for name in _DEMO:
+        with contextlib.suppress(InvalidInputError):  # not there yet
+            await operate.remove_endpoint(conn, name)
     for table in ("attempts", "dead_letters", "attempt_minutes", "latency_minutes", "key_blocks"):
-        await conn.execute(f"DELETE FROM outbox.{table} WHERE endpoint = ANY($1)", names)
-    loopback = ["127.0.0.0/8"]
-    await conn.execute(
-        "INSERT INTO outbox.endpoints (name, channel, url, allow_networks, ordered, secret,"
-        " breaker_failures, max_attempts, retry_window) VALUES"
-        " ('orders', 'webhook', $1, $4::text[]::cidr[], false,"
-        "  'whsec_ZGVtby1zaWduaW5nLXNlY3JldC0xMjM0NTY3OA==', 50, 10, '1 hour'),"
-        " ('crm', 'webhook', $2, $4::text[]::cidr[], true, NULL, 50, 10, '1 hour'),"
-        " ('legacy', 'webhook', $3, $4::text[]::cidr[], false, NULL, 50, 10, '1 hour')",
-        rx.url("/orders"),
-        rx.url("/crm"),
-        rx.url("/legacy"),
-        loopback,
-    )
-    # legacy sends one message a second: its first 410 pauses it before the rest go.
-    await conn.execute("UPDATE outbox.endpoints SET rate_limit = 1 WHERE name = 'legacy'")
-    await conn.execute(
-        "INSERT INTO outbox.endpoints (name, channel, url, secret, allow_networks, rate_limit,"
-        " key_interval_ms, group_key_interval_ms, coalesce_ms)"
-        " VALUES ('chat', 'telegram', $1, $2, $3::text[]::cidr[], 30, 1000, 3000, 2000)",
-        tg.api_url,
-        TOKEN,
-        loopback,
-    )
+        await conn.execute(f"DELETE FROM outbox.{table} WHERE endpoint = ANY($1)", list(_DEMO))
+    webhooks: dict[str, Any] = {
+        "channel": "webhook",
+        "allow_networks": ("127.0.0.0/8",),  # the receivers are on loopback
+        "breaker_failures": 50,
+        "max_attempts": 10,
+        "retry_window": timedelta(hours=1),
+    }
+    for config in (
+        EndpointConfig(name="orders", url=rx.url("/orders"), secret=SIGNING_SECRET, **webhooks),
+        EndpointConfig(name="crm", url=rx.url("/crm"), ordered=True, **webhooks),
+        # legacy sends one message a second: its first 410 pauses it before the rest go.
+        EndpointConfig(name="legacy", url=rx.url("/legacy"), rate_limit=1, **webhooks),
+        EndpointConfig(
+            name="chat",
+            channel="telegram",
+            url=tg.api_url,
+            secret=TOKEN,
+            allow_networks=("127.0.0.0/8",),
+            coalesce=2.0,
+        ),  # the Bot API's limits by default: 30/s, 1/s per chat, 3s in group chats
+    ):
+        await operate.add_endpoint(conn, config)
 
 
 async def _produce(conn: asyncpg.Connection, n: int, flaky: Flaky) -> Tally:

@@ -11,7 +11,6 @@ import asyncpg
 
 from outbox.db.queries import QUERIES
 from outbox.errors import InvalidInputError
-from outbox.operate.endpoints import list_endpoints
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,13 +57,18 @@ async def set_alerts(
     one alert of a kind about an endpoint is sent."""
     change_endpoint = endpoint is not _UNSET
     if change_endpoint and endpoint is not None:
-        known = {e.name: e.channel for e in await list_endpoints(conn)}
-        if endpoint not in known:
-            raise InvalidInputError("alert_endpoint", f"unknown endpoint {endpoint!r}")
         target_payload = payload if payload is not None else (await get_config(conn)).alert_payload
-        if known[endpoint] == "telegram" and "chat_id" not in (target_payload or {}):
+        row = await conn.fetchrow(
+            QUERIES["alert_payload_problem"], endpoint, json.dumps(target_payload or {})
+        )
+        if row is None:
+            raise InvalidInputError("alert_endpoint", f"unknown endpoint {endpoint!r}")
+        if row["problem"]:
+            # 'SQLSTATE¦payload.field¦problem', as the channel's payload check says it.
+            _, field, problem = row["problem"].split("¦", 2)
             raise InvalidInputError(
-                "alert_payload", 'a telegram alert endpoint needs {"chat_id": ...} in the payload'
+                "alert_payload",
+                f"alerts to {endpoint!r} would be refused: {field} {problem}",
             )
     if interval_seconds is not None and interval_seconds < 1:
         raise InvalidInputError("alert_interval", "must be at least 1 second")

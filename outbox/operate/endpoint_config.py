@@ -1,216 +1,146 @@
-"""The settings of an endpoint as `outbox endpoint add` and `update` take them."""
+"""An endpoint as `outbox endpoint add` and `update` take it: `EndpointConfig`
+and `EndpointUpdate`, pydantic models made from the settings' declaration
+(`outbox.settings.endpoint`) and the channels' (`outbox.deliver.channels`):
+each setting's type and bounds, its default, and what each channel needs,
+takes and sets by default (its limits).
+"""
 
 from __future__ import annotations
 
-import ipaddress
-import re
-from collections.abc import Iterable
 from datetime import timedelta
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    SecretStr,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
-from outbox.errors import InvalidInputError
+from outbox.deliver.channels import registry
+from outbox.deliver.channels.spec import ChannelSpec
 from outbox.produce.message import EndpointName
-from outbox.produce.rules import check_headers
+from outbox.settings import endpoint as declared
 
-Channel = Literal["webhook", "telegram", "null"]
-TELEGRAM_API_BASE = "https://api.telegram.org"
-_BOT_TOKEN = re.compile(r"^\d{3,}:[A-Za-z0-9_-]{20,}$")
-
-RatePerSecond = Annotated[float, Field(gt=0, le=1_000_000)]
-Seconds = Annotated[float, Field(gt=0, le=86_400)]
-TELEGRAM_DEFAULTS: dict[str, Any] = {
-    "rate_limit": 30.0,  # per bot
-    "key_interval": 1.0,  # per chat (the key defaults to the chat id)
-    "group_key_interval": 3.0,  # group chats (negative ids): 20 per minute
-}
-Clearable = Literal[
-    "rate_limit", "key_interval", "group_key_interval", "coalesce", "allow_networks"
-]
+__all__ = ["EndpointConfig", "EndpointUpdate", "channel_problem"]
 
 
-class EndpointConfig(BaseModel):
-    """An endpoint as `outbox endpoint add` and `outbox.add_endpoint()` take it."""
+class _Config(BaseModel):
+    """What every endpoint has; its settings come from the declaration."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: EndpointName
-    channel: Channel
-    url: str | None = None
-    secret: SecretStr | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
-    timeout: Annotated[float, Field(gt=0, le=600)] = 10.0
-    connect_timeout: Annotated[float, Field(gt=0, le=600)] = 5.0
-    max_attempts: Annotated[int, Field(ge=1, le=1000)] = 25
-    retry_window: Annotated[timedelta, Field(gt=timedelta(0))] = timedelta(days=1)
-    # Destination controls. A telegram endpoint gets the Bot API's limits by
-    # default: 30 messages/s per bot, 1/s per chat, 20/min per group chat.
-    rate_limit: RatePerSecond | None = None
-    rate_burst: Annotated[int, Field(ge=1, le=1_000_000)] = 1
-    key_interval: Seconds | None = None
-    group_key_interval: Seconds | None = None
-    coalesce: Seconds | None = None
-    ordered: bool = False
-    on_dead: Literal["release", "block"] = "release"
-    breaker_failures: Annotated[int, Field(ge=1, le=1_000_000)] = 5
-    breaker_cooldown: Annotated[timedelta, Field(gt=timedelta(0))] = timedelta(seconds=30)
-    breaker_max_cooldown: Annotated[timedelta, Field(gt=timedelta(0))] = timedelta(hours=1)
-    disable_after: Annotated[timedelta, Field(gt=timedelta(0))] = timedelta(days=5)
-    allow_networks: tuple[str, ...] = ()
+    channel: str
+
+    @field_validator("channel")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in registry.channels():
+            raise ValueError(f"unknown channel {value!r}; known: {', '.join(registry.channels())}")
+        return value
 
     @model_validator(mode="before")
     @classmethod
-    def _telegram_defaults(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("channel") == "telegram":
+    def _channel_defaults(cls, data: Any) -> Any:
+        """The channel's own defaults (its limits) for the settings not given."""
+        spec = registry.channels().get(str(data.get("channel"))) if isinstance(data, dict) else None
+        if spec is not None and spec.defaults:
             data = dict(data)
-            for field, value in TELEGRAM_DEFAULTS.items():
-                if data.get(field) is None:
-                    data[field] = value
+            for name, value in spec.defaults.items():
+                if data.get(name) is None:
+                    data[name] = value
         return data
 
-    @field_validator("headers")
-    @classmethod
-    def _headers_ok(cls, value: dict[str, str]) -> dict[str, str]:
-        return check_headers(value)
-
-    @field_validator("allow_networks")
-    @classmethod
-    def _networks_ok(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return check_networks(value)
-
-    @field_validator("url")
-    @classmethod
-    def _url_ok(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        return check_http_url(value)
-
     @model_validator(mode="after")
-    def _channel_needs(self) -> EndpointConfig:
-        if self.channel == "webhook" and self.url is None:
-            raise ValueError("a webhook endpoint needs --url (an http:// or https:// URL)")
-        if self.channel == "telegram":
-            token = self.secret.get_secret_value() if self.secret else ""
-            if not token:
-                raise ValueError(
-                    "a telegram endpoint needs --secret: the bot token, or env:VARIABLE "
-                    "naming an environment variable that holds it"
-                )
-            if not token.startswith("env:") and not _BOT_TOKEN.match(token):
-                raise ValueError(
-                    "secret does not look like a Telegram bot token (digits:letters); "
-                    "the value is not shown"
-                )
-        if self.channel == "null" and self.url is not None:
-            raise ValueError("a null endpoint takes no --url")
-        if self.coalesce is not None and self.channel != "telegram":
-            raise ValueError("coalescing (--coalesce) is for telegram endpoints")
-        if self.breaker_max_cooldown < self.breaker_cooldown:
+    def _fits_its_channel(self) -> _Config:
+        values = self.settings()
+        problem = channel_problem(registry.channel(self.channel), values, adding=True)
+        if problem:
+            raise ValueError(problem)
+        if values["breaker_max_cooldown"] < values["breaker_cooldown"]:
             raise ValueError("breaker_max_cooldown must not be shorter than breaker_cooldown")
         return self
 
-
-def check_networks(values: Iterable[str]) -> tuple[str, ...]:
-    """Address ranges in canonical CIDR form; a bad one names itself."""
-    from outbox.deliver.channels.ssrf import parse_networks
-
-    return tuple(str(n) for n in parse_networks(values))
+    def settings(self) -> dict[str, Any]:
+        """Every declared setting's value, by name."""
+        return {s.name: getattr(self, s.name) for s in declared.SETTINGS}
 
 
-class EndpointUpdate(BaseModel):
-    """Changes to an endpoint (`outbox endpoint update`): only the fields set change.
+def channel_problem(spec: ChannelSpec, values: dict[str, Any], *, adding: bool) -> str | None:
+    """What in ``values`` (settings by name) does not fit a channel, or None.
+    ``adding``: these are all of a new endpoint's settings (so what it needs must
+    be there); else only those an update changes."""
+    url, secret = values.get("url"), values.get("secret")
+    if spec.url == "required" and url is None and adding:
+        return f"a {spec.name} endpoint needs --url"
+    if spec.url == "none" and url is not None:
+        return f"a {spec.name} endpoint takes no --url"
+    if url is not None and spec.check_url is not None:
+        try:
+            spec.check_url(url)
+        except ValueError as exc:
+            return f"url: {exc}"
+    token = secret.get_secret_value() if secret is not None else ""
+    if spec.secret == "required" and not token and adding:
+        return f"a {spec.name} endpoint needs --secret: {spec.secret_help}"
+    if spec.secret == "none" and token:
+        return f"a {spec.name} endpoint takes no --secret"
+    if token and spec.check_secret is not None:
+        spec.check_secret(token)  # raises ValueError, never showing the secret
+    for setting in declared.SETTINGS:
+        if (
+            setting.channel_specific
+            and values.get(setting.name) is not None
+            and setting.name not in spec.settings
+        ):
+            takers = [s.name for s in registry.channels().values() if setting.name in s.settings]
+            return (
+                f"{setting.flag} is for {' and '.join(takers) or 'no'} endpoints, not {spec.name}"
+            )
+    return None
 
-    ``clear`` names optional settings to remove (rate_limit, key_interval,
-    group_key_interval, allow_networks)."""
+
+def _field(setting: declared.Setting, *, update: bool) -> tuple[Any, Any]:
+    annotation = setting.kind.annotation
+    if update or setting.default is None:
+        return annotation | None, None
+    if isinstance(setting.default, dict):
+        return annotation, Field(default_factory=dict)
+    return annotation, setting.default
+
+
+def _config_model() -> type[_Config]:
+    fields = {s.name: _field(s, update=False) for s in declared.SETTINGS}
+    return create_model("EndpointConfig", __base__=_Config, __module__=__name__, **fields)  # type: ignore[call-overload, no-any-return]
+
+
+class _Update(BaseModel):
+    """Changes to an endpoint: only the settings given change."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    url: str | None = None
-    secret: SecretStr | None = None
-    secret_grace: Annotated[timedelta, Field(ge=timedelta(0))] = timedelta(days=1)
-    headers: dict[str, str] | None = None
-    timeout: Annotated[float, Field(gt=0, le=600)] | None = None
-    connect_timeout: Annotated[float, Field(gt=0, le=600)] | None = None
-    max_attempts: Annotated[int, Field(ge=1, le=1000)] | None = None
-    retry_window: Annotated[timedelta, Field(gt=timedelta(0))] | None = None
-    rate_limit: RatePerSecond | None = None
-    rate_burst: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
-    key_interval: Seconds | None = None
-    group_key_interval: Seconds | None = None
-    coalesce: Seconds | None = None
-    ordered: bool | None = None
-    on_dead: Literal["release", "block"] | None = None
-    breaker_failures: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
-    breaker_cooldown: Annotated[timedelta, Field(gt=timedelta(0))] | None = None
-    breaker_max_cooldown: Annotated[timedelta, Field(gt=timedelta(0))] | None = None
-    disable_after: Annotated[timedelta, Field(gt=timedelta(0))] | None = None
-    allow_networks: tuple[str, ...] | None = None
-    clear: frozenset[
-        Literal["rate_limit", "key_interval", "group_key_interval", "allow_networks"]
-    ] = frozenset()
-
-    @field_validator("headers")
-    @classmethod
-    def _headers_ok(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        return None if value is None else check_headers(value)
-
-    @field_validator("url")
-    @classmethod
-    def _url_ok(cls, value: str | None) -> str | None:
-        return None if value is None else check_http_url(value)
-
-    @field_validator("allow_networks")
-    @classmethod
-    def _networks_ok(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        return None if value is None else check_networks(value)
+    def changes(self) -> dict[str, Any]:
+        """The settings given, by name (``clear``, ``secret_grace`` apart)."""
+        return {
+            s.name: getattr(self, s.name)
+            for s in declared.SETTINGS
+            if getattr(self, s.name) is not None
+        }
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+def _update_model() -> type[_Update]:
+    fields: dict[str, Any] = {s.name: _field(s, update=True) for s in declared.SETTINGS}
+    fields["secret_grace"] = (
+        Annotated[timedelta, Field(ge=timedelta(0))],
+        declared.SECRET_GRACE,
+    )
+    fields["clear"] = (frozenset[Literal[declared.clearable()]], frozenset())  # type: ignore[misc]
+    return create_model("EndpointUpdate", __base__=_Update, __module__=__name__, **fields)
 
 
-def parse_duration(value: str, field: str) -> timedelta:
-    """``90``, ``90s``, ``15m``, ``2h``, ``5d`` or ``250ms`` as a timedelta."""
-    match = _DURATION.match(value)
-    if not match:
-        raise InvalidInputError(
-            field, f"{value!r} is not a duration (e.g. 30s, 15m, 2h, 5d; a bare number is seconds)"
-        )
-    return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+class EndpointConfig(_config_model()):  # type: ignore[misc]
+    """An endpoint as `outbox endpoint add` and `outbox.operate.add_endpoint()`
+    take it: ``name``, ``channel`` and any declared setting by its name
+    (``url``, ``secret``, ``timeout``, ``rate_limit``, ...)."""
 
 
-def check_http_url(value: str) -> str:
-    """An absolute http(s) URL with a host, no credentials, no fragment."""
-    try:
-        parts = urlsplit(value)
-        port = parts.port  # raises ValueError on a bad port
-    except ValueError as exc:
-        raise ValueError(f"is not a valid URL: {exc}") from None
-    if parts.scheme not in ("http", "https"):
-        raise ValueError("must be an http:// or https:// URL")
-    if not parts.hostname:
-        raise ValueError("must name a host")
-    if parts.username is not None or parts.password is not None:
-        raise ValueError("must not carry credentials; send them with --header 'Authorization: ...'")
-    if parts.fragment:
-        raise ValueError("must not have a #fragment")
-    if any(ch.isspace() for ch in value):
-        raise ValueError("must not contain whitespace")
-    if port == 0:
-        raise ValueError("port 0 is not a valid port")
-    host = parts.hostname
-    if not re.match(r"^[A-Za-z0-9.-]+$", host):
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            raise ValueError(f"host {host!r} is not a valid hostname") from None
-    return value
+class EndpointUpdate(_update_model()):  # type: ignore[misc]
+    """Changes to an endpoint (`outbox endpoint update`): the declared settings
+    given change; ``clear`` names settings to set back to none; a new
+    ``secret`` keeps the old one signing for ``secret_grace``."""

@@ -1,92 +1,99 @@
-"""Managing endpoints and the settings ``outbox.enqueue()`` enforces.
+"""Managing endpoints: add, change, list, pause, resume, unblock, remove.
 
-Thin async functions over an asyncpg connection; the CLI calls these, and so
-can applications. SQL lives in ``sql/queries.sql``.
+Every setting is handled the same way, from its declaration
+(`outbox.settings.endpoint`): the statements that add and change endpoints
+get their columns from it, and listing shows what it says.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 
+from outbox.db.pgerror import translate
 from outbox.db.queries import QUERIES
+from outbox.deliver.channels import registry
+from outbox.deliver.channels.spec import ChannelSpec
 from outbox.errors import EndpointExistsError, EndpointInUseError, InvalidInputError
-from outbox.operate.endpoint_config import EndpointConfig, EndpointUpdate
+from outbox.operate.endpoint_config import EndpointConfig, EndpointUpdate, channel_problem
+from outbox.settings import endpoint as declared
 
 # Removal waits at most this long for producers already inserting.
 _REMOVE_LOCK_TIMEOUT = "5s"
+# Checks that only the combination of old and new settings can break.
+_CONSTRAINT_PROBLEMS = {
+    "endpoints_breaker_cooldown_positive": (
+        "breaker_cooldown",
+        "must not be longer than breaker_max_cooldown (change both together)",
+    ),
+}
 
 
 @dataclass(frozen=True, slots=True)
 class EndpointInfo:
-    """An endpoint as listed: never the secret, only whether one is set."""
+    """An endpoint as listed: its settings as the declaration shows them (never
+    a secret or a header's value), its state and its unfinished messages."""
 
     name: str
     channel: str
-    url: str | None
-    has_secret: bool
-    headers: dict[str, str]
-    timeout_ms: int
-    connect_timeout_ms: int
-    max_attempts: int
-    retry_window: timedelta
+    settings: dict[str, Any]  # by name, as the declaration reads them from the row
     created_at: datetime
     unfinished: int
-    policy: dict[str, Any]
+    rotating_secret: bool
     state: str
     state_reason: str | None
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "channel": self.channel,
-            "url": self.url,
-            "has_secret": self.has_secret,
-            "headers": sorted(self.headers),  # names only: values may be credentials
-            "timeout_ms": self.timeout_ms,
-            "connect_timeout_ms": self.connect_timeout_ms,
-            "max_attempts": self.max_attempts,
-            "retry_window_seconds": self.retry_window.total_seconds(),
+        shown: dict[str, Any] = {"name": self.name, "channel": self.channel}
+        for setting in declared.SETTINGS:
+            shown |= setting.listed(self.settings.get(setting.name))
+        return shown | {
             "created_at": self.created_at.isoformat(),
             "unfinished": self.unfinished,
-            **self.policy,
+            "rotating_secret": self.rotating_secret,
             "state": self.state,
             "state_reason": self.state_reason,
         }
 
+    def limits(self) -> str:
+        """The settings that have a summary, in a few words (``20/s, key 1s, ordered``)."""
+        parts = (
+            s.summary(self.settings[s.name])
+            for s in declared.SETTINGS
+            if s.summary is not None and self.settings.get(s.name)
+        )
+        return ", ".join(p for p in parts if p)
+
 
 async def add_endpoint(conn: asyncpg.Connection, config: EndpointConfig) -> None:
     """Register an endpoint; an existing name is an error, not an update."""
-    name = await conn.fetchval(
-        QUERIES["endpoint_insert"],
-        config.name,
-        config.channel,
-        config.url,
-        config.secret.get_secret_value() if config.secret else None,
-        json.dumps(config.headers),
-        round(config.timeout * 1000),
-        round(config.connect_timeout * 1000),
-        config.max_attempts,
-        config.retry_window,
-        config.rate_limit,
-        config.rate_burst,
-        _ms(config.key_interval),
-        _ms(config.group_key_interval),
-        config.ordered,
-        config.on_dead,
-        config.breaker_failures,
-        config.breaker_cooldown,
-        config.breaker_max_cooldown,
-        config.disable_after,
-        list(config.allow_networks) or None,
-        _ms(config.coalesce),
+    spec = registry.channel(config.channel)
+    await _ensure_channel(conn, spec)
+    values = config.settings()
+    statement = (
+        QUERIES["endpoint_insert"]
+        .replace("{columns}", ", ".join(s.column for s in declared.SETTINGS))
+        .replace(
+            "{values}",
+            ", ".join(f"${i}{s.kind.cast()}" for i, s in enumerate(declared.SETTINGS, start=3)),
+        )
     )
+    arguments = [s.kind.to_db(values[s.name]) for s in declared.SETTINGS]
+    try:
+        name = await conn.fetchval(statement, config.name, config.channel, *arguments)
+    except asyncpg.PostgresError as exc:
+        raise translate(exc) from exc
     if name is None:
         raise EndpointExistsError("name", f"endpoint {config.name!r} already exists")
+
+
+async def _ensure_channel(conn: asyncpg.Connection, spec: ChannelSpec) -> None:
+    """The channel's row of outbox.channels, for a channel installed after `outbox migrate`."""
+    await conn.execute(QUERIES["channels_upsert"], json.dumps([spec.catalog_row()]))
 
 
 async def list_endpoints(conn: asyncpg.Connection) -> list[EndpointInfo]:
@@ -95,30 +102,10 @@ async def list_endpoints(conn: asyncpg.Connection) -> list[EndpointInfo]:
         EndpointInfo(
             name=r["name"],
             channel=r["channel"],
-            url=r["url"],
-            has_secret=r["has_secret"],
-            headers=_as_dict(r["headers"]),
-            timeout_ms=r["timeout_ms"],
-            connect_timeout_ms=r["connect_timeout_ms"],
-            max_attempts=r["max_attempts"],
-            retry_window=r["retry_window"],
+            settings={s.name: s.kind.from_db(r[s.column]) for s in declared.SETTINGS},
             created_at=r["created_at"],
             unfinished=r["unfinished"],
-            policy={
-                "rate_limit": r["rate_limit"],
-                "rate_burst": r["rate_burst"],
-                "key_interval_ms": r["key_interval_ms"],
-                "group_key_interval_ms": r["group_key_interval_ms"],
-                "coalesce_ms": r["coalesce_ms"],
-                "ordered": r["ordered"],
-                "on_dead": r["on_dead"],
-                "breaker_failures": r["breaker_failures"],
-                "breaker_cooldown_seconds": r["breaker_cooldown"].total_seconds(),
-                "breaker_max_cooldown_seconds": r["breaker_max_cooldown"].total_seconds(),
-                "disable_after_seconds": r["disable_after"].total_seconds(),
-                "allow_networks": list(r["allow_networks"] or []),
-                "rotating_secret": bool(r["rotating"]),
-            },
+            rotating_secret=r["rotating"],
             state=r["state"] or "active",
             state_reason=r["disabled_reason"]
             or r["paused_reason"]
@@ -130,46 +117,54 @@ async def list_endpoints(conn: asyncpg.Connection) -> list[EndpointInfo]:
 
 async def update_endpoint(conn: asyncpg.Connection, name: str, changes: EndpointUpdate) -> None:
     """Change the settings given in ``changes``; the rest stay as they are."""
-    patch: dict[str, Any] = {}
-    simple = {
-        "url": changes.url,
-        "headers": changes.headers,
-        "max_attempts": changes.max_attempts,
-        "rate_limit": changes.rate_limit,
-        "rate_burst": changes.rate_burst,
-        "ordered": changes.ordered,
-        "on_dead": changes.on_dead,
-        "breaker_failures": changes.breaker_failures,
-        "timeout_ms": _ms(changes.timeout),
-        "connect_timeout_ms": _ms(changes.connect_timeout),
-        "key_interval_ms": _ms(changes.key_interval),
-        "group_key_interval_ms": _ms(changes.group_key_interval),
-        "coalesce_ms": _ms(changes.coalesce),
-        "retry_window_seconds": _seconds(changes.retry_window),
-        "breaker_cooldown_seconds": _seconds(changes.breaker_cooldown),
-        "breaker_max_cooldown_seconds": _seconds(changes.breaker_max_cooldown),
-        "disable_after_seconds": _seconds(changes.disable_after),
-        "allow_networks": list(changes.allow_networks)
-        if changes.allow_networks is not None
-        else None,
-    }
-    patch.update({k: v for k, v in simple.items() if v is not None})
-    for cleared in changes.clear:
-        patch[_CLEARED_COLUMN[cleared]] = None
-    if changes.secret is not None:
-        patch["secret"] = changes.secret.get_secret_value()
-        patch["secret_grace_seconds"] = changes.secret_grace.total_seconds()
-    if not patch:
+    values = changes.changes()
+    cleared = sorted(changes.clear)
+    both = set(values) & set(cleared)
+    if both:
+        raise InvalidInputError(sorted(both)[0], "is both given and cleared")
+    if not values and not cleared:
         raise InvalidInputError("changes", "nothing to change: give at least one setting")
+    channel = await conn.fetchval(QUERIES["endpoint_channel"], name)
+    if channel is None:
+        raise InvalidInputError("name", f"unknown endpoint {name!r}")
+    problem = channel_problem(registry.channel(channel), values, adding=False)
+    if problem:
+        field, sep, rest = problem.partition(": ")
+        raise InvalidInputError(field if sep else "settings", rest if sep else problem)
+    assignments, arguments = _assignments(values, cleared, changes.secret_grace.total_seconds())
+    statement = QUERIES["endpoint_update"].replace("{assignments}", ", ".join(assignments))
     try:
-        updated = await conn.fetchval(QUERIES["endpoint_update"], name, json.dumps(patch))
+        await conn.fetchval(statement, name, *arguments)
     except asyncpg.CheckViolationError as exc:
         field, problem = _CONSTRAINT_PROBLEMS.get(
             exc.constraint_name or "", ("settings", "the new settings do not fit together")
         )
         raise InvalidInputError(field, problem) from None
-    if updated is None:
-        raise InvalidInputError("name", f"unknown endpoint {name!r}")
+    except asyncpg.PostgresError as exc:
+        raise translate(exc) from exc
+
+
+def _assignments(
+    values: dict[str, Any], cleared: list[str], grace_seconds: float
+) -> tuple[list[str], list[Any]]:
+    """``column = $n`` for each setting that changes ($1 is the endpoint's name)."""
+    assignments: list[str] = []
+    arguments: list[Any] = []
+    for setting in declared.SETTINGS:
+        if setting.name in values:
+            arguments.append(setting.kind.to_db(values[setting.name]))
+            n = len(arguments) + 1
+            assignments.append(f"{setting.column} = ${n}{setting.kind.cast()}")
+            if setting.name == "secret":  # a rotation: the old one signs for a grace period
+                arguments.append(grace_seconds)
+                assignments[-1:] = [
+                    "previous_secret = secret",
+                    f"previous_secret_until = now() + make_interval(secs => ${n + 1})",
+                    assignments[-1],
+                ]
+        elif setting.name in cleared:
+            assignments.append(f"{setting.column} = NULL")
+    return assignments, arguments
 
 
 async def pause_endpoint(conn: asyncpg.Connection, name: str, reason: str | None = None) -> None:
@@ -210,34 +205,3 @@ async def remove_endpoint(conn: asyncpg.Connection, name: str) -> None:
             raise EndpointInUseError(name, unfinished)
         if await conn.fetchval(QUERIES["endpoint_delete"], name) is None:
             raise InvalidInputError("name", f"unknown endpoint {name!r}")
-
-
-_CONSTRAINT_PROBLEMS = {
-    "endpoints_breaker_cooldown_positive": (
-        "breaker_cooldown",
-        "must not be longer than breaker_max_cooldown (change both together)",
-    ),
-    "endpoints_webhook_url": ("url", "a webhook endpoint needs an http:// or https:// URL"),
-}
-
-_CLEARED_COLUMN = {
-    "rate_limit": "rate_limit",
-    "key_interval": "key_interval_ms",
-    "group_key_interval": "group_key_interval_ms",
-    "coalesce": "coalesce_ms",
-    "allow_networks": "allow_networks",
-}
-
-
-def _ms(seconds: float | None) -> int | None:
-    return None if seconds is None else max(1, round(seconds * 1000))
-
-
-def _seconds(value: timedelta | None) -> float | None:
-    return None if value is None else value.total_seconds()
-
-
-def _as_dict(value: Any) -> dict[str, str]:
-    if isinstance(value, str):
-        value = json.loads(value)
-    return dict(value)

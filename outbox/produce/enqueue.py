@@ -36,7 +36,6 @@ from sqlalchemy.orm import Session
 
 from outbox.db.pgerror import translate
 from outbox.db.queries import QUERIES
-from outbox.db.tables import ENDPOINT_NAME_PATTERN
 from outbox.errors import InvalidInputError, NotInTransactionError, to_input_error
 from outbox.produce.message import Message
 from outbox.produce.rules import (
@@ -45,8 +44,9 @@ from outbox.produce.rules import (
     PRIORITY_MIN,
     escaped_nul,
     payload_json,
-    text_problem,
 )
+from outbox.settings.endpoint import ENDPOINT_NAME_PATTERN
+from outbox.settings.values import text_problem
 
 __all__ = ["enqueue", "enqueue_many", "enqueue_many_sync", "enqueue_sync"]
 

@@ -13,14 +13,9 @@ from pydantic import (
     field_validator,
 )
 
-from outbox.db.tables import ENDPOINT_NAME_PATTERN
-from outbox.produce.rules import (
-    KEY_MAX_CHARS,
-    PRIORITY_MAX,
-    PRIORITY_MIN,
-    check_headers,
-    storable_text,
-)
+from outbox.produce.rules import KEY_MAX_CHARS, PRIORITY_MAX, PRIORITY_MIN
+from outbox.settings.endpoint import ENDPOINT_NAME_PATTERN
+from outbox.settings.values import check_headers, storable_text
 
 EndpointName = Annotated[str, StringConstraints(pattern=ENDPOINT_NAME_PATTERN)]
 _Key = Annotated[str, StringConstraints(min_length=1, max_length=KEY_MAX_CHARS)]

@@ -1,7 +1,7 @@
 """What a message must be, checked in Python before a round trip.
 
 Pure functions, no I/O: the limits ``outbox.enqueue()`` enforces in SQL, and
-the text rules PostgreSQL imposes (no NUL, no lone surrogate), so that a
+what PostgreSQL's jsonb cannot store (no NUL, no lone surrogate), so that a
 mistake gets a precise message and the caller's transaction stays usable.
 ``outbox.enqueue()`` in SQL remains the one truth every producer, in any
 language, passes through.
@@ -14,42 +14,10 @@ import re
 from typing import Any
 
 from outbox.errors import InvalidInputError
+from outbox.settings.values import text_problem
 
 PRIORITY_MIN, PRIORITY_MAX = -32768, 32767
 KEY_MAX_CHARS = 255
-# Headers outbox sets itself; neither an endpoint nor a message may override them.
-RESERVED_HEADERS = frozenset(
-    {
-        "webhook-id",
-        "webhook-timestamp",
-        "webhook-signature",
-        "content-length",
-        "content-type",
-        "host",
-        "transfer-encoding",
-        "connection",
-    }
-)
-_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
-_HEADER_VALUE_FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-
-
-def check_headers(headers: dict[str, str]) -> dict[str, str]:
-    """Header names are HTTP tokens, values single-line strings, none reserved
-    (raises ValueError naming the header)."""
-    for name, value in headers.items():
-        if not _HEADER_NAME.match(name):
-            raise ValueError(f"{name!r} is not a valid header name")
-        if name.lower() in RESERVED_HEADERS:
-            raise ValueError(f"{name!r} is set by outbox and cannot be overridden")
-        if not isinstance(value, str):
-            raise ValueError(f"{name!r} must be a string")
-        if _HEADER_VALUE_FORBIDDEN.search(value):
-            raise ValueError(f"{name!r} must not contain control characters")
-        problem = text_problem(value)
-        if problem:
-            raise ValueError(f"{name!r} {problem}")
-    return headers
 
 
 def payload_json(payload: dict[str, Any], field: str = "payload") -> str:
@@ -86,25 +54,3 @@ _ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 def escaped_nul(json_text: str) -> bool:
     """Does this JSON text hold a NUL character (which jsonb cannot store)?"""
     return _ESCAPED_NUL.search(json_text) is not None
-
-
-def text_problem(text: str) -> str | None:
-    """Why PostgreSQL cannot store ``text`` (a NUL, or a lone surrogate that is
-    not Unicode text and has no UTF-8 form), or None."""
-    if text.isascii():
-        return "contains a NUL character, which PostgreSQL cannot store" if "\x00" in text else None
-    if "\x00" in text:
-        return "contains a NUL character, which PostgreSQL cannot store"
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        return f"contains {text[exc.start]!r} (a lone surrogate), which is not valid Unicode text"
-    return None
-
-
-def storable_text(value: str | None) -> str | None:
-    """``value`` itself if PostgreSQL can store it (for pydantic validators)."""
-    problem = None if value is None else text_problem(value)
-    if problem:
-        raise ValueError(problem)
-    return value

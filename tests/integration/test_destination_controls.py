@@ -491,7 +491,7 @@ async def test_a_success_in_a_report_ends_the_failing_run(conn: asyncpg.Connecti
 
 
 async def test_a_migrated_chat_frees_the_key_it_held(conn: asyncpg.Connection) -> None:
-    from outbox.deliver.model import Finished
+    from outbox.deliver.model import Finished, Rewrite
     from outbox.deliver.policy import Outcome
 
     await conn.execute(
@@ -504,13 +504,13 @@ async def test_a_migrated_chat_frees_the_key_it_held(conn: asyncpg.Connection) -
     token = await conn.fetchval("SELECT lease_token FROM outbox.messages")
     now = await conn.fetchval("SELECT now()")
     done = Finished(row["id"], token, Outcome.RETRYING, now, 1.0, "migrated", retry_at=now)
-    done.new_payload = '{"chat_id": -1009, "text": "hi"}'
+    done.rewrite = Rewrite('{"chat_id": -1009, "text": "hi"}', "-1009")
     from outbox.db.queries import QUERIES
 
     await conn.fetch(
         QUERIES["finish"],
         [done.id], [done.token], [done.outcome.value], [None], [None], [None], [1.0],
-        [now], [now], [done.reason], "w", [done.new_payload],
+        [now], [now], [done.reason], "w", [done.rewrite.payload], [done.rewrite.key],
     )  # fmt: skip
     assert await conn.fetchval("SELECT key FROM outbox.messages") == "-1009"
     assert await conn.fetchval("SELECT holder FROM outbox.key_limits WHERE key = '-100'") is None

@@ -76,8 +76,8 @@ from support import add_endpoint, running_worker, until
 
 import outbox
 from outbox.db.connect import sqlalchemy_async_url
-from outbox.db.tables import ENDPOINT_NAME_PATTERN
 from outbox.devtools.receiver import Receiver
+from outbox.settings.endpoint import ENDPOINT_NAME_PATTERN
 
 PYTHON_API_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", 150))
 SQL_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", 150))

@@ -401,7 +401,7 @@ async def test_the_producer_cannot_read_forge_or_run_what_is_not_its_own(
             "SELECT * FROM outbox.key_blocks",
             "SELECT outbox._report_health('{hook}', '{1}', '{0}', '{0}', '{x}', '{1}', '{x}')",
             "SELECT * FROM outbox._claim_endpoint('hook', 10, gen_random_uuid(), 60, 'w', 1, 0.5)",
-            "SELECT * FROM outbox._pick('hook', 10, false, false, 0, 0, 0, 0)",
+            "SELECT * FROM outbox._pick('hook', 10, false, false, 0, 0, NULL, 0, 0, NULL)",
         ):
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
                 async with producer.transaction():

@@ -15,15 +15,15 @@ from typing import Any
 
 import asyncpg
 import pytest
-from support import FAST, add_endpoint, enqueue, running_worker, until
+from support import FAST, add_endpoint, enqueue, running_worker, until, worker_config
 
 import outbox
 from outbox.deliver.channels.null import NullChannel
 from outbox.deliver.model import Finished
 from outbox.deliver.policy import Outcome
 from outbox.deliver.runner import WORKER_SESSION_SETTINGS
-from outbox.deliver.store import Store
-from outbox.deliver.worker import Worker, WorkerConfig
+from outbox.deliver.store import PostgresStore
+from outbox.deliver.worker import Worker
 from outbox.devtools.receiver import OK, Action, Receiver, always, fail_first
 
 
@@ -311,9 +311,10 @@ async def test_stale_completion_cannot_overwrite_the_new_lease(
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
     assert pool is not None
     try:
-        first = Store(pool, worker_id="first", lease_seconds=30)
-        second = Store(pool, worker_id="second", lease_seconds=30)
-        [old] = await first.claim(10)
+        first = PostgresStore(pool, worker_id="first", lease_seconds=30)
+        second = PostgresStore(pool, worker_id="second", lease_seconds=30)
+        [delivery] = await first.claim(10)
+        old = delivery.head
         await conn.execute("UPDATE outbox.messages SET lease_expires_at = now() - interval '1s'")
         [reaped] = await second.reap(10)
         assert (reaped.id, reaped.lost_worker) == (message_id, "first")
@@ -351,7 +352,7 @@ async def test_reaper_returns_an_expired_lease_and_records_the_lost_attempt(
 async def test_graceful_stop_hands_back_unstarted_claims_at_once(
     database_url: str, conn: asyncpg.Connection
 ) -> None:
-    config = WorkerConfig(
+    config = worker_config(
         concurrency=2,
         batch_size=2,
         poll_interval=0.05,
@@ -404,7 +405,7 @@ async def test_endpoint_created_after_the_worker_started_is_known(
 async def test_wakeup_delivers_within_milliseconds_when_idle(
     database_url: str, conn: asyncpg.Connection
 ) -> None:
-    config = WorkerConfig(concurrency=5, poll_interval=5.0, flush_interval=0.01, lease_seconds=30)
+    config = worker_config(concurrency=5, poll_interval=5.0, flush_interval=0.01, lease_seconds=30)
     with Receiver() as rx:
         await add_endpoint(conn, "hook", rx.url())
         async with running_worker(database_url, config, listen=True):
@@ -445,7 +446,7 @@ async def test_workers_vacuum_the_hot_table_when_dead_rows_pile_up(
     before = await conn.fetchval(
         "SELECT vacuum_count + autovacuum_count FROM pg_stat_user_tables WHERE relname = 'messages'"
     )
-    config = WorkerConfig(
+    config = worker_config(
         concurrency=50,
         poll_interval=0.05,
         flush_interval=0.01,
@@ -474,7 +475,7 @@ async def test_a_failing_endpoint_reload_does_not_strand_claimed_messages(
     )
     assert pool is not None
 
-    class FlakyStore(Store):
+    class FlakyStore(PostgresStore):
         loads = 0
 
         async def endpoints(self) -> list[asyncpg.Record]:
@@ -483,7 +484,7 @@ async def test_a_failing_endpoint_reload_does_not_strand_claimed_messages(
                 raise asyncpg.InterfaceError("connection lost (on purpose)")
             return await super().endpoints()
 
-    config = WorkerConfig(
+    config = worker_config(
         poll_interval=0.05, flush_interval=0.01, endpoint_refresh=0.0, lease_seconds=30
     )
     worker = Worker(
@@ -515,7 +516,7 @@ async def test_a_connection_broken_mid_protocol_does_not_kill_the_worker(
     )
     assert pool is not None
 
-    class BrokenOnce(Store):
+    class BrokenOnce(PostgresStore):
         failed = 0
 
         async def claim(self, limit: int, **kw: Any) -> list[Any]:

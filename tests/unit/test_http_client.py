@@ -24,7 +24,7 @@ from outbox.deliver.channels.http import (
     transport_failure,
 )
 from outbox.deliver.channels.ssrf import LOOPBACK
-from outbox.deliver.model import Endpoint
+from outbox.deliver.endpoints import Endpoint
 from outbox.deliver.policy import RetryPolicy, Verdict
 
 Handler = Callable[[int, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -34,7 +34,8 @@ OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 def _endpoint(timeout: float = 5.0, connect_timeout: float = 2.0) -> Endpoint:
     policy = RetryPolicy(max_attempts=1, retry_window=timedelta(hours=1), base=1, cap=1)
-    return Endpoint("e", "webhook", None, None, None, {}, timeout, connect_timeout, policy)
+    settings = {"timeout": timeout, "connect_timeout": connect_timeout}
+    return Endpoint("e", "webhook", policy, settings)
 
 
 async def _read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes] | None:

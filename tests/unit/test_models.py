@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
+from outbox.deliver.channels.urls import check_http_url
 from outbox.errors import InvalidInputError, to_input_error
-from outbox.operate.endpoint_config import EndpointConfig, check_http_url
+from outbox.operate.endpoint_config import EndpointConfig
 from outbox.produce.message import Message
 from outbox.produce.rules import payload_json
 
@@ -107,7 +108,7 @@ def test_endpoint_config_requires_what_its_channel_needs() -> None:
         EndpointConfig(name="w", channel="webhook")
     with pytest.raises(ValidationError, match="bot token"):
         EndpointConfig(name="t", channel="telegram")
-    ok = EndpointConfig(name="t", channel="telegram", secret="env:BOT_TOKEN")  # type: ignore[arg-type]
+    ok = EndpointConfig(name="t", channel="telegram", secret="env:BOT_TOKEN")
     assert ok.secret is not None
     assert "BOT_TOKEN" not in repr(ok)
 

@@ -24,9 +24,24 @@ from outbox.deliver.policy import (
 )
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
-POLICY = RetryPolicy()
+
+
+def a_policy(**changes: object) -> RetryPolicy:
+    """The policy of an endpoint with the default settings, and these changes."""
+    values: dict[str, object] = {
+        "max_attempts": 25,
+        "retry_window": timedelta(days=1),
+        "base": 2.0,
+        "cap": 7200.0,
+    }
+    return RetryPolicy(**(values | changes))  # type: ignore[arg-type]
+
+
+POLICY = a_policy()
 policies = st.builds(
     RetryPolicy,
+    max_attempts=st.just(25),
+    retry_window=st.just(timedelta(days=1)),
     base=st.floats(0.01, 60),
     cap=st.floats(60, 86400),
     jitter=st.floats(0, 0.99),
@@ -153,7 +168,7 @@ def test_retry_after_is_capped() -> None:
 
 
 def test_retry_past_the_window_dead_letters() -> None:
-    policy = RetryPolicy(retry_window=timedelta(minutes=1))
+    policy = a_policy(retry_window=timedelta(minutes=1))
     decision = run(classify_status(500), attempt=8, policy=policy)  # ~256 s away
     assert decision.outcome is Outcome.DEAD
     assert "retry window" in decision.reason
@@ -161,7 +176,7 @@ def test_retry_past_the_window_dead_letters() -> None:
 
 @given(st.floats(0, 10 * 86400), st.integers(1, 24), st.integers(0, 2**32))
 def test_retry_after_is_always_honoured_up_to_its_cap(hint: float, attempt: int, seed: int) -> None:
-    policy = RetryPolicy(retry_window=timedelta(days=30))
+    policy = a_policy(retry_window=timedelta(days=30))
     decision = decide(
         classify_status(429, retry_after=hint),
         attempt=attempt,
@@ -219,7 +234,7 @@ def test_an_immediate_retry_is_scheduled_now_but_still_bounded() -> None:
     now = datetime(2026, 1, 1, tzinfo=UTC)
     moved = Classification(Verdict.RETRYABLE, "chat migrated", immediate=True)
     decision = decide(
-        moved, attempt=1, first_attempt_at=now, now=now, policy=RetryPolicy(), rng=random.Random(1)
+        moved, attempt=1, first_attempt_at=now, now=now, policy=POLICY, rng=random.Random(1)
     )
     assert decision.outcome is Outcome.RETRYING
     assert decision.retry_at == now
@@ -228,7 +243,7 @@ def test_an_immediate_retry_is_scheduled_now_but_still_bounded() -> None:
         attempt=3,
         first_attempt_at=now,
         now=now,
-        policy=RetryPolicy(max_attempts=3),
+        policy=a_policy(max_attempts=3),
         rng=random.Random(1),
     )
     assert last.outcome is Outcome.DEAD

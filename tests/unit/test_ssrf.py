@@ -84,11 +84,11 @@ async def test_a_guarded_client_never_connects_inside() -> None:
     from datetime import timedelta
 
     from outbox.deliver.channels.http import TRANSPORT_ERRORS, GuardedClients
-    from outbox.deliver.model import Endpoint
+    from outbox.deliver.endpoints import Endpoint
     from outbox.deliver.policy import RetryPolicy
 
     policy = RetryPolicy(max_attempts=1, retry_window=timedelta(hours=1), base=1, cap=1)
-    endpoint = Endpoint("e", "webhook", None, None, None, {}, 5.0, 2.0, policy)
+    endpoint = Endpoint("e", "webhook", policy, {"timeout": 5.0, "connect_timeout": 2.0})
     clients = GuardedClients(2, allow=())
     try:
         for url in ("http://2130706433:9/", "http://localhost:9/"):
@@ -111,7 +111,7 @@ async def test_the_resolver_drops_refused_addresses() -> None:
         await GuardedResolver().resolve("localhost", 80)
     kept = await GuardedResolver(LOOPBACK).resolve("localhost", 80)
     assert kept
-    assert all(r["host"] in ("127.0.0.1", "::1") for r in kept)
+    assert all(host in ("127.0.0.1", "::1") and port == 80 for host, port in kept)
 
 
 def test_blocked_reason_finds_the_guard_through_wrapping() -> None:

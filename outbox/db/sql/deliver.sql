@@ -19,7 +19,8 @@ SELECT id, endpoint, payload, headers, key, attempts, first_attempt_at, seq, del
 -- finish --
 -- Record a batch of finished attempts in one statement: $1 ids, $2 lease tokens, $3 outcomes, $4 status codes, $5 errors,
 -- $6 response excerpts, $7 durations (ms), $8 start times, $9 retry times, $10 reasons, $11 worker id, $12 rewritten payloads
--- (JSON text, NULL to keep; a Telegram chat that migrated to a supergroup gets its new chat id, and its key follows).
+-- (JSON text) and $13 rewritten keys of retried messages, NULL to keep (a channel may rewrite a message after an answer:
+-- a Telegram chat that moved gets its new chat id, and its key follows).
 -- Every change is a compare-and-set on (id, lease_token): a worker whose lease expired cannot overwrite the worker that took over,
 -- and its stale result writes nothing. Delivered and dead rows leave the hot table (dead ones land in dead_letters), others go
 -- back to pending at their retry time; each row that changed gets exactly one ledger row, numbered from the message's attempts.
@@ -31,9 +32,9 @@ SELECT id, endpoint, payload, headers, key, attempts, first_attempt_at, seq, del
 WITH r AS (
     SELECT *
       FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::smallint[], $5::text[], $6::text[], $7::float8[],
-                  $8::timestamptz[], $9::timestamptz[], $10::text[], $12::text[])
+                  $8::timestamptz[], $9::timestamptz[], $10::text[], $12::text[], $13::text[])
            AS r(id, token, outcome, status_code, error, excerpt, duration_ms, started_at, retry_at, reason,
-                new_payload)),
+                new_payload, new_key)),
 gone AS (
     DELETE FROM outbox.messages AS m
      USING r
@@ -53,9 +54,7 @@ retried AS (
     UPDATE outbox.messages AS m
        SET lease_token = NULL, lease_expires_at = NULL, leased_by = NULL,
            attempts = m.attempts + 1, available_at = r.retry_at, last_error = r.error,
-           payload = coalesce(r.new_payload::jsonb, m.payload),
-           key = CASE WHEN r.new_payload IS NOT NULL AND m.key = m.payload ->> 'chat_id'
-                      THEN r.new_payload::jsonb ->> 'chat_id' ELSE m.key END
+           payload = coalesce(r.new_payload::jsonb, m.payload), key = coalesce(r.new_key, m.key)
       FROM r
      WHERE m.id = r.id AND m.lease_token = r.token AND r.outcome NOT IN ('delivered', 'dead')
     RETURNING m.id, m.endpoint, m.key, m.attempts AS attempt, r.outcome, r.status_code, r.error, r.excerpt,
@@ -74,7 +73,7 @@ promoted AS (
      WHERE s.id = nxt.id AND s.held = 'order'
        AND s.id IN (SELECT y.id FROM outbox.messages AS y WHERE y.id = nxt.id FOR UPDATE SKIP LOCKED)),
 freed AS (
-    -- By holder, not by key: a Telegram chat migration changes the key in `retried`.
+    -- By holder, not by key: a rewrite may have changed the key in `retried`.
     UPDATE outbox.key_limits AS k
        SET next_at = now() + make_interval(secs => k.spacing_seconds), holder = NULL
       FROM (SELECT id FROM gone WHERE key IS NOT NULL
@@ -132,12 +131,11 @@ UPDATE outbox.messages AS m
 RETURNING m.id, m.endpoint, m.attempts, m.first_attempt_at, e.leased_by AS lost_worker, e.lease_expires_at AS expired_at;
 
 -- worker_endpoints --
--- Every endpoint's delivery settings, for the worker's cache (refreshed every few seconds). The previous secret only while
--- its grace period lasts; `unhealthy` tells the worker that its successes must be reported to reset the breaker.
-SELECT e.name, e.channel, e.url, e.secret, e.headers::text AS headers, e.timeout_ms, e.connect_timeout_ms,
-       e.max_attempts, extract(epoch FROM e.retry_window)::float8 AS retry_window_seconds,
-       CASE WHEN e.previous_secret_until > now() THEN e.previous_secret END AS previous_secret,
-       e.allow_networks::text[] AS allow_networks,
+-- Every endpoint with its columns, for the worker's cache (refreshed every few seconds; it keeps the settings
+-- outbox.settings.endpoint marks for workers). The previous secret only while its grace period lasts; `unhealthy` tells the
+-- worker that its successes must be reported to reset the breaker.
+SELECT e.*,
+       CASE WHEN e.previous_secret_until > now() THEN e.previous_secret END AS previous_secret_in_grace,
        coalesce(s.circuit <> 'closed' OR s.consecutive_failures > 0, false) AS unhealthy
   FROM outbox.endpoints AS e
   LEFT JOIN outbox.endpoint_state AS s ON s.endpoint = e.name;

@@ -6,65 +6,26 @@
 -- (outbox.db.queries.QUERIES). Values are always bound parameters.
 
 -- endpoint_insert --
--- Register an endpoint: $1 name, $2 channel, $3 url, $4 secret, $5 headers (JSON text), $6 timeout_ms, $7 connect_timeout_ms,
--- $8 max_attempts, $9 retry_window, $10 rate_limit, $11 rate_burst, $12 key_interval_ms, $13 group_key_interval_ms,
--- $14 ordered, $15 on_dead, $16 breaker_failures, $17 breaker_cooldown, $18 breaker_max_cooldown, $19 disable_after,
--- $20 allow_networks (text[] of CIDRs, NULL for none), $21 coalesce_ms. Its endpoint_state row comes from a trigger.
-INSERT INTO outbox.endpoints (name, channel, url, secret, headers, timeout_ms, connect_timeout_ms, max_attempts, retry_window,
-                              rate_limit, rate_burst, key_interval_ms, group_key_interval_ms, ordered, on_dead,
-                              breaker_failures, breaker_cooldown, breaker_max_cooldown, disable_after, allow_networks,
-                              coalesce_ms)
-VALUES ($1, $2, $3, $4, $5::text::jsonb, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20::text[]::cidr[],
-        $21)
+-- Register an endpoint: $1 name, $2 channel, then every setting outbox.settings.endpoint declares, in its order: {columns}
+-- and {values} are filled from that declaration (the settings' columns, and $3... with each one's cast). Nothing if the name
+-- is taken. Its endpoint_state row comes from a trigger, and outbox._check_endpoint() checks that it fits its channel.
+INSERT INTO outbox.endpoints (name, channel, {columns})
+VALUES ($1, $2, {values})
 ON CONFLICT (name) DO NOTHING
 RETURNING name;
 
 -- endpoint_update --
--- Change some of an endpoint's settings: $1 name, $2 a JSON object of the changes (a key present with null clears that
--- setting). A new secret moves the current one to previous_secret for secret_grace_seconds, during which webhooks carry
--- both signatures. Returns the name, or nothing for an unknown endpoint.
-WITH p AS (SELECT $2::text::jsonb AS v)
-UPDATE outbox.endpoints AS e
-   SET url = CASE WHEN p.v ? 'url' THEN p.v ->> 'url' ELSE e.url END,
-       previous_secret = CASE WHEN p.v ? 'secret' THEN e.secret ELSE e.previous_secret END,
-       previous_secret_until = CASE WHEN p.v ? 'secret'
-                                    THEN now() + make_interval(secs => (p.v ->> 'secret_grace_seconds')::float8)
-                                    ELSE e.previous_secret_until END,
-       secret = CASE WHEN p.v ? 'secret' THEN p.v ->> 'secret' ELSE e.secret END,
-       headers = CASE WHEN p.v ? 'headers' THEN p.v -> 'headers' ELSE e.headers END,
-       timeout_ms = CASE WHEN p.v ? 'timeout_ms' THEN (p.v ->> 'timeout_ms')::integer ELSE e.timeout_ms END,
-       connect_timeout_ms = CASE WHEN p.v ? 'connect_timeout_ms' THEN (p.v ->> 'connect_timeout_ms')::integer
-                                 ELSE e.connect_timeout_ms END,
-       max_attempts = CASE WHEN p.v ? 'max_attempts' THEN (p.v ->> 'max_attempts')::integer ELSE e.max_attempts END,
-       retry_window = CASE WHEN p.v ? 'retry_window_seconds'
-                           THEN make_interval(secs => (p.v ->> 'retry_window_seconds')::float8) ELSE e.retry_window END,
-       rate_limit = CASE WHEN p.v ? 'rate_limit' THEN (p.v ->> 'rate_limit')::float8 ELSE e.rate_limit END,
-       rate_burst = CASE WHEN p.v ? 'rate_burst' THEN (p.v ->> 'rate_burst')::integer ELSE e.rate_burst END,
-       key_interval_ms = CASE WHEN p.v ? 'key_interval_ms' THEN (p.v ->> 'key_interval_ms')::integer
-                              ELSE e.key_interval_ms END,
-       group_key_interval_ms = CASE WHEN p.v ? 'group_key_interval_ms' THEN (p.v ->> 'group_key_interval_ms')::integer
-                                    ELSE e.group_key_interval_ms END,
-       coalesce_ms = CASE WHEN p.v ? 'coalesce_ms' THEN (p.v ->> 'coalesce_ms')::integer ELSE e.coalesce_ms END,
-       ordered = CASE WHEN p.v ? 'ordered' THEN (p.v ->> 'ordered')::boolean ELSE e.ordered END,
-       on_dead = CASE WHEN p.v ? 'on_dead' THEN p.v ->> 'on_dead' ELSE e.on_dead END,
-       breaker_failures = CASE WHEN p.v ? 'breaker_failures' THEN (p.v ->> 'breaker_failures')::integer
-                               ELSE e.breaker_failures END,
-       breaker_cooldown = CASE WHEN p.v ? 'breaker_cooldown_seconds'
-                               THEN make_interval(secs => (p.v ->> 'breaker_cooldown_seconds')::float8)
-                               ELSE e.breaker_cooldown END,
-       breaker_max_cooldown = CASE WHEN p.v ? 'breaker_max_cooldown_seconds'
-                                   THEN make_interval(secs => (p.v ->> 'breaker_max_cooldown_seconds')::float8)
-                                   ELSE e.breaker_max_cooldown END,
-       disable_after = CASE WHEN p.v ? 'disable_after_seconds'
-                            THEN make_interval(secs => (p.v ->> 'disable_after_seconds')::float8)
-                            ELSE e.disable_after END,
-       allow_networks = CASE WHEN NOT p.v ? 'allow_networks' THEN e.allow_networks
-                             WHEN jsonb_typeof(p.v -> 'allow_networks') = 'array'
-                             THEN ARRAY(SELECT jsonb_array_elements_text(p.v -> 'allow_networks'))::cidr[] END,
-       updated_at = now()
-  FROM p
- WHERE e.name = $1
-RETURNING e.name;
+-- Change some settings of endpoint $1: {assignments} is filled from the declaration, `column = $n` for each setting that
+-- changes (and a new secret moves the current one to previous_secret for a grace period, during which webhooks carry both
+-- signatures). Returns the name, or nothing for an unknown endpoint.
+UPDATE outbox.endpoints
+   SET {assignments}, updated_at = now()
+ WHERE name = $1
+RETURNING name;
+
+-- endpoint_channel --
+-- The channel of endpoint $1 (nothing for an unknown endpoint).
+SELECT channel FROM outbox.endpoints WHERE name = $1;
 
 -- endpoint_pause --
 -- Stop delivering to an endpoint at once (its messages stay parked; none spends an attempt): $1 name, $2 reason.
@@ -102,14 +63,12 @@ RETURNING m.id;
 SELECT message_id FROM outbox.key_blocks WHERE endpoint = $1 AND key = $2;
 
 -- endpoint_list --
--- Every endpoint with its policy, health and unfinished message count; never the secret itself, only whether one is set.
-SELECT e.name, e.channel, e.url, e.secret IS NOT NULL AS has_secret, e.headers, e.timeout_ms,
-       e.connect_timeout_ms, e.max_attempts, e.retry_window, e.created_at,
+-- Every endpoint: all its columns (the code shows only the declared settings, never a secret itself), its unfinished
+-- message count, whether a secret rotation is under way, and its health.
+SELECT e.*,
        (SELECT count(*) FROM outbox.messages AS m WHERE m.endpoint = e.name) AS unfinished,
-       e.rate_limit, e.rate_burst, e.key_interval_ms, e.group_key_interval_ms, e.coalesce_ms, e.ordered, e.on_dead,
-       e.breaker_failures, e.breaker_cooldown, e.breaker_max_cooldown, e.disable_after,
-       e.allow_networks::text[] AS allow_networks, e.previous_secret_until > now() AS rotating,
-       h.state, h.paused_reason, h.disabled_reason, h.consecutive_failures, h.last_failure
+       coalesce(e.previous_secret_until > now(), false) AS rotating,
+       h.state, h.consecutive_failures, h.last_failure
   FROM outbox.endpoints AS e
   LEFT JOIN outbox.endpoint_health AS h ON h.endpoint = e.name
  ORDER BY e.name;
@@ -249,6 +208,15 @@ UPDATE outbox.config
        dead_letters_retention = coalesce(make_interval(secs => $2), dead_letters_retention)
 RETURNING extract(epoch FROM attempts_retention)::bigint AS attempts_seconds,
           extract(epoch FROM dead_letters_retention)::bigint AS dead_letters_seconds;
+
+-- alert_payload_problem --
+-- Whether alerts to endpoint $1 would pass its channel's payload check, starting from payload $2 (JSON text) with a text
+-- added as outbox._alert() adds it: the problem, or NULL; no row for an unknown endpoint.
+SELECT outbox._message_problem(ch.payload_check, $2::text::jsonb || '{"text": "outbox: alert"}'::jsonb, NULL, NULL, 0,
+                               NULL, NULL, 2147483647) AS problem
+  FROM outbox.endpoints AS e
+  JOIN outbox.channels AS ch ON ch.name = e.channel
+ WHERE e.name = $1;
 
 -- alerts_get --
 -- Where alerts go (NULL: nowhere), the payload they start from, and their minimum interval in seconds.

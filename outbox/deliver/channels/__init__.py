@@ -1,21 +1,11 @@
-"""Channels turn a claimed message into one delivery attempt.
+"""Channels: how a delivery reaches each kind of destination.
 
-A channel builds the request for its kind of endpoint, sends it and reports
-what came back as an `AttemptResult` with a `Classification`; it never decides
-about retries (that is `outbox.deliver.policy`) and never touches the database.
+`spec` is the interface (a `ChannelSpec` declares a channel in one place, a
+`Channel` sends); `registry` knows every channel; `webhook`, `telegram` and
+`null` are the built-in ones, on a shared HTTP client (`http`) behind the
+SSRF guard (`ssrf`), with Standard Webhooks signatures (`signing`).
 """
 
-from __future__ import annotations
-
-from typing import Protocol
-
 from outbox._redact import guard_loggers
-from outbox.deliver.model import AttemptResult, Claimed, Endpoint
 
 guard_loggers()
-
-
-class Channel(Protocol):
-    async def send(self, message: Claimed, endpoint: Endpoint) -> AttemptResult: ...
-
-    async def aclose(self) -> None: ...

@@ -32,7 +32,6 @@ to make that rare, a connection idle for longer than the server's own
 from __future__ import annotations
 
 import asyncio
-import socket
 import ssl
 import time
 from collections.abc import Mapping, Sequence
@@ -41,19 +40,18 @@ from typing import cast
 
 import certifi
 import httptools
-from aiohttp.abc import AbstractResolver
-from aiohttp.resolver import DefaultResolver
 from yarl import URL
 
 from outbox._redact import redact_text
 from outbox.deliver.channels.ssrf import (
     GuardedResolver,
     Network,
+    Resolver,
     blocked_reason,
     literal_host_problem,
     parse_networks,
 )
-from outbox.deliver.model import Endpoint
+from outbox.deliver.endpoints import Endpoint
 from outbox.deliver.policy import Classification, Verdict, classify_error
 
 EXCERPT_CHARS = 1024
@@ -240,7 +238,7 @@ class GuardedClients:
         self._max_idle = max_connections
         self._allow = tuple(allow)
         self._guard = guard
-        self._resolvers: dict[tuple[str, ...], AbstractResolver] = {}
+        self._resolvers: dict[tuple[str, ...], Resolver] = {}
         self._idle: dict[tuple[tuple[str, ...], bool, str, int], list[_Connection]] = {}
         self._busy: set[_Connection] = set()
         self._targets: dict[str, _Target] = {}
@@ -292,8 +290,6 @@ class GuardedClients:
             conn.close()
         self._idle.clear()
         self._busy.clear()
-        for resolver in self._resolvers.values():
-            await resolver.close()
         self._resolvers.clear()
 
     # -- connections -------------------------------------------------------
@@ -352,7 +348,7 @@ class GuardedClients:
         try:
             async with asyncio.timeout(endpoint.connect_timeout):
                 try:
-                    addresses = await resolver.resolve(target.host, target.port, socket.AF_UNSPEC)
+                    addresses = await resolver.resolve(target.host, target.port)
                 except OSError as exc:
                     if blocked_reason(exc):
                         raise
@@ -360,12 +356,12 @@ class GuardedClients:
                 except UnicodeError as exc:  # getaddrinfo: an empty or 64+ character label
                     raise InvalidRequestError(f"{target.host} is not a valid host name") from exc
                 last: OSError | None = None
-                for address in addresses:
+                for host, port in addresses:
                     try:
                         _, conn = await loop.create_connection(
                             _Connection,
-                            address["host"],
-                            address["port"],
+                            host,
+                            port,
                             ssl=tls,
                             server_hostname=target.host if tls else None,
                         )
@@ -379,14 +375,14 @@ class GuardedClients:
                 f"could not connect to {where} within {endpoint.connect_timeout:g}s"
             ) from None
 
-    def _resolver(self, endpoint: Endpoint) -> AbstractResolver:
+    def _resolver(self, endpoint: Endpoint) -> Resolver:
         resolver = self._resolvers.get(endpoint.allow_networks)
         if resolver is None:
             if self._guard:
                 allowed = self._allow + parse_networks(endpoint.allow_networks)
                 resolver = GuardedResolver(allowed)
             else:
-                resolver = DefaultResolver()
+                resolver = Resolver()
             self._resolvers[endpoint.allow_networks] = resolver
         return resolver
 

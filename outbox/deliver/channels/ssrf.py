@@ -3,43 +3,41 @@
 Whoever can register an endpoint could otherwise make workers POST into the
 private network they run in (databases, admin panels, the cloud metadata
 service at 169.254.169.254). The check runs on the address actually connected
-to: `GuardedResolver` is the HTTP client's resolver, so the addresses it
-returns are the only ones the connection uses, with no second lookup in
-between for a DNS rebinding to slip through. Literal IP hosts never reach a
-resolver and are checked before the request (`literal_host_problem`).
+to: `GuardedResolver` is the HTTP client's resolver (``getaddrinfo`` on the
+event loop), so the addresses it returns are the only ones the connection
+uses, with no second lookup in between for a DNS rebinding to slip through.
+Literal IP hosts never reach a resolver and are checked before the request
+(`literal_host_problem`).
 Redirects are never followed, so a public host cannot bounce a request inward.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import DefaultResolver
+from outbox.settings.values import Network, parse_networks
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+__all__ = [
+    "LOOPBACK",
+    "BlockedAddressError",
+    "GuardedResolver",
+    "Network",
+    "Resolver",
+    "address_problem",
+    "blocked_reason",
+    "literal_host_problem",
+    "parse_networks",
+]
+
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 LOOPBACK: tuple[Network, ...] = (
     ipaddress.ip_network("127.0.0.0/8"),
     ipaddress.ip_network("::1/128"),
 )
-
-
-def parse_networks(values: Iterable[str]) -> tuple[Network, ...]:
-    """CIDR ranges (or single addresses); a bad one raises ValueError naming it."""
-    networks: list[Network] = []
-    for value in values:
-        text = value.strip()
-        if not text:
-            continue
-        try:
-            networks.append(ipaddress.ip_network(text, strict=False))
-        except ValueError:
-            raise ValueError(f"{text!r} is not an address range (e.g. 10.0.0.0/8)") from None
-    return tuple(networks)
 
 
 def address_problem(address: str, allowed: Sequence[Network] = ()) -> str | None:
@@ -103,31 +101,38 @@ class BlockedAddressError(OSError):
         super().__init__(f"{host} resolves only to refused addresses: {'; '.join(problems)}")
 
 
-class GuardedResolver(AbstractResolver):
-    """Resolves with aiohttp's default resolver and keeps only allowed addresses."""
+class Resolver:
+    """Looks a host up with the event loop's ``getaddrinfo`` (in a thread, as the
+    loop does it); returns each address once, in the order the system gave them."""
+
+    async def resolve(self, host: str, port: int) -> list[tuple[str, int]]:
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_ADDRCONFIG
+        )
+        seen: dict[tuple[str, int], None] = {}
+        for _family, _type, _proto, _name, sockaddr in infos:
+            seen.setdefault((str(sockaddr[0]), int(sockaddr[1])), None)
+        return list(seen)
+
+
+class GuardedResolver(Resolver):
+    """Resolves like `Resolver` and keeps only the addresses the guard allows."""
 
     def __init__(self, allowed: Sequence[Network] = ()) -> None:
-        self._inner = DefaultResolver()
         self._allowed = tuple(allowed)
 
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        results = await self._inner.resolve(host, port, family)
-        kept: list[ResolveResult] = []
+    async def resolve(self, host: str, port: int) -> list[tuple[str, int]]:
+        kept: list[tuple[str, int]] = []
         problems: list[str] = []
-        for result in results:
-            problem = address_problem(result["host"], self._allowed)
+        for address in await super().resolve(host, port):
+            problem = address_problem(address[0], self._allowed)
             if problem is None:
-                kept.append(result)
+                kept.append(address)
             else:
                 problems.append(problem)
         if not kept:
             raise BlockedAddressError(host, problems)
         return kept
-
-    async def close(self) -> None:
-        await self._inner.close()
 
 
 def blocked_reason(exc: BaseException) -> str | None:

@@ -23,6 +23,10 @@ What the answers mean (https://core.telegram.org/bots/api#making-requests):
 
 The token is part of every URL, so nothing that could hold the URL is
 logged or recorded unredacted (and the HTTP libraries' own request logs stay silenced).
+
+What the database does for this channel is declared in `SPEC` and lives in
+``outbox/db/schema/telegram.sql``: the payload check at enqueue, the chat as
+the default key, group chats (negative ids) as group keys, and coalescing.
 """
 
 from __future__ import annotations
@@ -44,8 +48,10 @@ from outbox.deliver.channels.http import (
     ssrf_refusal,
     transport_failure,
 )
+from outbox.deliver.channels.spec import ChannelContext, ChannelSpec, Sql
 from outbox.deliver.channels.ssrf import Network
-from outbox.deliver.model import AttemptClock, AttemptResult, Claimed, Endpoint
+from outbox.deliver.channels.urls import HTTP_URL_PATTERN, check_http_url
+from outbox.deliver.model import AttemptClock, AttemptResult, Delivery, Endpoint, Rewrite
 from outbox.deliver.policy import (
     Classification,
     Health,
@@ -53,9 +59,10 @@ from outbox.deliver.policy import (
     classify_status,
     parse_retry_after,
 )
-from outbox.operate.endpoint_config import TELEGRAM_API_BASE
 
+API_BASE = "https://api.telegram.org"
 _METHOD = re.compile(r"^[A-Za-z]{1,64}$")
+_BOT_TOKEN = re.compile(r"^\d{3,}:[A-Za-z0-9_-]{20,}$")
 
 
 class TelegramChannel:
@@ -67,81 +74,94 @@ class TelegramChannel:
     ) -> None:
         self.clients = GuardedClients(max_connections, allow=allow, guard=guard)
 
-    async def send(self, message: Claimed, endpoint: Endpoint) -> AttemptResult:
+    @classmethod
+    def open(cls, context: ChannelContext) -> TelegramChannel:
+        return cls(context.concurrency, allow=context.allow)
+
+    async def send(self, delivery: Delivery, endpoint: Endpoint) -> AttemptResult:
         clock = AttemptClock()
         result = clock.result
-        secrets = endpoint.secrets
-
         if endpoint.secret_problem or not endpoint.secret:
             problem = endpoint.secret_problem or "the endpoint has no bot token"
             return result(
                 Classification(Verdict.RETRYABLE, problem, pause=problem),
                 error=f"ConfigurationError: {problem}",
             )
-        payload = json.loads(message.payload)
-        call = dict(payload)
-        method = str(call.pop("method", "sendMessage"))
+        method, call = _call(delivery)
         if not _METHOD.match(method):  # outbox.enqueue() refuses these; rows written by hand
             problem = f"{method!r} is not a Bot API method name"
             return result(Classification(Verdict.PERMANENT, problem), error=problem[:200])
-        if message.riders:  # coalesced: one message with every text, in key order
-            texts = [str(payload.get("text", ""))]
-            texts += [str(json.loads(r.payload).get("text", "")) for r in message.riders]
-            call["text"] = "\n\n".join(texts)
-        base = (endpoint.url or TELEGRAM_API_BASE).rstrip("/")
+        base = (endpoint.url or API_BASE).rstrip("/")
         refused = self.clients.refused(base, endpoint)
         if refused:
             return result(ssrf_refusal(refused), error=f"SSRFGuard: {refused}")
-        url = f"{base}/bot{endpoint.secret}/{method}"
         headers = CIMultiDict(endpoint.headers)
         headers["content-type"] = "application/json"
         body = json.dumps(call, ensure_ascii=False, separators=(",", ":")).encode()
         try:
-            response = await self.clients.post(endpoint, url, body, headers)
-        except TRANSPORT_ERRORS as exc:
-            classification, error = transport_failure(exc, endpoint, secrets)
-            return result(classification, error=error)
-
-        text = response.text
-        excerpt = redact_text(text[:EXCERPT_CHARS], secrets) if text else None
-        answer = _json(text)
-        status = response.status
-        if answer.get("ok") is True and 200 <= status < 300:
-            return result(
-                Classification(Verdict.DELIVERED, f"HTTP {status}", health=Health.OK),
-                status_code=status,
-                excerpt=excerpt,
+            reply = await self.clients.post(
+                endpoint, f"{base}/bot{endpoint.secret}/{method}", body, headers
             )
-        said_code = answer.get("error_code")
-        code = said_code if isinstance(said_code, int) else status
-        description = redact_text(str(answer.get("description") or f"HTTP {code}"), secrets)
-        parameters = answer.get("parameters")
-        parameters = parameters if isinstance(parameters, dict) else {}
-        error = f"Telegram {code}: {description}"[:EXCERPT_CHARS]
-        classification, new_chat = _classify(
-            code, description, parameters, response, payload.get("chat_id")
-        )
-        new_payloads = None
-        if new_chat is not None:
-            new_payloads = {
-                m.id: _with_chat(m.payload, new_chat) for m in (message, *message.riders)
-            }
-        return result(
-            classification,
-            status_code=status,
-            error=error,
-            excerpt=excerpt,
-            new_payloads=new_payloads,
-        )
+        except TRANSPORT_ERRORS as exc:
+            classification, error = transport_failure(exc, endpoint, endpoint.secrets)
+            return result(classification, error=error)
+        return _answer(clock, reply, delivery, endpoint.secrets)
 
     async def aclose(self) -> None:
         await self.clients.aclose()
 
 
-def _with_chat(payload: str, chat_id: int) -> str:
-    rewritten = json.loads(payload)
-    rewritten["chat_id"] = chat_id
-    return json.dumps(rewritten, ensure_ascii=False, separators=(",", ":"))
+def _call(delivery: Delivery) -> tuple[str, dict[str, Any]]:
+    """The Bot API method and its parameters: the payload without ``method``;
+    coalesced messages send every text, joined in key order."""
+    payload = json.loads(delivery.head.payload)
+    call = dict(payload)
+    method = str(call.pop("method", "sendMessage"))
+    if len(delivery.messages) > 1:
+        call["text"] = "\n\n".join(
+            str(json.loads(m.payload).get("text", "")) for m in delivery.messages
+        )
+    return method, call
+
+
+def _answer(
+    clock: AttemptClock, reply: Reply, delivery: Delivery, secrets: tuple[str, ...]
+) -> AttemptResult:
+    """What the Bot API's answer means (its ``ok``, ``error_code`` and ``parameters``)."""
+    text = reply.text
+    excerpt = redact_text(text[:EXCERPT_CHARS], secrets) if text else None
+    answer = _json(text)
+    status = reply.status
+    if answer.get("ok") is True and 200 <= status < 300:
+        delivered = Classification(Verdict.DELIVERED, f"HTTP {status}", health=Health.OK)
+        return clock.result(delivered, status_code=status, excerpt=excerpt)
+    said_code = answer.get("error_code")
+    code = said_code if isinstance(said_code, int) else status
+    description = redact_text(str(answer.get("description") or f"HTTP {code}"), secrets)
+    parameters = answer.get("parameters")
+    parameters = parameters if isinstance(parameters, dict) else {}
+    old_chat = json.loads(delivery.head.payload).get("chat_id")
+    classification, new_chat = _classify(code, description, parameters, reply, old_chat)
+    return clock.result(
+        classification,
+        status_code=status,
+        error=f"Telegram {code}: {description}"[:EXCERPT_CHARS],
+        excerpt=excerpt,
+        rewrites=None if new_chat is None else _moved(delivery, old_chat, new_chat),
+    )
+
+
+def _moved(delivery: Delivery, old_chat: Any, new_chat: int) -> dict[Any, Rewrite]:
+    """Every message of the delivery, sent to the chat's new id; a key that was
+    the chat's id follows it."""
+    rewrites = {}
+    for m in delivery.messages:
+        payload = json.loads(m.payload)
+        payload["chat_id"] = new_chat
+        key = str(new_chat) if m.key is not None and m.key == str(old_chat) else None
+        text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+        rewrites[m.id] = Rewrite(text, key)
+    return rewrites
 
 
 def _classify(
@@ -193,3 +213,33 @@ def _json(text: str) -> dict[str, Any]:
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
+
+
+def _check_token(token: str) -> None:
+    if not token.startswith("env:") and not _BOT_TOKEN.match(token):
+        raise ValueError(
+            "secret does not look like a Telegram bot token (digits:letters); "
+            "the value is not shown"
+        )
+
+
+SPEC = ChannelSpec(
+    name="telegram",
+    summary="call the Telegram Bot API (sendMessage and the other methods), one call a message",
+    open=TelegramChannel.open,
+    url="optional",  # the Bot API's base URL: api.telegram.org unless given
+    url_pattern=HTTP_URL_PATTERN,
+    check_url=check_http_url,
+    secret="required",
+    secret_help="the bot token, or env:VARIABLE naming an environment variable that holds it",
+    check_secret=_check_token,
+    # The Bot API's limits: 30 messages/s per bot, 1/s per chat, 20/min per group chat.
+    defaults={"rate_limit": 30.0, "key_interval": 1.0, "group_key_interval": 3.0},
+    settings=frozenset({"coalesce", "group_key_interval"}),
+    sql=Sql(
+        payload_check="outbox._telegram_problem",
+        default_key="chat_id",  # the chat: per-chat limits and order
+        group_keys="-%",  # group chats have negative ids
+        riders="outbox._telegram_riders",
+    ),
+)

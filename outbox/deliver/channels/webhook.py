@@ -30,8 +30,10 @@ from outbox.deliver.channels.http import (
     transport_failure,
 )
 from outbox.deliver.channels.signing import signature_header
+from outbox.deliver.channels.spec import ChannelContext, ChannelSpec
 from outbox.deliver.channels.ssrf import Network
-from outbox.deliver.model import AttemptClock, AttemptResult, Claimed, Endpoint
+from outbox.deliver.channels.urls import HTTP_URL_PATTERN, check_http_url
+from outbox.deliver.model import AttemptClock, AttemptResult, Claimed, Delivery, Endpoint
 from outbox.deliver.policy import Classification, Verdict, classify_status, parse_retry_after
 
 
@@ -41,7 +43,12 @@ class WebhookChannel:
     ) -> None:
         self.clients = GuardedClients(max_connections, allow=allow, guard=guard)
 
-    async def send(self, message: Claimed, endpoint: Endpoint) -> AttemptResult:
+    @classmethod
+    def open(cls, context: ChannelContext) -> WebhookChannel:
+        return cls(context.concurrency, allow=context.allow)
+
+    async def send(self, delivery: Delivery, endpoint: Endpoint) -> AttemptResult:
+        message = delivery.head  # webhooks never coalesce: one message per request
         clock = AttemptClock()
         result = clock.result
         secrets = endpoint.secrets
@@ -97,3 +104,13 @@ class WebhookChannel:
 
     async def aclose(self) -> None:
         await self.clients.aclose()
+
+
+SPEC = ChannelSpec(
+    name="webhook",
+    summary="POST the payload as JSON to a URL, with Standard Webhooks headers and signature",
+    open=WebhookChannel.open,
+    url="required",
+    url_pattern=HTTP_URL_PATTERN,
+    check_url=check_http_url,
+)

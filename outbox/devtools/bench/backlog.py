@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from outbox.db.connect import connect
-from outbox.devtools.bench.common import Figure, bar, fill_backlog
+from outbox.devtools.bench.common import Figure, bar, ensure_endpoint, fill_backlog
 from outbox.devtools.processes import spawn_worker
 
 ENDPOINT = "bench-backlog"
@@ -40,10 +40,7 @@ async def one_round(url: str, n: int, concurrency: int) -> tuple[float, float, f
     """(first tenth's rate, last tenth's rate, overall rate) of one drain."""
     conn = await connect(url)
     try:
-        await conn.execute(
-            "INSERT INTO outbox.endpoints (name, channel) VALUES ($1, 'null') ON CONFLICT DO NOTHING",
-            ENDPOINT,
-        )
+        await ensure_endpoint(conn, ENDPOINT)
         await fill_backlog(conn, ENDPOINT, n)  # the endpoint's old ledger rows go too
         await conn.execute("CHECKPOINT")
         deleted0 = await conn.fetchval(_DELETED)

@@ -174,6 +174,20 @@ def bar(description: str, total: int) -> Iterator[Callable[[int], None]]:
         yield lambda done: progress.update(task, completed=done)
 
 
+async def ensure_endpoint(conn: Any, name: str, channel: str = "null", **settings: Any) -> None:
+    """A benchmark's endpoint, through the operators' API: added, or given these
+    settings if it exists (from an earlier run)."""
+    from outbox import operate
+    from outbox.errors import EndpointExistsError
+    from outbox.operate.endpoint_config import EndpointConfig, EndpointUpdate
+
+    try:
+        await operate.add_endpoint(conn, EndpointConfig(name=name, channel=channel, **settings))
+    except EndpointExistsError:
+        if settings:
+            await operate.update_endpoint(conn, name, EndpointUpdate(**settings))
+
+
 async def fill_backlog(conn: Any, endpoint: str, n: int) -> None:
     """Replace ``endpoint``'s queue with ``n`` fresh messages (10,000 per call)."""
     from outbox.produce.enqueue import enqueue_many

@@ -13,7 +13,7 @@ from typing import Any
 
 from outbox.db.connect import connect
 from outbox.deliver.runner import WORKER_SESSION_SETTINGS
-from outbox.devtools.bench.common import Figure, drain_rate, fill_backlog
+from outbox.devtools.bench.common import Figure, drain_rate, ensure_endpoint, fill_backlog
 from outbox.devtools.processes import spawn_worker
 
 ENDPOINT = "bench-drain"
@@ -37,10 +37,7 @@ SELECT id, endpoint, attempts + 1, now(), 0, 'delivered' FROM gone
 async def _fill(url: str, n: int) -> None:
     conn = await connect(url)
     try:
-        await conn.execute(
-            "INSERT INTO outbox.endpoints (name, channel) VALUES ($1, 'null') ON CONFLICT DO NOTHING",
-            ENDPOINT,
-        )
+        await ensure_endpoint(conn, ENDPOINT)
         await fill_backlog(conn, ENDPOINT, n)
         await conn.execute("CHECKPOINT")
     finally:

@@ -17,14 +17,13 @@ from typing import Any
 import asyncpg
 
 from outbox.db.connect import connect
-from outbox.devtools.bench.common import Figure, postmaster_pid, rate_for
+from outbox.devtools.bench.common import Figure, ensure_endpoint, postmaster_pid, rate_for
 from outbox.produce.enqueue import enqueue, enqueue_many
 
 ENDPOINT = "bench-null"
 PAYLOAD = {"event": "order.created", "order_id": 12345, "amount": "19.99", "currency": "EUR"}
 
-_SETUP = f"""
-INSERT INTO outbox.endpoints (name, channel) VALUES ('{ENDPOINT}', 'null') ON CONFLICT DO NOTHING;
+_SETUP = """
 DROP TABLE IF EXISTS public.outbox_bench_bare;
 CREATE TABLE public.outbox_bench_bare (LIKE outbox.messages INCLUDING ALL);
 """
@@ -56,6 +55,7 @@ async def run(
 ) -> dict[str, Any]:
     admin = await connect(url)
     postmaster = await postmaster_pid(admin)  # server CPU: this server's processes only
+    await ensure_endpoint(admin, ENDPOINT)
     await admin.execute(_SETUP)
     copy_options = await admin.fetchval(_COPY_OPTIONS)
     if copy_options:

@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 
 from outbox.db.connect import connect
-from outbox.devtools.bench.common import Figure, drain_rate, fill_backlog
+from outbox.devtools.bench.common import Figure, drain_rate, ensure_endpoint, fill_backlog
 from outbox.devtools.bench.transport import _post_aiohttp, _rate, start_receiver
 from outbox.devtools.processes import spawn_worker
 
@@ -25,13 +25,13 @@ ENDPOINT = "bench-http"
 async def add_endpoint(conn: Any, url: str, name: str = ENDPOINT) -> None:
     """A benchmark's webhook endpoint: the receiver is on loopback, which the SSRF
     guard refuses unless allowed; the breaker never opens."""
-    await conn.execute(
-        "INSERT INTO outbox.endpoints (name, channel, url, allow_networks, breaker_failures)"
-        " VALUES ($1, 'webhook', $2, '{127.0.0.0/8}', 1000000)"
-        " ON CONFLICT (name) DO UPDATE SET url = excluded.url,"
-        " allow_networks = excluded.allow_networks, breaker_failures = 1000000",
+    await ensure_endpoint(
+        conn,
         name,
-        url,
+        "webhook",
+        url=url,
+        allow_networks=("127.0.0.0/8",),
+        breaker_failures=1_000_000,
     )
 
 

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from outbox.db.connect import connect
+from outbox.devtools.bench.common import ensure_endpoint
 from outbox.devtools.processes import spawn_worker
 from outbox.devtools.receiver import Receiver
 from outbox.produce.enqueue import enqueue
@@ -29,14 +30,9 @@ async def one_round(url: str, rate: float, seconds: float) -> dict[str, Any]:
     conn = await connect(url)
     committed: dict[str, float] = {}
     with Receiver() as rx:
-        await conn.execute(
-            # The receiver is on loopback, which the SSRF guard refuses unless allowed.
-            "INSERT INTO outbox.endpoints (name, channel, url, allow_networks)"
-            " VALUES ($1, 'webhook', $2, '{127.0.0.0/8}')"
-            " ON CONFLICT (name) DO UPDATE SET url = excluded.url,"
-            " allow_networks = excluded.allow_networks",
-            ENDPOINT,
-            rx.url("/latency"),
+        # The receiver is on loopback, which the SSRF guard refuses unless allowed.
+        await ensure_endpoint(
+            conn, ENDPOINT, "webhook", url=rx.url("/latency"), allow_networks=("127.0.0.0/8",)
         )
         # A worker of an earlier run may have left wakeup_until ahead: reset it,
         # so that "ready" below means this run's worker is listening.

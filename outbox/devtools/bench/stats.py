@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from outbox.db.connect import connect
+from outbox.devtools.bench.common import ensure_endpoint
 
 PREFIX = "bench-stats-"
 
@@ -23,11 +24,8 @@ async def run(
     conn = await connect(url)
     try:
         await _clear(conn)
-        await conn.execute(
-            "INSERT INTO outbox.endpoints (name, channel)"
-            " SELECT $1 || i, 'null' FROM generate_series(1, 10) AS i",
-            PREFIX,
-        )
+        for i in range(1, 11):
+            await ensure_endpoint(conn, f"{PREFIX}{i}")
         spacing_ms = 3_500_000 / attempts  # all within the last hour
         await conn.execute(
             "INSERT INTO outbox.attempts (message_id, endpoint, attempt, started_at, duration_ms,"

@@ -1,16 +1,16 @@
-"""Settings from the environment, all prefixed ``OUTBOX_`` (pydantic-settings)."""
+"""The settings of a process, from the environment, all prefixed ``OUTBOX_``
+(pydantic-settings); ``outbox worker``'s flags override them. The one source
+of these defaults: `WorkerConfig` and the CLI's help take theirs from here."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from outbox.errors import ConfigurationError
-
-if TYPE_CHECKING:
-    from outbox.deliver.worker import WorkerConfig
+from outbox.settings.values import parse_networks
 
 
 class Settings(BaseSettings):
@@ -70,7 +70,13 @@ class Settings(BaseSettings):
         ),
     )
     metrics_port: int | None = Field(
-        None, ge=1, le=65535, description="Serve /metrics, /healthz and /readyz on this port."
+        None,
+        ge=1,
+        le=65535,
+        description=(
+            "Serve Prometheus /metrics, /healthz and /readyz on this port (with --processes, "
+            "the supervisor serves all children's)."
+        ),
     )
     first_attempt_share: float = Field(
         0.5,
@@ -82,8 +88,6 @@ class Settings(BaseSettings):
     @field_validator("allow_networks")
     @classmethod
     def _networks(cls, value: str) -> str:
-        from outbox.deliver.channels.ssrf import parse_networks
-
         parse_networks(value.split(","))
         return value
 
@@ -98,22 +102,9 @@ class Settings(BaseSettings):
             raise ValueError("must start with postgresql:// (the value is not shown)")
         return value
 
-    def worker_config(self) -> WorkerConfig:
-        from outbox.deliver.worker import WorkerConfig
-
-        return WorkerConfig(
-            concurrency=self.concurrency,
-            batch_size=self.batch_size,
-            lease_seconds=self.lease_seconds,
-            poll_interval=self.poll_interval,
-            shutdown_grace=self.shutdown_grace,
-            reap_interval=self.reap_interval,
-            backoff_base=self.backoff_base,
-            backoff_cap=max(self.backoff_cap, self.backoff_base),
-            first_attempt_share=self.first_attempt_share,
-            metrics_port=self.metrics_port,
-            allow_networks=tuple(n.strip() for n in self.allow_networks.split(",") if n.strip()),
-        )
+    def allowed_networks(self) -> tuple[str, ...]:
+        """``allow_networks`` as a tuple of ranges."""
+        return tuple(n.strip() for n in self.allow_networks.split(",") if n.strip())
 
     def require_database_url(self) -> str:
         """The database URL, or a clear error naming the variable to set."""

@@ -1,0 +1,85 @@
+"""``outbox worker``: deliver until SIGTERM/SIGINT. Its options are settings
+(`outbox.settings.Settings`), with their defaults and descriptions from there."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, get_args
+
+import click
+
+from outbox.cli.app import database_option, main, run_fast, url_for
+from outbox.settings import Settings, load_settings
+
+# The settings `outbox worker` takes as flags, in the order --help shows them.
+FLAGS = (
+    "concurrency",
+    "processes",
+    "batch_size",
+    "lease_seconds",
+    "poll_interval",
+    "shutdown_grace",
+    "metrics_port",
+    "log_format",
+)
+
+
+def _option(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    field = Settings.model_fields[name]
+    kind: Any = field.annotation
+    choices = get_args(kind)
+    if choices and all(isinstance(c, str) for c in choices):
+        kind = click.Choice(choices)
+    elif int in choices:  # int | None
+        kind = int
+    default = "" if field.default is None else f" [default: {field.default}]"
+    return click.option(
+        f"--{name.replace('_', '-')}",
+        type=kind,
+        help=f"{field.description} (OUTBOX_{name.upper()}){default}",
+    )
+
+
+def worker_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    for name in reversed(FLAGS):
+        func = _option(name)(func)
+    return func
+
+
+@main.command("worker")
+@database_option
+@worker_options
+@click.pass_context
+def worker_cmd(ctx: click.Context, /, database_url: str | None, **flags: Any) -> None:
+    """Deliver messages until SIGTERM/SIGINT, then stop gracefully.
+
+    A first signal stops claiming, hands back claimed-but-unstarted messages,
+    lets deliveries in flight finish (--shutdown-grace) and exits 0; a second
+    signal exits at once (leases then expire and other workers retry).
+    """
+    url = url_for(ctx)
+    overrides = {k: v for k, v in flags.items() if v is not None}
+    settings = load_settings(**overrides)
+    from outbox.deliver.logs import configure
+
+    configure(settings.log_level, settings.log_format)
+    if settings.processes > 1:
+        from outbox.deliver.supervisor import Supervisor
+
+        child_args: list[str] = []
+        for name, value in overrides.items():
+            if name not in ("processes", "metrics_port"):  # the supervisor serves metrics
+                child_args += [f"--{name.replace('_', '-')}", str(value)]
+        supervisor = Supervisor(
+            child_args,
+            settings.processes,
+            settings.shutdown_grace,
+            database_url=url,
+            metrics_port=settings.metrics_port,
+        )
+        ctx.exit(supervisor.run())
+    from outbox.deliver.config import WorkerConfig
+    from outbox.deliver.runner import run_worker
+
+    config = WorkerConfig.from_settings(settings)
+    ctx.exit(run_fast(run_worker(url, config, worker_id=settings.worker_id)))

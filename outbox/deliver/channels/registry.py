@@ -1,0 +1,58 @@
+"""Every channel this installation knows: the built-in ones and those that
+installed packages register under the entry point group ``outbox.channels``
+(each entry point names a `ChannelSpec`).
+
+What drives from here: the channels a worker opens, the choices of ``outbox
+endpoint add --channel``, the rows of ``outbox.channels`` (which every
+endpoint's channel must have; `outbox migrate` writes them) and the docs.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from importlib.metadata import entry_points
+from types import MappingProxyType
+
+from outbox.deliver.channels import null, telegram, webhook
+from outbox.deliver.channels.spec import ChannelSpec
+from outbox.errors import ConfigurationError, InvalidInputError
+
+ENTRY_POINTS = "outbox.channels"
+BUILT_IN: tuple[ChannelSpec, ...] = (webhook.SPEC, telegram.SPEC, null.SPEC)
+
+
+@functools.cache
+def channels() -> Mapping[str, ChannelSpec]:
+    """Every known channel by name: the built-in ones first, then the installed
+    packages' in the order of their entry point names."""
+    known = {spec.name: spec for spec in BUILT_IN}
+    for point in sorted(entry_points(group=ENTRY_POINTS), key=lambda p: p.name):
+        try:
+            spec = point.load()
+        except Exception as exc:
+            raise ConfigurationError(
+                f"cannot load the channel {point.name!r} ({point.value}): "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        if not isinstance(spec, ChannelSpec):
+            raise ConfigurationError(
+                f"the entry point {point.name!r} ({point.value}) of group {ENTRY_POINTS} "
+                f"names a {type(spec).__name__}, not a ChannelSpec"
+            )
+        if spec.name in known:
+            raise ConfigurationError(
+                f"two channels are called {spec.name!r} (one from {point.value})"
+            )
+        known[spec.name] = spec
+    return MappingProxyType(known)
+
+
+def channel(name: str) -> ChannelSpec:
+    """The channel called ``name``; an unknown one is an error naming the known ones."""
+    spec = channels().get(name)
+    if spec is None:
+        raise InvalidInputError(
+            "channel", f"unknown channel {name!r}; known: {', '.join(channels())}"
+        )
+    return spec

@@ -1,0 +1,83 @@
+"""Watching a worker: one hook that logs and metrics observe attempts through.
+
+The worker tells its `Observer` when it claims, when a delivery starts and
+ends, and every attempt it records (with the answer, when there was one).
+`Observers` passes each event on to several; `AttemptLog` writes the log line
+of a failed attempt (`outbox.deliver.metrics.MetricsObserver` counts).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Protocol
+
+from outbox.deliver.model import AttemptResult, Finished
+from outbox.deliver.policy import Outcome
+
+log = logging.getLogger("outbox.worker")
+
+
+class Observer(Protocol):
+    def claimed(self, n: int) -> None:
+        """A claim returned ``n`` deliveries' worth of messages."""
+
+    def delivering(self, delta: int) -> None:
+        """A delivery started (+1) or ended (-1)."""
+
+    def attempted(self, endpoint: str, finished: Finished, result: AttemptResult | None) -> None:
+        """An attempt is about to be recorded; ``result`` is None when no request was
+        made (its lease expired under a worker that vanished)."""
+
+
+class Observers:
+    """Several observers as one."""
+
+    def __init__(self, observers: Sequence[Observer] = ()) -> None:
+        self.observers = tuple(observers)
+
+    def claimed(self, n: int) -> None:
+        for o in self.observers:
+            o.claimed(n)
+
+    def delivering(self, delta: int) -> None:
+        for o in self.observers:
+            o.delivering(delta)
+
+    def attempted(self, endpoint: str, finished: Finished, result: AttemptResult | None) -> None:
+        for o in self.observers:
+            o.attempted(endpoint, finished, result)
+
+
+class AttemptLog:
+    """One log line per failed attempt, with its fields for JSON logs
+    (`outbox.deliver.logs`): message id, endpoint, attempt, status, error,
+    decision and reason. Lost leases are reported by the reaper, in one line."""
+
+    def claimed(self, n: int) -> None:
+        return None
+
+    def delivering(self, delta: int) -> None:
+        return None
+
+    def attempted(self, endpoint: str, finished: Finished, result: AttemptResult | None) -> None:
+        if result is None or finished.outcome is Outcome.DELIVERED:
+            return
+        log.info(
+            "attempt %d of message %s to %s failed (status %s, %s): %s",
+            finished.attempt,
+            finished.id,
+            endpoint,
+            finished.status_code,
+            finished.error,
+            finished.reason,
+            extra={
+                "message_id": str(finished.id),
+                "endpoint": endpoint,
+                "attempt": finished.attempt,
+                "status": finished.status_code,
+                "error": finished.error,
+                "decision": finished.outcome.value,
+                "reason": finished.reason,
+            },
+        )

@@ -1,0 +1,100 @@
+"""Running `outbox bench`'s scenarios, and the database they measure on."""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from outbox.db import migrate
+from outbox.db.connect import connect
+from outbox.devtools.bench import (
+    backlog,
+    common,
+    drain,
+    enqueue,
+    http,
+    latency,
+    memory,
+    stats,
+    transport,
+)
+from outbox.devtools.embedded import EmbeddedPostgres
+
+SCENARIOS = ("enqueue", "drain", "http", "latency", "backlog", "memory", "transport", "stats")
+Progress = Callable[[str, float], None]
+
+
+@dataclass(frozen=True)
+class Options:
+    rounds: int = 3
+    messages: int | None = None  # drain, http, memory: the backlog's size (else their own)
+    backlog: int = 1_000_000
+    rate: float = 500.0  # latency
+    seconds: float = 10.0  # latency
+
+
+class MeasuredDatabase:
+    """The database to measure on: the one given, or else an embedded PostgreSQL
+    (durable settings) in a temporary directory, removed afterwards."""
+
+    def __init__(self, url: str | None) -> None:
+        self.url = url
+        self._server: EmbeddedPostgres | None = None
+
+    def __enter__(self) -> str:
+        if self.url is None:
+            self._server = EmbeddedPostgres(tempfile.mkdtemp(prefix="outbox-bench-") + "/pgdata")
+            self._server.start()
+            self.url = self._server.url()
+        migrate.upgrade(self.url)
+        return self.url
+
+    def __exit__(self, *_: object) -> None:
+        if self._server is not None:
+            self._server.stop()
+            shutil.rmtree(self._server.data_dir.parent, ignore_errors=True)
+
+
+async def run(
+    url: str,
+    scenarios: tuple[str, ...],
+    options: Options,
+    *,
+    progress: Progress,
+    starting: Callable[[str], None],
+) -> dict[str, Any]:
+    """Every scenario in turn; the report (machine, server, results)."""
+    report: dict[str, Any] = {"machine": common.machine_facts(), "results": []}
+    conn = await connect(url)
+    report["server"] = await common.server_facts(conn)
+    await conn.close()
+    for scenario in scenarios or SCENARIOS:
+        starting(scenario)
+        report["results"].append(await _scenario(url, scenario, options, progress))
+    report["python"] = platform.python_version()
+    return report
+
+
+async def _scenario(url: str, name: str, o: Options, progress: Progress) -> dict[str, Any]:
+    sized = {"messages": o.messages} if o.messages else {}
+    if name == "enqueue":
+        return await enqueue.run(url, rounds=o.rounds, progress=progress)
+    if name == "drain":
+        return await drain.run(url, rounds=o.rounds, progress=progress, **sized)
+    if name == "latency":
+        return await latency.run(
+            url, rate=o.rate, seconds=o.seconds, rounds=o.rounds, progress=progress
+        )
+    if name == "backlog":
+        return await backlog.run(url, messages=o.backlog, rounds=o.rounds, progress=progress)
+    if name == "memory":
+        return await memory.run(url, rounds=o.rounds, progress=progress, **sized)
+    if name == "stats":
+        return await stats.run(url, progress=progress)
+    if name == "http":
+        return await http.run(url, rounds=o.rounds, progress=progress, **sized)
+    return await transport.run(rounds=o.rounds, progress=progress)
