@@ -6,9 +6,11 @@ WORKDIR /app
 COPY pyproject.toml README.md alembic.ini ./
 COPY alembic ./alembic
 COPY outbox ./outbox
-# The README's install step, without the test and embedded-server extras
-# (a deployment talks to a real PostgreSQL).
-RUN pip install --no-cache-dir .
+# What production runs: the runtime dependencies only (a deployment talks to a
+# real PostgreSQL). EXTRAS adds the tools, e.g. "[demo]" for the example
+# receiver in compose.yaml.
+ARG EXTRAS=""
+RUN pip install --no-cache-dir ".${EXTRAS}"
 
 RUN useradd --system --no-create-home outbox
 USER outbox

@@ -1,9 +1,27 @@
 """outbox: a durable transactional outbox on PostgreSQL.
 
 Write a message in the same transaction as your business data; worker
-processes deliver it over HTTP with retries, record every attempt and
-dead-letter what cannot be delivered.
+processes deliver it, record every attempt and dead-letter what cannot be
+delivered. This module holds the public API; the subpackages, each answering
+one question:
+
+* `outbox.produce` -- how do I enqueue? (`enqueue` and its rules)
+* `outbox.deliver` -- what does a worker do? (claim, deliver, record, upkeep;
+  `outbox.deliver.channels`: every kind of destination)
+* `outbox.operate` -- how do I run it? (endpoints, config and alerts, dead
+  letters, one message's story, stats, roles)
+* `outbox.settings` -- what can be configured, and what are the defaults?
+* `outbox.db` -- what is in the database? (connections, migrations, tables,
+  named queries, ``schema/``: every function, view and trigger)
+* `outbox.cli` -- the ``outbox`` command, one module per command group
+* `outbox.devtools` -- the demo, a fault-injecting receiver, a fake Bot API, an
+  embedded PostgreSQL, the benchmarks (the ``demo`` and ``bench`` extras)
+
+Nothing in produce, deliver or operate imports the CLI or the devtools
+(``tests/unit/test_layers.py``).
 """
+
+from typing import TYPE_CHECKING, Any
 
 from outbox.errors import (
     ConfigurationError,
@@ -16,10 +34,12 @@ from outbox.errors import (
     PayloadTooLargeError,
     UnknownEndpointError,
 )
-from outbox.operate.endpoint_config import EndpointConfig
 from outbox.produce.enqueue import enqueue, enqueue_many, enqueue_many_sync, enqueue_sync
 from outbox.produce.message import Message
 from outbox.settings import Settings
+
+if TYPE_CHECKING:
+    from outbox.operate.endpoint_config import EndpointConfig
 
 __all__ = [
     "ConfigurationError",
@@ -39,3 +59,14 @@ __all__ = [
     "enqueue_many_sync",
     "enqueue_sync",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # `EndpointConfig` is made from the endpoint settings' declaration and the
+    # channels' (outbox.settings.endpoint, outbox.deliver.channels) when first
+    # asked for, so that producers importing outbox load neither.
+    if name == "EndpointConfig":
+        from outbox.operate.endpoint_config import EndpointConfig
+
+        return EndpointConfig
+    raise AttributeError(f"module 'outbox' has no attribute {name!r}")

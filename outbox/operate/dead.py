@@ -1,9 +1,7 @@
-"""Operating outbox: the stats, dead letters, and one message's story.
+"""Dead letters: list them, requeue them, purge them.
 
-Thin async functions over an asyncpg connection; the CLI calls these, and so
-can applications. SQL lives in ``sql/queries.sql``. Long operations work in
-batches (short transactions, no long locks) and report progress through a
-callback.
+Long operations work in batches (short transactions, no long locks) and
+report progress through a callback.
 """
 
 from __future__ import annotations

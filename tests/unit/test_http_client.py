@@ -191,14 +191,14 @@ async def test_the_servers_keep_alive_timeout_is_respected(clients: GuardedClien
         assert server.connections == connections, timeout
 
 
-def test_keep_alive_headers_give_the_idle_limit() -> None:
-    from outbox.deliver.channels.http import KEEPALIVE_SECONDS, _idle_limit
+def test_keep_alive_headers_give_theidle_limit() -> None:
+    from outbox.deliver.channels.wire import KEEPALIVE_SECONDS, idle_limit
 
-    assert _idle_limit("timeout=5, max=1000") == 4.0
-    assert _idle_limit("max=10, Timeout = 2.5") == 1.5
-    assert _idle_limit("timeout=600") == KEEPALIVE_SECONDS
-    assert _idle_limit("timeout=soon") == KEEPALIVE_SECONDS
-    assert _idle_limit("max=5") == KEEPALIVE_SECONDS
+    assert idle_limit("timeout=5, max=1000") == 4.0
+    assert idle_limit("max=10, Timeout = 2.5") == 1.5
+    assert idle_limit("timeout=600") == KEEPALIVE_SECONDS
+    assert idle_limit("timeout=soon") == KEEPALIVE_SECONDS
+    assert idle_limit("max=5") == KEEPALIVE_SECONDS
 
 
 async def test_a_body_delimited_by_the_close_is_read_whole(clients: GuardedClients) -> None:

@@ -8,7 +8,7 @@
 -- claim --
 -- Lease up to $1 due messages to one worker: $1 batch size, $2 lease token (fresh per claim), $3 lease seconds, $4 worker id,
 -- $5 rate-limit horizon (seconds), $6 share of each endpoint's part kept for first attempts.
--- outbox._claim() (alembic/versions/0002_functions.sql) goes endpoint by endpoint with SKIP LOCKED, so workers on any host
+-- outbox._claim() (outbox/db/schema/claim.sql) goes endpoint by endpoint with SKIP LOCKED, so workers on any host
 -- claim side by side; it skips paused, disabled, throttled and open-circuit endpoints, applies rate limits, per-key order and
 -- per-key intervals, and returns each message's delay (its rate-limit slot) and whether it is a circuit probe. "Due" is
 -- decided by state and time, never by "highest id seen" (ids commit out of order). The transaction is only this statement:

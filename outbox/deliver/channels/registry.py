@@ -56,3 +56,18 @@ def channel(name: str) -> ChannelSpec:
             "channel", f"unknown channel {name!r}; known: {', '.join(channels())}"
         )
     return spec
+
+
+def table() -> str:
+    """The channels as the README lists them (a test holds the README to this)."""
+    rows = [
+        "| channel | what it does | `--url` | `--secret` | its defaults | settings only it takes |",
+        "|---|---|---|---|---|---|",
+    ]
+    for spec in channels().values():
+        defaults = ", ".join(f"`{k}` {v}" for k, v in spec.defaults.items()) or "—"
+        only = ", ".join(f"`{s}`" for s in sorted(spec.settings)) or "—"
+        rows.append(
+            f"| `{spec.name}` | {spec.summary} | {spec.url} | {spec.secret} | {defaults} | {only} |"
+        )
+    return "\n".join(rows)

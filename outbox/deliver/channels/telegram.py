@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,13 +42,12 @@ from outbox._redact import redact_text
 from outbox.deliver.channels.http import (
     EXCERPT_CHARS,
     TRANSPORT_ERRORS,
-    GuardedClients,
+    HttpChannel,
     Reply,
     ssrf_refusal,
     transport_failure,
 )
-from outbox.deliver.channels.spec import ChannelContext, ChannelSpec, Sql
-from outbox.deliver.channels.ssrf import Network
+from outbox.deliver.channels.spec import ChannelSpec, Sql
 from outbox.deliver.channels.urls import HTTP_URL_PATTERN, check_http_url
 from outbox.deliver.model import AttemptClock, AttemptResult, Delivery, Endpoint, Rewrite
 from outbox.deliver.policy import (
@@ -65,18 +63,9 @@ _METHOD = re.compile(r"^[A-Za-z]{1,64}$")
 _BOT_TOKEN = re.compile(r"^\d{3,}:[A-Za-z0-9_-]{20,}$")
 
 
-class TelegramChannel:
+class TelegramChannel(HttpChannel):
     """Bot API calls; the API base URL is behind the same SSRF guard as webhooks
     (allow a local Bot API server's range on the endpoint or in settings)."""
-
-    def __init__(
-        self, max_connections: int, *, allow: Sequence[Network] = (), guard: bool = True
-    ) -> None:
-        self.clients = GuardedClients(max_connections, allow=allow, guard=guard)
-
-    @classmethod
-    def open(cls, context: ChannelContext) -> TelegramChannel:
-        return cls(context.concurrency, allow=context.allow)
 
     async def send(self, delivery: Delivery, endpoint: Endpoint) -> AttemptResult:
         clock = AttemptClock()
@@ -106,9 +95,6 @@ class TelegramChannel:
             classification, error = transport_failure(exc, endpoint, endpoint.secrets)
             return result(classification, error=error)
         return _answer(clock, reply, delivery, endpoint.secrets)
-
-    async def aclose(self) -> None:
-        await self.clients.aclose()
 
 
 def _call(delivery: Delivery) -> tuple[str, dict[str, Any]]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from multidict import CIMultiDict
@@ -25,28 +24,18 @@ from outbox._redact import redact_text
 from outbox.deliver.channels.http import (
     EXCERPT_CHARS,
     TRANSPORT_ERRORS,
-    GuardedClients,
+    HttpChannel,
     ssrf_refusal,
     transport_failure,
 )
 from outbox.deliver.channels.signing import signature_header
-from outbox.deliver.channels.spec import ChannelContext, ChannelSpec
-from outbox.deliver.channels.ssrf import Network
+from outbox.deliver.channels.spec import ChannelSpec
 from outbox.deliver.channels.urls import HTTP_URL_PATTERN, check_http_url
 from outbox.deliver.model import AttemptClock, AttemptResult, Claimed, Delivery, Endpoint
 from outbox.deliver.policy import Classification, Verdict, classify_status, parse_retry_after
 
 
-class WebhookChannel:
-    def __init__(
-        self, max_connections: int, *, allow: Sequence[Network] = (), guard: bool = True
-    ) -> None:
-        self.clients = GuardedClients(max_connections, allow=allow, guard=guard)
-
-    @classmethod
-    def open(cls, context: ChannelContext) -> WebhookChannel:
-        return cls(context.concurrency, allow=context.allow)
-
+class WebhookChannel(HttpChannel):
     async def send(self, delivery: Delivery, endpoint: Endpoint) -> AttemptResult:
         message = delivery.head  # webhooks never coalesce: one message per request
         clock = AttemptClock()
@@ -101,9 +90,6 @@ class WebhookChannel:
                 list(secrets), str(message.id), timestamp, body
             )
         return headers
-
-    async def aclose(self) -> None:
-        await self.clients.aclose()
 
 
 SPEC = ChannelSpec(

@@ -68,70 +68,89 @@ async def run(
         for n in producers:
             conns = [await connect(url) for _ in range(n)]
             try:
-                ours = Figure(f"enqueue_{n}_producers", "messages/s")
-                # The same, while a worker asks for wake-ups the whole time: the
-                # worst case of the wake-up design (busy workers never ask).
-                waking = Figure(f"enqueue_{n}_producers_waking_idle_workers", "messages/s")
-                bare = Figure(f"bare_insert_{n}_producers", "rows/s")
-                cpu: dict[str, list[tuple[float, float]]] = {
-                    ours.name: [],
-                    waking.name: [],
-                    bare.name: [],
-                }
-                variants = (
-                    (ours, _enqueue_step, "-infinity"),
-                    (waking, _enqueue_step, "infinity"),
-                    (bare, _bare_step, "-infinity"),
-                )
-                for _ in range(rounds):
-                    for figure, step, wakeup_until in variants:
-                        await admin.execute(
-                            "UPDATE outbox.config SET wakeup_until = $1::text::timestamptz",
-                            wakeup_until,
-                        )
-                        await admin.execute(_CLEAN)
-                        await admin.execute("CHECKPOINT")
-                        pool: asyncio.Queue[asyncpg.Connection] = asyncio.Queue()
-                        for c in conns:
-                            pool.put_nowait(c)
-                        rate = await rate_for(seconds, step(pool), n, postmaster=postmaster)
-                        figure.rounds.append(rate.per_second)
-                        cpu[figure.name].append((rate.client_cpu_us, rate.server_cpu_us))
-                        if progress:
-                            progress(figure.name, rate.per_second)
-                for figure in (ours, waking, bare):
-                    results[figure.name] = figure.to_json() | {
-                        "client_cpu_us_per_item": statistics.median(c for c, _ in cpu[figure.name]),
-                        "server_cpu_us_per_item": statistics.median(s for _, s in cpu[figure.name]),
-                    }
-                results[f"ratio_{n}_producers"] = ours.median / bare.median
-                results[f"ratio_{n}_producers_waking_idle_workers"] = waking.median / bare.median
-                results[f"ratio_{n}_producers_by_round"] = [
-                    o / b for o, b in zip(ours.rounds, bare.rounds, strict=True)
-                ]
+                results |= await _producers(admin, conns, postmaster, seconds, rounds, progress)
             finally:
                 for c in conns:
                     await c.close()
-
-        batch = Figure(f"enqueue_many_{batch_size}", "messages/s")
-        messages = [{"endpoint": ENDPOINT, "payload": PAYLOAD} for _ in range(batch_size)]
-        for _ in range(rounds):
-            await admin.execute(_CLEAN)
-            await admin.execute("CHECKPOINT")
-            loop = asyncio.get_running_loop()
-            start = loop.time()
-            async with admin.transaction():
-                await enqueue_many(admin, messages)
-            batch.rounds.append(batch_size / (loop.time() - start))
-            if progress:
-                progress(batch.name, batch.rounds[-1])
-        results[batch.name] = batch.to_json()
+        results |= await _batch(admin, batch_size, rounds, progress)
     finally:
         await admin.execute("UPDATE outbox.config SET wakeup_until = '-infinity'")
         await admin.execute(_CLEAN + "DROP TABLE IF EXISTS public.outbox_bench_bare;")
         await admin.close()
         await listener.close()
     return results
+
+
+async def _producers(
+    admin: asyncpg.Connection,
+    conns: list[asyncpg.Connection],
+    postmaster: int | None,
+    seconds: float,
+    rounds: int,
+    progress: Any,
+) -> dict[str, Any]:
+    """The figures at ``len(conns)`` producers: outbox.enqueue(), the same while
+    idle workers ask for wake-ups, and a bare INSERT; rounds alternate."""
+    n = len(conns)
+    ours = Figure(f"enqueue_{n}_producers", "messages/s")
+    # The same, while a worker asks for wake-ups the whole time: the worst case
+    # of the wake-up design (busy workers never ask).
+    waking = Figure(f"enqueue_{n}_producers_waking_idle_workers", "messages/s")
+    bare = Figure(f"bare_insert_{n}_producers", "rows/s")
+    cpu: dict[str, list[tuple[float, float]]] = {ours.name: [], waking.name: [], bare.name: []}
+    variants = (
+        (ours, _enqueue_step, "-infinity"),
+        (waking, _enqueue_step, "infinity"),
+        (bare, _bare_step, "-infinity"),
+    )
+    for _ in range(rounds):
+        for figure, step, wakeup_until in variants:
+            await admin.execute(
+                "UPDATE outbox.config SET wakeup_until = $1::text::timestamptz", wakeup_until
+            )
+            await admin.execute(_CLEAN)
+            await admin.execute("CHECKPOINT")
+            pool: asyncio.Queue[asyncpg.Connection] = asyncio.Queue()
+            for c in conns:
+                pool.put_nowait(c)
+            rate = await rate_for(seconds, step(pool), n, postmaster=postmaster)
+            figure.rounds.append(rate.per_second)
+            cpu[figure.name].append((rate.client_cpu_us, rate.server_cpu_us))
+            if progress:
+                progress(figure.name, rate.per_second)
+    results: dict[str, Any] = {
+        figure.name: figure.to_json()
+        | {
+            "client_cpu_us_per_item": statistics.median(c for c, _ in cpu[figure.name]),
+            "server_cpu_us_per_item": statistics.median(s for _, s in cpu[figure.name]),
+        }
+        for figure in (ours, waking, bare)
+    }
+    results[f"ratio_{n}_producers"] = ours.median / bare.median
+    results[f"ratio_{n}_producers_waking_idle_workers"] = waking.median / bare.median
+    results[f"ratio_{n}_producers_by_round"] = [
+        o / b for o, b in zip(ours.rounds, bare.rounds, strict=True)
+    ]
+    return results
+
+
+async def _batch(
+    admin: asyncpg.Connection, batch_size: int, rounds: int, progress: Any
+) -> dict[str, Any]:
+    """enqueue_many of ``batch_size`` messages in one call."""
+    batch = Figure(f"enqueue_many_{batch_size}", "messages/s")
+    messages = [{"endpoint": ENDPOINT, "payload": PAYLOAD} for _ in range(batch_size)]
+    for _ in range(rounds):
+        await admin.execute(_CLEAN)
+        await admin.execute("CHECKPOINT")
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        async with admin.transaction():
+            await enqueue_many(admin, messages)
+        batch.rounds.append(batch_size / (loop.time() - start))
+        if progress:
+            progress(batch.name, batch.rounds[-1])
+    return {batch.name: batch.to_json()}
 
 
 def _enqueue_step(pool: asyncio.Queue[asyncpg.Connection]) -> Any:

@@ -168,75 +168,95 @@ async def run(
     except BaseException:
         receiver.terminate()
         raise
-    procs: list[Any] = []
+    fleet = _Fleet(url, concurrency)
     stop = asyncio.Event()
     counter = [0]
-    restarts = 0
     soak = Soak([], rate, workers, concurrency, fail_share, 0)
-
-    def start_worker() -> Any:
-        # Quick retries (the receiver's 503s are momentary), as a service
-        # with a flaky but healthy receiver would configure them.
-        env = {"OUTBOX_BACKOFF_BASE": "0.5", "OUTBOX_BACKOFF_CAP": "10"}
-        return spawn_worker(url, "--concurrency", str(concurrency), env=env)
-
     try:
         await add_endpoint(conn, target, ENDPOINT)
-        procs = [start_worker() for _ in range(workers)]
+        fleet.start(workers)
         producer = asyncio.create_task(_produce(url, rate, stop, counter))
-        enqueued_before = 0
-        minute_no = 0
         # Lines follow wall-clock minutes, as outbox.throughput does, read a
         # second into the next one (the last results are flushed by then).
         # One line per wall-clock minute, ceil(minutes) of them; the first
         # covers the part of a minute the run started in.
-        while minute_no < math.ceil(minutes):
+        while len(soak.minutes) < math.ceil(minutes):
             now: datetime = await conn.fetchval("SELECT clock_timestamp()")
             await asyncio.sleep(61 - now.second - now.microsecond / 1e6)
             if producer.done():
                 producer.result()  # raise what stopped it
-            minute_no += 1
-            ended: datetime = await conn.fetchval(
-                "SELECT date_trunc('minute', now()) - interval '1 minute'"
-            )
-            row = await conn.fetchrow(_MINUTE, ENDPOINT, ended)
-            assert row is not None
-            for i, proc in enumerate(procs):
-                if proc.poll() is not None:  # report it, and keep the load on
-                    restarts += 1
-                    procs[i] = start_worker()
-            m = Minute(
-                minute=minute_no,
-                enqueued=counter[0] - enqueued_before,
-                delivered=int(row["delivered"]),
-                failed=int(row["failed"]),
-                p50_latency_ms=row["p50"],
-                p95_latency_ms=row["p95"],
-                queued=int(
-                    await conn.fetchval(
-                        "SELECT count(*) FROM outbox.messages WHERE endpoint = $1", ENDPOINT
-                    )
-                ),
-                worker_rss_mb=[v for p in procs if (v := _rss_mb(p)) is not None],
-                tables_mb=float(await conn.fetchval(_TABLES)),
-            )
-            enqueued_before = counter[0]
-            soak.minutes.append(m)
+            fleet.replace_dead()  # report it, and keep the load on
+            enqueued = counter[0] - sum(m.enqueued for m in soak.minutes)
+            soak.minutes.append(await _minute(conn, len(soak.minutes) + 1, enqueued, fleet))
             if on_minute:
-                on_minute(m)
+                on_minute(soak.minutes[-1])
         stop.set()
         await producer
     finally:
         stop.set()
-        for proc in procs:
+        fleet.stop()
+        receiver.terminate()
+        receiver.wait(10)
+        await conn.close()
+    soak.worker_restarts = fleet.restarts
+    return soak
+
+
+class _Fleet:
+    """The soak's worker processes."""
+
+    def __init__(self, url: str, concurrency: int) -> None:
+        self.url = url
+        self.concurrency = concurrency
+        self.procs: list[Any] = []
+        self.restarts = 0
+
+    def _spawn(self) -> Any:
+        # Quick retries (the receiver's 503s are momentary), as a service
+        # with a flaky but healthy receiver would configure them.
+        env = {"OUTBOX_BACKOFF_BASE": "0.5", "OUTBOX_BACKOFF_CAP": "10"}
+        return spawn_worker(self.url, "--concurrency", str(self.concurrency), env=env)
+
+    def start(self, n: int) -> None:
+        self.procs = [self._spawn() for _ in range(n)]
+
+    def replace_dead(self) -> None:
+        for i, proc in enumerate(self.procs):
+            if proc.poll() is not None:
+                self.restarts += 1
+                self.procs[i] = self._spawn()
+
+    def rss_mb(self) -> list[float]:
+        return [v for p in self.procs if (v := _rss_mb(p)) is not None]
+
+    def stop(self) -> None:
+        for proc in self.procs:
             proc.terminate()
-        for proc in procs:
+        for proc in self.procs:
             try:
                 proc.wait(60)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        receiver.terminate()
-        receiver.wait(10)
-        await conn.close()
-    soak.worker_restarts = restarts
-    return soak
+
+
+async def _minute(conn: asyncpg.Connection, number: int, enqueued: int, fleet: _Fleet) -> Minute:
+    """The wall-clock minute just ended, from outbox.throughput and the tables."""
+    ended: datetime = await conn.fetchval(
+        "SELECT date_trunc('minute', now()) - interval '1 minute'"
+    )
+    row = await conn.fetchrow(_MINUTE, ENDPOINT, ended)
+    assert row is not None
+    queued = await conn.fetchval(
+        "SELECT count(*) FROM outbox.messages WHERE endpoint = $1", ENDPOINT
+    )
+    return Minute(
+        minute=number,
+        enqueued=enqueued,
+        delivered=int(row["delivered"]),
+        failed=int(row["failed"]),
+        p50_latency_ms=row["p50"],
+        p95_latency_ms=row["p95"],
+        queued=int(queued),
+        worker_rss_mb=fleet.rss_mb(),
+        tables_mb=float(await conn.fetchval(_TABLES)),
+    )

@@ -1,0 +1,197 @@
+"""The worker loop driven through its narrow interfaces: a store in memory and
+a scripted channel, no database and no network. What the loop does with
+answers, removed endpoints and a stop, exactly as with PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from outbox.deliver.config import WorkerConfig
+from outbox.deliver.health import HealthReport
+from outbox.deliver.model import (
+    AttemptClock,
+    AttemptResult,
+    Claimed,
+    Delivery,
+    Endpoint,
+    Finished,
+    Reaped,
+)
+from outbox.deliver.policy import Outcome, classify_status
+from outbox.deliver.retention import Pruned
+from outbox.deliver.worker import Worker
+from outbox.settings import Settings
+from outbox.settings import endpoint as declared
+
+CONFIG = WorkerConfig.from_settings(
+    Settings(concurrency=4, batch_size=10, poll_interval=0.01, backoff_base=0.01, backoff_cap=0.02),
+    flush_interval=0.005,
+)
+
+
+def endpoint_row(name: str, channel: str = "script") -> dict[str, Any]:
+    """A row of ``worker_endpoints`` with every setting at its declared default."""
+    row: dict[str, Any] = {s.column: s.column_default for s in declared.SETTINGS}
+    return row | {"name": name, "channel": channel, "previous_secret_in_grace": None,
+                  "unhealthy": False}  # fmt: skip
+
+
+class MemoryStore:
+    """`outbox.deliver.store.Store` in memory: messages, leases and the ledger."""
+
+    worker_id = "memory"
+
+    def __init__(self, endpoints: list[dict[str, Any]]) -> None:
+        self.rows = endpoints
+        self.waiting: dict[uuid.UUID, Claimed] = {}
+        self.leased: dict[uuid.UUID, Claimed] = {}
+        self.ledger: list[Finished] = []
+        self.dead: list[uuid.UUID] = []
+
+    def add(self, endpoint: str, n: int = 1) -> list[uuid.UUID]:
+        ids = [uuid.uuid4() for _ in range(n)]
+        for i, message_id in enumerate(ids):
+            self.waiting[message_id] = Claimed(
+                message_id, endpoint, "{}", None, None, 0, datetime.now(UTC), i, uuid.uuid4()
+            )
+        return ids
+
+    async def claim(self, limit: int, *, horizon: float, first_share: float) -> list[Delivery]:
+        token = uuid.uuid4()
+        taken = list(self.waiting.values())[:limit]
+        for m in taken:
+            del self.waiting[m.id]
+            m.token = token
+            self.leased[m.id] = m
+        return [Delivery([m]) for m in taken]
+
+    async def finish(self, done: Sequence[Finished]) -> int:
+        kept = 0
+        for f in done:
+            m = self.leased.get(f.id)
+            if m is None or m.token != f.token:  # a stale result writes nothing
+                continue
+            kept += 1
+            self.ledger.append(f)
+            del self.leased[f.id]
+            if f.outcome is Outcome.DEAD:
+                self.dead.append(f.id)
+            elif f.outcome is not Outcome.DELIVERED:
+                m.attempts += 1
+                self.waiting[m.id] = m
+        return kept
+
+    async def release(self, claimed: Sequence[Claimed]) -> None:
+        for m in claimed:
+            self.leased.pop(m.id, None)
+            self.waiting[m.id] = m
+
+    async def reap(self, limit: int) -> list[Reaped]:
+        return []
+
+    async def endpoints(self) -> Sequence[Any]:
+        return self.rows
+
+    async def report_health(self, reports: Sequence[HealthReport]) -> None:
+        return None
+
+    async def request_wakeups(self, seconds: float) -> None:
+        return None
+
+    async def prune(self, max_batches: int) -> Pruned | None:
+        return None
+
+    async def prune_key_limits(self) -> int:
+        return 0
+
+    async def vacuum_if_needed(self, min_dead: int) -> bool:
+        return False
+
+    async def stats(self) -> list[dict[str, Any]]:
+        return []
+
+    async def answers(self) -> bool:
+        return True
+
+    async def reconnect(self) -> None:
+        return None
+
+
+class Script:
+    """A channel answering each message with the next status of its script."""
+
+    def __init__(self, *statuses: int) -> None:
+        self.statuses = statuses
+        self.sent: dict[uuid.UUID, int] = {}
+
+    async def send(self, delivery: Delivery, endpoint: Endpoint) -> AttemptResult:
+        clock = AttemptClock()
+        n = self.sent.get(delivery.head.id, 0)
+        self.sent[delivery.head.id] = n + 1
+        status = self.statuses[min(n, len(self.statuses) - 1)]
+        return clock.result(classify_status(status), status_code=status)
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def until(condition: Any, within: float = 5.0) -> None:
+    async with asyncio.timeout(within):
+        while not condition():  # noqa: ASYNC110 - polling the store is the point
+            await asyncio.sleep(0.005)
+
+
+async def test_failures_are_retried_by_the_policy_until_delivered() -> None:
+    store = MemoryStore([endpoint_row("hook")])
+    [message_id] = store.add("hook")
+    channel = Script(503, 503, 200)
+    worker = Worker(store, {"script": channel}, CONFIG)
+    task = asyncio.create_task(worker.run())
+    await until(lambda: any(f.outcome is Outcome.DELIVERED for f in store.ledger))
+    worker.stop()
+    await task
+    assert [(f.attempt, f.outcome, f.status_code) for f in store.ledger] == [
+        (1, Outcome.RETRYING, 503),
+        (2, Outcome.RETRYING, 503),
+        (3, Outcome.DELIVERED, 200),
+    ]
+    assert all("retry #" in f.reason for f in store.ledger[:2])
+    assert channel.sent == {message_id: 3}
+
+
+async def test_a_message_whose_endpoint_is_gone_is_dead_lettered_by_the_policy() -> None:
+    store = MemoryStore([])
+    [message_id] = store.add("removed")
+    worker = Worker(store, {"script": Script(200)}, CONFIG)
+    task = asyncio.create_task(worker.run())
+    await until(lambda: store.dead == [message_id])
+    worker.stop()
+    await task
+    [row] = store.ledger
+    assert row.reason == "permanent failure: endpoint 'removed' no longer exists"
+    assert row.error == "UnknownEndpoint: the endpoint was removed"
+
+
+async def test_a_channel_that_raises_loses_nothing_the_policy_retries_it() -> None:
+    class Breaks(Script):
+        async def send(self, delivery: Delivery, endpoint: Endpoint) -> AttemptResult:
+            if not self.sent:
+                self.sent[delivery.head.id] = 1
+                raise RuntimeError("a bug in a channel")
+            return await super().send(delivery, endpoint)
+
+    store = MemoryStore([endpoint_row("hook")])
+    store.add("hook")
+    worker = Worker(store, {"script": Breaks(200)}, CONFIG)
+    task = asyncio.create_task(worker.run())
+    await until(lambda: len(store.ledger) == 2)
+    worker.stop()
+    await task
+    first, second = store.ledger
+    assert (first.outcome, first.error) == (Outcome.RETRYING, "RuntimeError: channel error")
+    assert first.reason.startswith("internal: RuntimeError; retry #2 in")
+    assert second.outcome is Outcome.DELIVERED
