@@ -19,4 +19,5 @@ def test_every_channel_has_a_summary_and_opens_a_sender() -> None:
     for spec in registry.channels().values():
         assert spec.summary
         sender = spec.open(ChannelContext(concurrency=2))
-        assert callable(sender.send) and callable(sender.aclose)
+        assert callable(sender.send)
+        assert callable(sender.aclose)
