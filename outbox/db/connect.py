@@ -17,7 +17,7 @@ from outbox.errors import DatabaseError
 # refusing: the worker logs these, backs off and carries on. InternalClientError
 # is what asyncpg raises when a connection broke in the middle of a protocol
 # exchange (seen when PostgreSQL restarted under a claim); it is not an
-# InterfaceError, and it killed the worker before it was listed here.
+# InterfaceError.
 DB_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresError,
     asyncpg.InterfaceError,

@@ -3,19 +3,20 @@
 The worker tells its `Observer` when it claims, when a delivery starts and
 ends, and every attempt it records (with the answer, when there was one).
 `Observers` passes each event on to several; `AttemptLog` writes the log line
-of a failed attempt (`outbox.deliver.metrics.MetricsObserver` counts).
+of a failed attempt (`outbox.deliver.metrics.Metrics` counts them all).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from outbox.deliver.model import AttemptResult, Finished
 from outbox.deliver.policy import Outcome
 
 log = logging.getLogger("outbox.worker")
+_DELIVERED = Outcome.DELIVERED
 
 
 class Observer(Protocol):
@@ -30,38 +31,60 @@ class Observer(Protocol):
         made (its lease expired under a worker that vanished)."""
 
 
+class Quiet:
+    """An observer that hears nothing: a base for those that watch some events only."""
+
+    def claimed(self, n: int) -> None:
+        return None
+
+    def delivering(self, delta: int) -> None:
+        return None
+
+    def attempted(self, endpoint: str, finished: Finished, result: AttemptResult | None) -> None:
+        return None
+
+
+def _nothing(*_args: object) -> None:
+    return None
+
+
+def _fan(name: str, observers: Sequence[Observer]) -> Callable[..., None]:
+    """One callable for an event: the observers that hear it (not `Quiet`'s), called
+    in turn; a single one is called directly, none costs a no-op (the hot path)."""
+    heard = [
+        getattr(o, name) for o in observers if getattr(type(o), name) is not getattr(Quiet, name)
+    ]
+    if not heard:
+        return _nothing
+    if len(heard) == 1:
+        return heard[0]  # type: ignore[no-any-return]
+
+    def all_of(*args: object) -> None:
+        for hear in heard:
+            hear(*args)
+
+    return all_of
+
+
 class Observers:
     """Several observers as one."""
 
     def __init__(self, observers: Sequence[Observer] = ()) -> None:
         self.observers = tuple(observers)
-
-    def claimed(self, n: int) -> None:
-        for o in self.observers:
-            o.claimed(n)
-
-    def delivering(self, delta: int) -> None:
-        for o in self.observers:
-            o.delivering(delta)
-
-    def attempted(self, endpoint: str, finished: Finished, result: AttemptResult | None) -> None:
-        for o in self.observers:
-            o.attempted(endpoint, finished, result)
+        self.claimed: Callable[[int], None] = _fan("claimed", observers)
+        self.delivering: Callable[[int], None] = _fan("delivering", observers)
+        self.attempted: Callable[[str, Finished, AttemptResult | None], None] = _fan(
+            "attempted", observers
+        )
 
 
-class AttemptLog:
+class AttemptLog(Quiet):
     """One log line per failed attempt, with its fields for JSON logs
     (`outbox.deliver.logs`): message id, endpoint, attempt, status, error,
     decision and reason. Lost leases are reported by the reaper, in one line."""
 
-    def claimed(self, n: int) -> None:
-        return None
-
-    def delivering(self, delta: int) -> None:
-        return None
-
     def attempted(self, endpoint: str, finished: Finished, result: AttemptResult | None) -> None:
-        if result is None or finished.outcome is Outcome.DELIVERED:
+        if result is None or finished.outcome is _DELIVERED:
             return
         log.info(
             "attempt %d of message %s to %s failed (status %s, %s): %s",

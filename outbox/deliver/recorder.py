@@ -27,6 +27,7 @@ from outbox.deliver.policy import Outcome
 from outbox.deliver.store import Store
 
 log = logging.getLogger("outbox.worker")
+_DELIVERED = Outcome.DELIVERED
 
 Backoff = Callable[[str, BaseException, int], Awaitable[None]]
 
@@ -58,7 +59,7 @@ class Recorder:
     def record(self, finished: Finished) -> None:
         """Keep a result for the next batch."""
         self._results.append(finished)
-        if finished.outcome is Outcome.DELIVERED:
+        if finished.outcome is _DELIVERED:
             self.delivered += 1
         if len(self._results) >= self._batch:
             self._now.set()

@@ -37,7 +37,7 @@ from outbox.db.connect import DB_ERRORS
 from outbox.deliver import outcome
 from outbox.deliver.channels.spec import Channel
 from outbox.deliver.config import WorkerConfig
-from outbox.deliver.endpoints import Endpoint, EndpointCache
+from outbox.deliver.endpoints import EndpointCache
 from outbox.deliver.health import HealthBook
 from outbox.deliver.model import AttemptResult, Delivery, Finished
 from outbox.deliver.observe import AttemptLog, Observer, Observers
@@ -287,7 +287,10 @@ class Worker:
             )
             result = AttemptResult(missing, datetime.now(UTC), 0.0)
         else:
-            result = await self._send(channel, delivery, endpoint)
+            try:
+                result = await channel.send(delivery, endpoint)
+            except Exception as exc:  # a bug in a channel must not lose the message
+                result = _channel_failed(delivery, exc)
         self.health.note(
             endpoint.name,
             result.classification,
@@ -300,18 +303,6 @@ class Worker:
         for done in finished:
             self.observer.attempted(endpoint.name, done, result)
         return finished
-
-    async def _send(
-        self, channel: Channel, delivery: Delivery, endpoint: Endpoint
-    ) -> AttemptResult:
-        try:
-            return await channel.send(delivery, endpoint)
-        except Exception as exc:  # a bug in a channel must not lose the message
-            log.exception("channel failed on message %s", delivery.head.id)
-            failed = Classification(Verdict.RETRYABLE, f"internal: {type(exc).__name__}")
-            return AttemptResult(
-                failed, datetime.now(UTC), 0.0, error=f"{type(exc).__name__}: channel error"
-            )
 
     def _unattempted(
         self, delivery: Delivery, classification: Classification, error: str
@@ -351,3 +342,12 @@ class Worker:
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), delay)
+
+
+def _channel_failed(delivery: Delivery, exc: Exception) -> AttemptResult:
+    """The result of an attempt whose channel raised: retried, as any failure."""
+    log.exception("channel failed on message %s", delivery.head.id)
+    failed = Classification(Verdict.RETRYABLE, f"internal: {type(exc).__name__}")
+    return AttemptResult(
+        failed, datetime.now(UTC), 0.0, error=f"{type(exc).__name__}: channel error"
+    )

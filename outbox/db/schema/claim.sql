@@ -128,7 +128,8 @@ $fn$;
 -- p_riders function): a message taken for sending brings along the messages
 -- that function picks from those of its key created within the window after
 -- it; they go out as one request. ids[i] is a message to lease; leads[i] the
--- message it rides with (NULL for one sent on its own).
+-- message it rides with (NULL for one sent on its own; leads is NULL when no
+-- message rides).
 CREATE FUNCTION outbox._pick(
     p_endpoint text, p_n integer, p_retries boolean, p_ordered boolean,
     p_key_spacing double precision, p_group_spacing double precision, p_group_keys text,
@@ -165,7 +166,7 @@ BEGIN
                  LIMIT p_n
                    FOR UPDATE SKIP LOCKED);
         END IF;
-        leads := array_fill(NULL::uuid, ARRAY[cardinality(ids)]);
+        leads := NULL;  -- nothing rides
         RETURN;
     END IF;
 
@@ -300,7 +301,6 @@ DECLARE
     v_got integer := 0;  -- sends so far (a coalesced group is one send)
     v_pass integer;
     v_want integer;
-    v_i integer;
 BEGIN
     SELECT * INTO g FROM outbox._endpoint_gate(p_endpoint, p_quota, p_horizon);
     IF g.n <= 0 THEN
@@ -315,14 +315,18 @@ BEGIN
                             g.group_spacing, g.group_keys, p_lease, g.coalesce_seconds,
                             g.riders) AS p;
         IF cardinality(v_ids) > 0 THEN
-            -- Each send's rate slot: riders share their lead's.
-            v_slots := '{}';
-            FOR v_i IN 1..cardinality(v_ids) LOOP
-                IF v_leads[v_i] IS NULL THEN
-                    v_got := v_got + 1;
-                END IF;
-                v_slots := v_slots || (v_got - 1);
-            END LOOP;
+            -- Each send's rate slot, counted on from v_got: riders share their lead's.
+            -- (Set-based: a loop appending to an array, reading an array of NULLs
+            -- by index, is quadratic in the batch.)
+            IF v_leads IS NULL THEN
+                v_slots := ARRAY(SELECT generate_series(v_got, v_got + cardinality(v_ids) - 1));
+            ELSE
+                v_slots := ARRAY(
+                    SELECT v_got - 1 + count(*) FILTER (WHERE u.lead IS NULL) OVER (ORDER BY u.i)
+                      FROM unnest(v_leads) WITH ORDINALITY AS u(lead, i)
+                     ORDER BY u.i);
+            END IF;
+            v_got := v_slots[cardinality(v_slots)] + 1;
             RETURN QUERY
             WITH leased AS (
                 UPDATE outbox.messages AS m

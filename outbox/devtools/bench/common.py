@@ -221,8 +221,7 @@ async def drain_rate(conn: Any, endpoint: str, n: int, since: datetime) -> float
 
     The times come from the ledger afterwards (each attempt row has its start),
     and the queue is looked at only five times a second: counting it fifty
-    times a second, as this did first, took a fifth of a core from the server
-    being measured. ``since``: a time before the worker started.
+    times a second takes a fifth of a core from the server being measured. ``since``: a time before the worker started.
     """
     deadline = time.monotonic() + 600
     with bar(f"draining {endpoint}", n) as update:

@@ -1,9 +1,10 @@
 """The `transport` scenario: which HTTP client stack to deliver with.
 
 The same POSTs, many at once, to a minimal receiver in a separate process:
-httpx with its own transport, httpx over the aiohttp transport (what the
-channels used first) and bare aiohttp (the ceiling `outbox bench http` holds
-the worker against). The channels now use neither: `outbox.deliver.channels.http`.
+httpx with its own transport, httpx over the aiohttp transport, and bare
+aiohttp (the ceiling `outbox bench http` holds the worker against). The
+channels use none of them but a client of their own
+(`outbox.deliver.channels.http`); this is the measurement that says why.
 """
 
 from __future__ import annotations
