@@ -18,7 +18,12 @@ from outbox.db.pgerror import translate
 from outbox.db.queries import QUERIES
 from outbox.deliver.channels import registry
 from outbox.deliver.channels.spec import ChannelSpec
-from outbox.errors import EndpointExistsError, EndpointInUseError, InvalidInputError
+from outbox.errors import (
+    DatabaseError,
+    EndpointExistsError,
+    EndpointInUseError,
+    InvalidInputError,
+)
 from outbox.operate.endpoint_config import EndpointConfig, EndpointUpdate, channel_problem
 from outbox.settings import endpoint as declared
 
@@ -72,7 +77,6 @@ class EndpointInfo:
 async def add_endpoint(conn: asyncpg.Connection, config: EndpointConfig) -> None:
     """Register an endpoint; an existing name is an error, not an update."""
     spec = registry.channel(config.channel)
-    await _ensure_channel(conn, spec)
     values = config.settings()
     statement = (
         QUERIES["endpoint_insert"]
@@ -84,9 +88,11 @@ async def add_endpoint(conn: asyncpg.Connection, config: EndpointConfig) -> None
     )
     arguments = [s.kind.to_db(values[s.name]) for s in declared.SETTINGS]
     try:
-        name = await conn.fetchval(statement, config.name, config.channel, *arguments)
+        async with conn.transaction():  # the channel's row and the endpoint, or neither
+            await _ensure_channel(conn, spec)
+            name = await conn.fetchval(statement, config.name, config.channel, *arguments)
     except asyncpg.PostgresError as exc:
-        raise translate(exc) from exc
+        raise _refused(exc) from None
     if name is None:
         raise EndpointExistsError("name", f"endpoint {config.name!r} already exists")
 
@@ -135,13 +141,22 @@ async def update_endpoint(conn: asyncpg.Connection, name: str, changes: Endpoint
     statement = QUERIES["endpoint_update"].replace("{assignments}", ", ".join(assignments))
     try:
         await conn.fetchval(statement, name, *arguments)
-    except asyncpg.CheckViolationError as exc:
-        field, problem = _CONSTRAINT_PROBLEMS.get(
-            exc.constraint_name or "", ("settings", "the new settings do not fit together")
-        )
-        raise InvalidInputError(field, problem) from None
     except asyncpg.PostgresError as exc:
-        raise translate(exc) from exc
+        raise _refused(exc) from None
+
+
+def _refused(exc: asyncpg.PostgresError) -> BaseException:
+    """Our error for what the database refused. Never the driver's own: its
+    detail shows the failing row, secret included."""
+    if isinstance(exc, asyncpg.CheckViolationError):
+        field, problem = _CONSTRAINT_PROBLEMS.get(
+            exc.constraint_name or "", ("settings", "the settings do not fit together")
+        )
+        return InvalidInputError(field, problem)
+    translated = translate(exc)
+    if translated is exc:
+        return DatabaseError(f"the endpoint could not be written ({type(exc).__name__})")
+    return translated
 
 
 def _assignments(

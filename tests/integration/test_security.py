@@ -24,6 +24,7 @@ from typing import Any
 import asyncpg
 import pytest
 from click.testing import CliRunner, Result
+from pydantic import SecretStr
 from support import add_endpoint, running_worker, until
 
 import outbox
@@ -428,3 +429,30 @@ async def test_the_producer_cannot_read_the_stats_through_their_function(
             await producer.fetch("SELECT endpoint, pending FROM outbox._stats()")
     finally:
         await producer.close()
+
+
+async def test_a_row_the_database_refuses_is_reported_without_its_secret(
+    conn: asyncpg.Connection,
+) -> None:
+    """Past the model's checks (model_construct skips them), a CHECK the database
+    enforces still refuses the row; the error names a field, never the row (whose
+    detail would show the secret), and nothing is written."""
+    from outbox.operate.endpoint_config import EndpointConfig
+    from outbox.settings import endpoint as declared
+
+    defaults = {s.name: s.default for s in declared.SETTINGS}
+    config = EndpointConfig.model_construct(
+        name="leaky",
+        channel="webhook",
+        **defaults
+        | {
+            "url": "https://example.com/",
+            "secret": SecretStr("whsec_dbsecret"),
+            "max_attempts": 0,  # endpoints_max_attempts_range
+        },
+    )
+    with pytest.raises(outbox.InvalidInputError) as caught:
+        await operate.add_endpoint(conn, config)
+    assert "dbsecret" not in str(caught.value)
+    assert caught.value.__suppress_context__  # the driver's error, row and all, is not chained
+    assert await conn.fetchval("SELECT count(*) FROM outbox.endpoints") == 0
