@@ -15,8 +15,9 @@ import asyncpg
 import psutil
 
 import outbox
+from outbox.deliver.channels import registry
 from outbox.deliver.channels.null import NullChannel
-from outbox.deliver.channels.spec import Channel
+from outbox.deliver.channels.spec import Channel, ChannelContext
 from outbox.deliver.channels.ssrf import LOOPBACK, Network
 from outbox.deliver.channels.telegram import TelegramChannel
 from outbox.deliver.channels.webhook import WebhookChannel
@@ -52,7 +53,9 @@ FAST = worker_config(
 
 def worker_channels(concurrency: int, allow: Sequence[Network] = LOOPBACK) -> dict[str, Channel]:
     """The worker's channels; the SSRF guard allows loopback, where the test receivers live."""
+    context = ChannelContext(concurrency, tuple(allow))
     return {
+        **{name: spec.open(context) for name, spec in registry.channels().items()},
         "webhook": WebhookChannel(concurrency, allow=allow),
         "telegram": TelegramChannel(concurrency, allow=allow),
         "null": NullChannel(),

@@ -39,6 +39,7 @@ GRANT EXECUTE ON FUNCTION
     outbox._raise_problem(text, text),
     outbox._headers_problem(jsonb),
     outbox._message_problem(text, jsonb, text, text, integer, timestamptz, jsonb, integer),
+    outbox._target_problem(text, jsonb, text),
     outbox._wake_workers(),
     outbox._message_unfinished(uuid)
     TO outbox_producer;
@@ -64,7 +65,7 @@ $$;
 -- split --
 GRANT SELECT (name, default_key, payload_check) ON outbox.channels TO outbox_producer;
 -- split --
-GRANT SELECT (name, channel) ON outbox.endpoints TO outbox_producer;
+GRANT SELECT (name, channel, target) ON outbox.endpoints TO outbox_producer;
 -- split --
 GRANT SELECT (max_payload_bytes, dedupe_window, wakeup_until) ON outbox.config TO outbox_producer;
 -- split --

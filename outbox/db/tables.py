@@ -114,6 +114,8 @@ channels = Table(
     Column("riders", Text),
     Column("url_pattern", Text),
     Column("url_required", Boolean, nullable=False, server_default=text("false")),
+    # {column: {"setting": name, "required": bool}}: the channel-specific settings it takes.
+    Column("settings", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     CheckConstraint("name ~ '^[a-z][a-z0-9_]{0,31}$'", name="channels_name_format"),
     comment=(
         "The channels endpoints may use, and what the database does for each (written by "
@@ -163,6 +165,7 @@ endpoints = Table(
         name="endpoints_breaker_cooldown_positive",
     ),
     CheckConstraint("disable_after > interval '0'", name="endpoints_disable_after_positive"),
+    CheckConstraint("max_len BETWEEN 1 AND 2000000000", name="endpoints_max_len_range"),
     comment="One row per destination.",
 )
 

@@ -90,9 +90,7 @@ def channel_problem(spec: ChannelSpec, values: dict[str, Any], *, adding: bool) 
             and setting.name not in spec.settings
         ):
             takers = [s.name for s in registry.channels().values() if setting.name in s.settings]
-            return (
-                f"{setting.flag} is for {' and '.join(takers) or 'no'} endpoints, not {spec.name}"
-            )
+            return f"{setting.flag} is for {', '.join(takers) or 'no'} endpoints, not {spec.name}"
     return None
 
 

@@ -22,11 +22,13 @@ from datetime import timedelta
 from typing import Any
 
 from outbox.settings.kinds import (
+    EXCHANGE,
     HEADERS,
     NETWORKS,
     SECRET,
     SWITCH,
-    TEXT,
+    TEMPLATE,
+    URL,
     Kind,
     choice,
     interval,
@@ -67,11 +69,12 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("url", TEXT, "--url", "Where to send: the webhook URL, or the channel's server.",
-            worker=True),
+    Setting("url", URL, "--url",
+            "Where to send: the webhook URL, or the channel's server (a broker's URL may "
+            "hold a user and password; it is listed with the password masked).", worker=True),
     Setting("secret", SECRET, "--secret",
-            "Webhook signing secret or Telegram bot token; env:NAME reads it from $NAME at "
-            "delivery.", worker=True),
+            "Webhook signing secret, Telegram bot token, or a broker's password (NATS: its "
+            "token); env:NAME reads it from $NAME at delivery.", worker=True),
     Setting("headers", HEADERS, "--header", "Extra header 'Name: value' (repeatable).",
             default={}, worker=True),
     Setting("timeout", millis(le=600, flag="float"), "--timeout",
@@ -119,6 +122,21 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("allow_networks", NETWORKS, "--allow-network",
             "A non-public address range this endpoint may reach (SSRF guard; repeatable).",
             default=(), clearable=True, worker=True),
+    Setting("target", TEMPLATE, "--target",
+            "Where on the broker: the NATS subject, the AMQP routing key, the Redis stream or "
+            "the MQTT topic; {key}, {id} and {payload.FIELD} are filled in per message.",
+            channel_specific=True, worker=True),
+    Setting("exchange", EXCHANGE, "--exchange",
+            "The AMQP exchange to publish to ('' or none: the default exchange, which routes "
+            "to the queue the target names).", clearable=True, channel_specific=True,
+            worker=True),
+    Setting("max_len", number(int, ge=1, le=2_000_000_000), "--max-len",
+            "Trim the Redis stream to about this many entries (XADD MAXLEN ~).",
+            clearable=True, channel_specific=True, worker=True,
+            summary=lambda v: f"max-len {v}"),
+    Setting("retain", SWITCH, "--retain/--no-retain",
+            "Publish MQTT messages retained (the broker keeps each topic's last one for new "
+            "subscribers); off unless given.", channel_specific=True, worker=True),
 )  # fmt: skip
 
 # `outbox endpoint update --secret NEW` keeps the old secret signing for this long.

@@ -15,7 +15,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, SecretStr
 
-from outbox.settings.values import check_headers, check_networks
+from outbox._redact import redact_url
+from outbox.settings.template import check_template
+from outbox.settings.values import check_exchange, check_headers, check_networks, storable_text
 
 Flag = Literal["text", "int", "float", "duration", "switch", "choice", "header", "repeat"]
 
@@ -61,6 +63,19 @@ def choice(*values: str) -> Kind:
 
 SWITCH = Kind(bool, "switch")
 TEXT = Kind(str)
+TEMPLATE = Kind(Annotated[str, AfterValidator(storable_text), AfterValidator(check_template)])
+EXCHANGE = Kind(Annotated[str, AfterValidator(check_exchange)])
+
+
+@dataclass(frozen=True, slots=True)
+class Url(Kind):
+    """A URL, listed with any password masked (a broker's URL may hold one)."""
+
+    def listed(self, column: str, value: Any) -> dict[str, Any]:
+        return {column: None if value is None else redact_url(value)}
+
+
+URL = Url(str)
 
 
 @dataclass(frozen=True, slots=True)

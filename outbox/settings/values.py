@@ -45,6 +45,18 @@ def check_networks(values: Iterable[str]) -> tuple[str, ...]:
     return tuple(str(n) for n in parse_networks(values))
 
 
+_EXCHANGE = re.compile(r"^[A-Za-z0-9_.:-]{0,127}$")
+
+
+def check_exchange(name: str) -> str:
+    """An AMQP exchange name (letters, digits, ``-_.:``, at most 127; '' is the default)."""
+    if not _EXCHANGE.match(name):
+        raise ValueError(
+            f"{name!r} is not an exchange name (letters, digits and -_.: only, at most 127)"
+        )
+    return name
+
+
 # Headers outbox sets itself; neither an endpoint nor a message may override them.
 RESERVED_HEADERS = frozenset(
     {

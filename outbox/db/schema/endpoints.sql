@@ -42,15 +42,20 @@ FOR EACH ROW EXECUTE FUNCTION outbox._refuse_delete_in_use();
 -- An endpoint fits its channel (its row of outbox.channels): a URL where the
 -- channel takes one, matching the channel's pattern, and present where the
 -- channel needs one; coalescing only where the channel can coalesce, and a
--- group-key interval only where it has group keys. `outbox endpoint add` and
--- `update` check the same first; this guards plain SQL too.
+-- group-key interval only where it has group keys; of the settings only some
+-- channels take (outbox.channels.settings: column -> its setting's name and
+-- whether it is required), only the channel's own, and those it requires
+-- present. `outbox endpoint add` and `update` check the same first; this
+-- guards plain SQL too.
 CREATE FUNCTION outbox._check_endpoint() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 DECLARE
     ch record;
+    v_row jsonb;
+    v_other record;
     v_problem text;
 BEGIN
-    SELECT c.url_pattern, c.url_required, c.riders, c.group_keys INTO ch
+    SELECT c.url_pattern, c.url_required, c.riders, c.group_keys, c.settings INTO ch
       FROM outbox.channels AS c
      WHERE c.name = NEW.channel;
     IF NOT FOUND THEN
@@ -66,6 +71,30 @@ BEGIN
     ELSIF NEW.group_key_interval_ms IS NOT NULL AND ch.group_keys IS NULL THEN
         v_problem := format('OB002¦group_key_interval¦%s endpoints have no group keys',
                             NEW.channel);
+    ELSE
+        v_row := to_jsonb(NEW);
+        -- Every channel-specific setting some channel takes: set only where this one does.
+        SELECT s.key AS col, s.value ->> 'setting' AS setting INTO v_other
+          FROM outbox.channels AS c, jsonb_each(c.settings) AS s
+         WHERE jsonb_typeof(v_row -> s.key) <> 'null'
+           AND NOT ch.settings ? s.key
+         LIMIT 1;
+        IF FOUND THEN
+            v_problem := format('OB002¦%s¦%s endpoints do not take it', v_other.setting,
+                                NEW.channel);
+        ELSE
+            SELECT s.value ->> 'setting' AS setting INTO v_other
+              FROM jsonb_each(ch.settings) AS s
+             WHERE (s.value ->> 'required')::boolean
+               AND jsonb_typeof(v_row -> s.key) IS DISTINCT FROM 'string'
+               AND jsonb_typeof(v_row -> s.key) IS DISTINCT FROM 'number'
+               AND jsonb_typeof(v_row -> s.key) IS DISTINCT FROM 'boolean'
+             LIMIT 1;
+            IF FOUND THEN
+                v_problem := format('OB002¦%s¦a %s endpoint needs it', v_other.setting,
+                                    NEW.channel);
+            END IF;
+        END IF;
     END IF;
     IF v_problem IS NOT NULL THEN
         PERFORM outbox._raise_problem(v_problem);
@@ -74,6 +103,7 @@ BEGIN
 END
 $fn$;
 -- split --
+-- Every update: a channel-specific setting may be any column.
 CREATE TRIGGER endpoints_fit_channel
-BEFORE INSERT OR UPDATE OF channel, url, coalesce_ms, group_key_interval_ms ON outbox.endpoints
+BEFORE INSERT OR UPDATE ON outbox.endpoints
 FOR EACH ROW EXECUTE FUNCTION outbox._check_endpoint();

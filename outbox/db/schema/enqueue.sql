@@ -113,6 +113,36 @@ BEGIN
 END
 $fn$;
 -- split --
+-- What a message lacks that its endpoint's target template needs (a broker
+-- endpoint's subject, routing key, stream or topic: {key}, {id} and
+-- {payload.FIELD}; {{ and }} are literal braces), or NULL. The template was
+-- checked when the endpoint was added (outbox/settings/template.py reads it
+-- the same way); a payload field must be a string, a number or a boolean.
+CREATE FUNCTION outbox._target_problem(target text, payload jsonb, key text)
+RETURNS text LANGUAGE plpgsql IMMUTABLE AS $fn$
+DECLARE
+    v_field text;
+    v_type text;
+BEGIN
+    FOR v_field IN
+        SELECT m[1] FROM regexp_matches(replace(replace(target, '{{', ''), '}}', ''),
+                                        '\{([^{}]*)\}', 'g') AS m
+    LOOP
+        IF v_field = 'key' AND key IS NULL THEN
+            RETURN format('OB002¦key¦is required: the endpoint''s target %L uses {key}', target);
+        ELSIF v_field LIKE 'payload.%' THEN
+            v_type := jsonb_typeof(payload #> string_to_array(substr(v_field, 9), '.'));
+            IF v_type IS NULL OR v_type NOT IN ('string', 'number', 'boolean') THEN
+                RETURN format('OB002¦%s¦is %s, but the endpoint''s target %L needs a string, '
+                              'number or boolean there', v_field,
+                              coalesce('a JSON ' || nullif(v_type, 'null'), 'missing'), target);
+            END IF;
+        END IF;
+    END LOOP;
+    RETURN NULL;
+END
+$fn$;
+-- split --
 -- Whether a message is still in the hot table: what taking over an expired
 -- idempotency key asks. SECURITY DEFINER so that a producer role needs no
 -- read access to outbox.messages at all; called only when a key collides.
@@ -149,6 +179,7 @@ DECLARE
     v_plain boolean;
     v_check text;
     v_key_field text;
+    v_target text;
     v_max integer;
     v_window interval;
     v_wake boolean;
@@ -161,9 +192,10 @@ BEGIN
     -- `outbox endpoint remove` takes SHARE, so either it sees this message or
     -- this statement's snapshot sees the endpoint gone.
     LOCK TABLE outbox.messages IN ROW EXCLUSIVE MODE;
-    SELECT ch.payload_check IS NULL AND ch.default_key IS NULL, ch.payload_check, ch.default_key,
+    SELECT ch.payload_check IS NULL AND ch.default_key IS NULL AND (strpos(e.target, '{') > 0) IS NOT TRUE,
+           ch.payload_check, ch.default_key, e.target,
            c.max_payload_bytes, c.dedupe_window, c.wakeup_until > now()
-      INTO v_plain, v_check, v_key_field, v_max, v_window, v_wake
+      INTO v_plain, v_check, v_key_field, v_target, v_max, v_window, v_wake
       FROM outbox.endpoints AS e
       JOIN outbox.channels AS ch ON ch.name = e.channel
      CROSS JOIN outbox.config AS c
@@ -194,6 +226,9 @@ BEGIN
         v_problem := outbox._message_problem(
             v_check, enqueue.payload, enqueue.key, enqueue.idempotency_key,
             coalesce(enqueue.priority, 0), enqueue.deliver_at, enqueue.headers, v_max);
+        IF v_problem IS NULL AND strpos(v_target, '{') > 0 THEN
+            v_problem := outbox._target_problem(v_target, enqueue.payload, enqueue.key);
+        END IF;
         IF v_problem IS NOT NULL THEN
             PERFORM outbox._raise_problem(v_problem);
         END IF;
@@ -277,8 +312,10 @@ BEGIN
 
     -- Every row in one pass; the first bad one is reported by its index.
     SELECT m.i, m.endpoint, e.channel,
-           outbox._message_problem(ch.payload_check, m.payload, m.key, m.idem, coalesce(m.priority, 0),
-                                   m.deliver_at, m.hdrs, v_max) AS problem
+           coalesce(outbox._message_problem(ch.payload_check, m.payload, m.key, m.idem,
+                                            coalesce(m.priority, 0), m.deliver_at, m.hdrs, v_max),
+                    CASE WHEN strpos(e.target, '{') > 0
+                         THEN outbox._target_problem(e.target, m.payload, m.key) END) AS problem
       INTO v_bad
       FROM unnest(endpoints, payloads, keys, idempotency_keys, priorities, deliver_ats, headers)
            WITH ORDINALITY AS m(endpoint, payload, key, idem, priority, deliver_at, hdrs, i)
@@ -292,10 +329,13 @@ BEGIN
                 AND coalesce(m.priority, 0) BETWEEN -32768 AND 32767
                 AND (m.deliver_at IS NULL OR isfinite(m.deliver_at))
                 AND m.hdrs IS NULL
-                AND ch.payload_check IS NULL) IS NOT TRUE  -- a NULL payload makes it NULL
-           AND outbox._message_problem(ch.payload_check, m.payload, m.key, m.idem,
-                                       coalesce(m.priority, 0), m.deliver_at, m.hdrs,
-                                       v_max) IS NOT NULL
+                AND ch.payload_check IS NULL
+                AND (strpos(e.target, '{') > 0) IS NOT TRUE) IS NOT TRUE  -- a NULL payload makes it NULL
+           AND coalesce(outbox._message_problem(ch.payload_check, m.payload, m.key, m.idem,
+                                                coalesce(m.priority, 0), m.deliver_at, m.hdrs,
+                                                v_max),
+                        CASE WHEN strpos(e.target, '{') > 0
+                             THEN outbox._target_problem(e.target, m.payload, m.key) END) IS NOT NULL
      ORDER BY m.i
      LIMIT 1;
     IF FOUND THEN

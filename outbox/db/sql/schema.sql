@@ -88,15 +88,17 @@ $$;
 -- Write the channels this installation knows into outbox.channels: $1 a JSON array of their rows (see
 -- outbox.deliver.channels.spec.ChannelSpec.catalog_row). Rows of channels not given stay (endpoints may use them).
 INSERT INTO outbox.channels AS c
-    (name, summary, default_key, payload_check, group_keys, riders, url_pattern, url_required)
-SELECT r.name, r.summary, r.default_key, r.payload_check, r.group_keys, r.riders, r.url_pattern, r.url_required
+    (name, summary, default_key, payload_check, group_keys, riders, url_pattern, url_required, settings)
+SELECT r.name, r.summary, r.default_key, r.payload_check, r.group_keys, r.riders, r.url_pattern, r.url_required,
+       coalesce(r.settings, '{}')
   FROM jsonb_to_recordset($1::text::jsonb)
        AS r(name text, summary text, default_key text, payload_check text, group_keys text, riders text,
-            url_pattern text, url_required boolean)
+            url_pattern text, url_required boolean, settings jsonb)
 ON CONFLICT (name) DO UPDATE
    SET summary = excluded.summary, default_key = excluded.default_key, payload_check = excluded.payload_check,
        group_keys = excluded.group_keys, riders = excluded.riders, url_pattern = excluded.url_pattern,
-       url_required = excluded.url_required
- WHERE (c.summary, c.default_key, c.payload_check, c.group_keys, c.riders, c.url_pattern, c.url_required)
+       url_required = excluded.url_required, settings = excluded.settings
+ WHERE (c.summary, c.default_key, c.payload_check, c.group_keys, c.riders, c.url_pattern, c.url_required,
+        c.settings)
        IS DISTINCT FROM (excluded.summary, excluded.default_key, excluded.payload_check, excluded.group_keys,
-                         excluded.riders, excluded.url_pattern, excluded.url_required);
+                         excluded.riders, excluded.url_pattern, excluded.url_required, excluded.settings);

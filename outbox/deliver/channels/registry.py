@@ -14,12 +14,28 @@ from collections.abc import Mapping
 from importlib.metadata import entry_points
 from types import MappingProxyType
 
-from outbox.deliver.channels import null, telegram, webhook
+from outbox.deliver.channels import (
+    jetstream,
+    mqtt,
+    null,
+    rabbitmq,
+    redis_streams,
+    telegram,
+    webhook,
+)
 from outbox.deliver.channels.spec import ChannelSpec
 from outbox.errors import ConfigurationError, InvalidInputError
 
 ENTRY_POINTS = "outbox.channels"
-BUILT_IN: tuple[ChannelSpec, ...] = (webhook.SPEC, telegram.SPEC, null.SPEC)
+BUILT_IN: tuple[ChannelSpec, ...] = (
+    webhook.SPEC,
+    telegram.SPEC,
+    jetstream.SPEC,
+    rabbitmq.SPEC,
+    redis_streams.SPEC,
+    mqtt.SPEC,
+    null.SPEC,
+)
 
 
 @functools.cache
@@ -66,7 +82,12 @@ def table() -> str:
     ]
     for spec in channels().values():
         defaults = ", ".join(f"`{k}` {v}" for k, v in spec.defaults.items()) or "—"
-        only = ", ".join(f"`{s}`" for s in sorted(spec.settings)) or "—"
+        only = (
+            ", ".join(
+                f"`{s}`" + (" (required)" if s in spec.needs else "") for s in sorted(spec.settings)
+            )
+            or "—"
+        )
         rows.append(
             f"| `{spec.name}` | {spec.summary} | {spec.url} | {spec.secret} | {defaults} | {only} |"
         )

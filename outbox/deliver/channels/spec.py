@@ -21,6 +21,7 @@ from typing import Any, Literal, Protocol
 
 from outbox.deliver.channels.ssrf import Network
 from outbox.deliver.model import AttemptResult, Delivery, Endpoint
+from outbox.settings import endpoint as declared
 
 Need = Literal["required", "optional", "none"]
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
@@ -84,6 +85,7 @@ class ChannelSpec:
     check_secret: Callable[[str], None] | None = None  # raises ValueError, never showing it
     defaults: Mapping[str, Any] = field(default_factory=dict)  # endpoint settings (its limits)
     settings: frozenset[str] = frozenset()  # settings only some channels take, that this one does
+    needs: frozenset[str] = frozenset()  # of those, the ones every endpoint of it must have
     sql: Sql = Sql()
 
     def __post_init__(self) -> None:
@@ -91,6 +93,8 @@ class ChannelSpec:
             raise ValueError(f"channel name {self.name!r} must match {_NAME.pattern}")
         if (self.url == "none") != (self.url_pattern is None):
             raise ValueError(f"channel {self.name!r}: a URL pattern exactly when it takes a URL")
+        if not self.needs <= self.settings:
+            raise ValueError(f"channel {self.name!r}: it needs only settings it takes")
         for setting, hook in _NEEDS_SQL.items():
             if (setting in self.settings) != (getattr(self.sql, hook) is not None):
                 raise ValueError(
@@ -98,8 +102,17 @@ class ChannelSpec:
                 )
 
     def catalog_row(self) -> dict[str, Any]:
-        """Its row of ``outbox.channels``."""
+        """Its row of ``outbox.channels``; ``settings``: the columns of the settings
+        only some channels take that this one does, each with its setting's name and
+        whether an endpoint must have it (the database's check of an endpoint reads
+        them)."""
+        columns = {
+            s.column: {"setting": s.name, "required": s.name in self.needs}
+            for s in declared.SETTINGS
+            if s.name in self.settings
+        }
         return {
+            "settings": columns,
             "name": self.name,
             "summary": self.summary,
             "default_key": self.sql.default_key,

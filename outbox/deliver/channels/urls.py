@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 # What the database checks too (outbox.channels.url_pattern): a scheme and a host.
@@ -36,3 +37,37 @@ def check_http_url(value: str) -> str:
         except ValueError:
             raise ValueError(f"host {host!r} is not a valid hostname") from None
     return value
+
+
+def broker_url_pattern(*schemes: str) -> str:
+    """What the database checks of a broker's URL: one of ``schemes`` and a host
+    (user and password may come before it; several hosts, comma-separated)."""
+    return f"^({'|'.join(schemes)})://([^/?#@\\s]*@)?[^/?#@\\s]+"
+
+
+def broker_url_check(*schemes: str, token_in_url: str | None = None) -> Callable[[str], str]:
+    """The Python check of a broker URL, explaining what is wrong. ``token_in_url``:
+    what to say of a user with no password (NATS would take it as a token,
+    which then could not be masked)."""
+
+    def check(value: str) -> str:
+        try:
+            parts = urlsplit(value)
+            port = None if "," in parts.netloc else parts.port  # several hosts: no single port
+        except ValueError as exc:
+            raise ValueError(f"is not a valid URL: {exc}") from None
+        if parts.scheme not in schemes:
+            raise ValueError(f"must be a {' or '.join(s + '://' for s in schemes)} URL")
+        if not parts.hostname:
+            raise ValueError("must name a host")
+        if any(ch.isspace() for ch in value):
+            raise ValueError("must not contain whitespace")
+        if parts.fragment:
+            raise ValueError("must not have a #fragment")
+        if port == 0:
+            raise ValueError("port 0 is not a valid port")
+        if token_in_url and parts.username and parts.password is None:
+            raise ValueError(token_in_url)
+        return value
+
+    return check

@@ -1,0 +1,295 @@
+"""What the message-broker channels share: one connection per endpoint per
+worker process, reconnected with backoff, and attempts that count as
+delivered only when the broker acknowledged them.
+
+A broker channel (`BrokerChannel`) says how to connect (`connect`), how to
+publish one message and wait for the broker's acknowledgement (`publish`),
+and what its client library's errors mean (`failure`). Everything else is
+here, the same for every broker:
+
+* the target (``--target``, a template of the message's key, id and payload
+  fields) rendered per message; a message that lacks a field it needs is a
+  permanent failure naming the field (``outbox.enqueue()`` refuses most);
+* one connection per endpoint, shared by every delivery in flight, opened at
+  the first send; after a connection fails, the next attempt waits out a
+  backoff (0.1 s, doubling to 5 s) and fails fast, saying why, until then;
+  an error that says the connection is gone drops it, and the next send
+  reconnects;
+* ``--timeout`` bounds the wait for the acknowledgement: a timeout is
+  retried and counts against the endpoint (circuit breaker), as a broker
+  that cannot be reached does;
+* credentials (the URL's password, ``--secret``) masked in every error text;
+* the client library is an optional extra: without it the endpoint is
+  paused, saying which extra to install.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import json
+import logging
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+from urllib.parse import unquote, urlsplit
+
+from outbox._redact import redact_text
+from outbox.deliver.channels.spec import ChannelContext
+from outbox.deliver.model import AttemptClock, AttemptResult, Claimed, Delivery, Endpoint
+from outbox.deliver.policy import Classification, Health, Verdict
+from outbox.settings.template import Template, TemplateError, parse
+
+log = logging.getLogger("outbox.worker")
+
+BACKOFF_FIRST = 0.1
+BACKOFF_CAP = 5.0
+CLOSE_WITHIN = 5.0  # seconds a connection may take to close on shutdown
+# Headers outbox sets on every broker message (where the protocol has headers).
+ID_HEADER = "outbox-id"
+KEY_HEADER = "outbox-key"
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    """One message as a broker channel publishes it."""
+
+    message: Claimed
+    target: str  # the rendered --target
+    body: bytes  # the payload's JSON text, UTF-8
+    headers: dict[str, str]  # the message's own headers, then outbox-id and outbox-key
+
+    @property
+    def id(self) -> str:
+        return str(self.message.id)
+
+
+class BrokerError(Exception):
+    """What a channel's `publish` raises for an answer that is not an
+    acknowledgement: its classification, and the error text for the ledger."""
+
+    def __init__(self, classification: Classification, error: str, *, drop: bool = False) -> None:
+        super().__init__(error)
+        self.classification = classification
+        self.error = error
+        self.drop = drop  # the connection is no good any more
+
+
+def retryable(reason: str, *, drop: bool = False) -> BrokerError:
+    """The broker could not be reached or did not answer: retried, counted by the breaker."""
+    return BrokerError(Classification(Verdict.RETRYABLE, reason, health=Health.FAILING), reason,
+                   drop=drop)  # fmt: skip
+
+
+def permanent(reason: str, *, drop: bool = False) -> BrokerError:
+    """The broker answered that this message cannot go (no stream, no route, too big)."""
+    return BrokerError(
+        Classification(Verdict.PERMANENT, reason, health=Health.OK), reason, drop=drop
+    )
+
+
+def refused(reason: str) -> BrokerError:
+    """The broker refused our credentials or rights: the message stays, the
+    endpoint is paused until someone fixes them and resumes it."""
+    return BrokerError(Classification(Verdict.RETRYABLE, reason, pause=reason), reason, drop=True)
+
+
+@dataclass(slots=True)
+class _Link:
+    """An endpoint's connection, and its state between attempts."""
+
+    identity: tuple[Any, ...]  # what it was opened with (url, secret): a change reopens it
+    connection: Any = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    failures: int = 0
+    retry_at: float = 0.0  # time.monotonic() before which no reconnect is tried
+    last_error: BrokerError | None = None
+
+
+class BrokerChannel(ABC):
+    """A channel that publishes to a message broker."""
+
+    name: ClassVar[str]  # the channel's name
+    library: ClassVar[str]  # the module the client library installs
+    extra: ClassVar[str]  # the extra of outbox that installs it
+
+    def __init__(self, context: ChannelContext) -> None:
+        self.context = context
+        self._links: dict[str, _Link] = {}
+        self._templates: dict[str, Template] = {}
+        self._client: Any = None
+        self._closing: set[asyncio.Future[None]] = set()
+
+    @classmethod
+    def open(cls, context: ChannelContext) -> BrokerChannel:
+        return cls(context)
+
+    # -- what each broker says -------------------------------------------------
+
+    @abstractmethod
+    async def connect(self, client: Any, endpoint: Endpoint) -> Any:
+        """A new connection for ``endpoint`` (raise; `failure` classifies it)."""
+
+    @abstractmethod
+    async def publish(self, connection: Any, endpoint: Endpoint, out: Outbound) -> None:
+        """Publish ``out`` and return once the broker acknowledged it; raise
+        `BrokerError` for any other answer."""
+
+    @abstractmethod
+    def failure(self, exc: BaseException) -> BrokerError:
+        """What an exception of the client library means."""
+
+    async def disconnect(self, connection: Any) -> None:
+        """Close a connection (the default: ``await connection.close()``)."""
+        await connection.close()
+
+    # -- the same for every broker --------------------------------------------
+
+    async def send(self, delivery: Delivery, endpoint: Endpoint) -> AttemptResult:
+        clock = AttemptClock()
+        secrets = credentials(endpoint)
+        try:
+            out = self._outbound(delivery.head, endpoint)
+            link = await self._link(endpoint)
+            async with asyncio.timeout(endpoint.timeout):
+                await self.publish(link.connection, endpoint, out)
+        except BrokerError as failed:
+            return self._failed(clock, endpoint, failed, secrets)
+        except TimeoutError:
+            timeout = retryable(
+                f"no acknowledgement from the broker within {endpoint.timeout:g}s (--timeout)"
+            )
+            return self._failed(clock, endpoint, timeout, secrets)
+        except Exception as exc:
+            return self._failed(clock, endpoint, self.failure(exc), secrets)
+        return clock.result(Classification(Verdict.DELIVERED, "acknowledged", health=Health.OK))
+
+    def _failed(
+        self,
+        clock: AttemptClock,
+        endpoint: Endpoint,
+        failure: BrokerError,
+        secrets: tuple[str, ...],
+    ) -> AttemptResult:
+        if failure.drop:
+            self._drop(endpoint.name)
+        c = failure.classification
+        reason = redact_text(c.reason, secrets)
+        if reason != c.reason:
+            pause = None if c.pause is None else redact_text(c.pause, secrets)
+            c = Classification(c.verdict, reason, c.retry_after, c.health, c.throttle, pause)
+        return clock.result(c, error=redact_text(failure.error, secrets))
+
+    def _outbound(self, message: Claimed, endpoint: Endpoint) -> Outbound:
+        if endpoint.secret_problem:
+            raise refused(endpoint.secret_problem)
+        if not endpoint.url:
+            raise permanent(f"the endpoint has no URL (a {self.name} endpoint needs --url)")
+        template = self._template(endpoint)
+        payload = json.loads(message.payload) if template.needs_payload else None
+        try:
+            target = template.render(message.id, message.key, payload)
+        except TemplateError as exc:
+            raise permanent(str(exc)) from None
+        headers: dict[str, str] = json.loads(message.headers) if message.headers else {}
+        headers[ID_HEADER] = str(message.id)
+        if message.key is not None:
+            headers[KEY_HEADER] = message.key
+        return Outbound(message, target, message.payload.encode(), headers)
+
+    def _template(self, endpoint: Endpoint) -> Template:
+        text = endpoint.settings.get("target")
+        if not text:
+            raise permanent(f"the endpoint has no --target (a {self.name} endpoint needs one)")
+        template = self._templates.get(text)
+        if template is None:
+            try:
+                template = self._templates[text] = parse(text)
+            except ValueError as exc:
+                raise permanent(f"target: {exc}") from None
+        return template
+
+    def _library(self) -> Any:
+        if self._client is None:
+            try:
+                self._client = importlib.import_module(self.library)
+            except ImportError:
+                raise refused(
+                    f"the {self.name} channel needs the {self.library!r} package: "
+                    f"pip install 'outbox[{self.extra}]' where the workers run"
+                ) from None
+        return self._client
+
+    async def _link(self, endpoint: Endpoint) -> _Link:
+        identity = (endpoint.url, endpoint.secret)
+        link = self._links.get(endpoint.name)
+        if link is None or link.identity != identity:
+            if link is not None:
+                self._drop(endpoint.name)
+            link = self._links[endpoint.name] = _Link(identity)
+        if link.connection is not None:
+            return link
+        async with link.lock:  # one connect at a time; the others wait for it
+            if link.connection is None:
+                await self._connect(link, endpoint)
+        return link
+
+    async def _connect(self, link: _Link, endpoint: Endpoint) -> None:
+        wait = link.retry_at - time.monotonic()
+        if wait > 0 and link.last_error is not None:
+            last = link.last_error
+            raise BrokerError(last.classification, f"{last.error} (next connect in {wait:.1f}s)")
+        client = self._library()
+        try:
+            async with asyncio.timeout(endpoint.connect_timeout):
+                link.connection = await self.connect(client, endpoint)
+        except Exception as exc:
+            failure = (
+                retryable(
+                    f"cannot connect within {endpoint.connect_timeout:g}s (--connect-timeout)"
+                )
+                if isinstance(exc, TimeoutError)
+                else self.failure(exc)
+            )
+            link.failures += 1
+            link.retry_at = time.monotonic() + min(
+                BACKOFF_CAP, BACKOFF_FIRST * 2 ** (link.failures - 1)
+            )
+            link.last_error = failure
+            raise failure from None
+        link.failures, link.last_error = 0, None
+
+    def _drop(self, name: str) -> None:
+        link = self._links.get(name)
+        if link is None or link.connection is None:
+            return
+        connection, link.connection = link.connection, None
+        task = asyncio.ensure_future(self._quietly_close(connection))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _quietly_close(self, connection: Any) -> None:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(CLOSE_WITHIN):
+                await self.disconnect(connection)
+
+    async def aclose(self) -> None:
+        """Close every connection (each within a few seconds)."""
+        for name in list(self._links):
+            self._drop(name)
+        self._links.clear()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+
+
+def credentials(endpoint: Endpoint) -> tuple[str, ...]:
+    """Everything to mask in what an attempt records: the secrets and the URL's password."""
+    found = list(endpoint.secrets)
+    if endpoint.url:
+        with contextlib.suppress(ValueError):
+            password = urlsplit(endpoint.url).password
+            if password:
+                found += [password, unquote(password)]
+    return tuple(found)

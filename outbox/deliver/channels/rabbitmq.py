@@ -1,0 +1,158 @@
+"""The ``amqp`` channel: publish to RabbitMQ (AMQP 0-9-1) with publisher confirms.
+
+``--url amqp://user:password@host:5672/vhost`` (``amqps://`` for TLS; the
+password may instead be ``--secret``). ``--exchange`` is the exchange (none:
+the default exchange, which routes to the queue named by the routing key);
+``--target`` is the routing key, a template (``orders.{key}``). Each message
+is published persistent (delivery mode 2), ``mandatory``, with ``message_id``
+= the message id, ``content_type`` application/json, and the message's
+headers, ``outbox-id`` and ``outbox-key`` as AMQP headers; the channel is in
+confirm mode, so a message counts as delivered only once the broker acks it.
+
+What the answers mean:
+
+* ``basic.ack`` -- delivered;
+* ``basic.return`` (mandatory: no queue is bound for the routing key) --
+  permanent, "unroutable";
+* ``basic.nack`` -- retried;
+* the exchange does not exist (404), no write permission on it (403), a
+  message over ``max_message_size`` (406) -- permanent;
+* wrong credentials, or no access to the vhost -- the endpoint is paused;
+* the broker unreachable, the connection lost, no confirm within
+  ``--timeout`` -- retried, counted by the circuit breaker.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from outbox.deliver.channels.broker import (
+    BrokerChannel,
+    BrokerError,
+    Outbound,
+    permanent,
+    refused,
+    retryable,
+)
+from outbox.deliver.channels.spec import ChannelSpec
+from outbox.deliver.channels.urls import broker_url_check, broker_url_pattern
+from outbox.deliver.model import Endpoint
+
+SCHEMES = ("amqp", "amqps")
+MAX_ROUTING_KEY = 255  # bytes (a shortstr)
+
+
+class _Connection:
+    def __init__(self, connection: Any, channel: Any) -> None:
+        self.connection = connection
+        self.channel = channel
+
+
+def with_password(url: str, password: str | None) -> str:
+    """``url`` with ``password`` for its user (guest if it names none)."""
+    if not password:
+        return url
+    parts = urlsplit(url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    user = quote(parts.username or "guest", safe="")
+    return parts._replace(netloc=f"{user}:{quote(password, safe='')}@{host}").geturl()
+
+
+class RabbitChannel(BrokerChannel):
+    name = "amqp"
+    library = "aiormq"
+    extra = "amqp"
+
+    async def connect(self, client: Any, endpoint: Endpoint) -> _Connection:
+        url = with_password(endpoint.url or "", endpoint.secret)
+        connection = await client.connect(url)
+        try:
+            channel = await connection.channel(publisher_confirms=True)
+        except BaseException:
+            await connection.close()
+            raise
+        return _Connection(connection, channel)
+
+    async def disconnect(self, connection: Any) -> None:
+        await connection.connection.close()
+
+    async def publish(self, connection: Any, endpoint: Endpoint, out: Outbound) -> None:
+        import aiormq
+        from pamqp import commands
+
+        conn: _Connection = connection
+        if len(out.target.encode()) > MAX_ROUTING_KEY:
+            raise permanent(
+                f"the routing key is {len(out.target.encode())} bytes, over AMQP's limit of "
+                f"{MAX_ROUTING_KEY}"
+            )
+        if conn.channel.is_closed:
+            raise retryable("the AMQP channel was closed", drop=True)
+        exchange = endpoint.settings.get("exchange") or ""
+        properties = aiormq.spec.Basic.Properties(
+            delivery_mode=2,
+            message_id=out.id,
+            content_type="application/json",
+            headers=dict(out.headers),
+        )
+        try:
+            confirm = await conn.channel.basic_publish(
+                out.body,
+                exchange=exchange,
+                routing_key=out.target,
+                properties=properties,
+                mandatory=True,
+            )
+        except aiormq.exceptions.PublishError as exc:
+            frame: Any = exc.frame
+            raise permanent(
+                f"unroutable: exchange {exchange or '(default)'!r} has no queue bound for "
+                f"routing key {out.target!r} ({frame.reply_code} {frame.reply_text})"
+            ) from None
+        if isinstance(confirm, commands.Basic.Nack):
+            raise retryable("the broker nacked the message (basic.nack)")
+        if not isinstance(confirm, commands.Basic.Ack):
+            raise retryable(f"no confirm from the broker ({type(confirm).__name__})", drop=True)
+
+    def failure(self, exc: BaseException) -> BrokerError:
+        import aiormq.exceptions as ae
+
+        if isinstance(exc, BrokerError):
+            return exc
+        if isinstance(exc, ae.ChannelNotFoundEntity):
+            return permanent(f"not found: {_reply(exc)}", drop=True)
+        if isinstance(exc, ae.ChannelAccessRefused):
+            return permanent(f"permission denied: {_reply(exc)}", drop=True)
+        if isinstance(exc, ae.ChannelPreconditionFailed):
+            return permanent(f"refused by the broker: {_reply(exc)}", drop=True)
+        if isinstance(exc, ae.AuthenticationError | ae.ProbableAuthenticationError):
+            return refused(f"the broker refused the credentials: {type(exc).__name__}")
+        if isinstance(exc, ae.ConnectionNotAllowed):
+            return refused(f"the broker refused access to the vhost: {_reply(exc)}")
+        if isinstance(exc, ae.ChannelClosed | ae.ChannelInvalidStateError):
+            return retryable(f"the AMQP channel closed: {_reply(exc)}", drop=True)
+        if isinstance(exc, ae.AMQPConnectionError | ConnectionError | OSError):
+            return retryable(f"cannot reach the AMQP broker: {type(exc).__name__}", drop=True)
+        if isinstance(exc, ValueError):  # aiormq's own checks of what it is asked to send
+            return permanent(f"{type(exc).__name__}: {exc}")
+        return retryable(f"{type(exc).__name__}: {exc}", drop=True)
+
+
+def _reply(exc: BaseException) -> str:
+    """A channel or connection close's code and text, which never hold the URL."""
+    args = getattr(exc, "args", ())
+    return " ".join(str(a) for a in args if isinstance(a, int | str)) or type(exc).__name__
+
+
+SPEC = ChannelSpec(
+    name="amqp",
+    summary="publish to RabbitMQ (AMQP 0-9-1): persistent, mandatory, with publisher confirms",
+    open=RabbitChannel.open,
+    url="required",
+    url_pattern=broker_url_pattern(*SCHEMES),
+    check_url=broker_url_check(*SCHEMES),
+    secret_help="the password of the URL's user",
+    settings=frozenset({"target", "exchange"}),
+    needs=frozenset({"target"}),
+)
