@@ -173,9 +173,12 @@ async def run_worker(url: str, config: WorkerConfig, *, worker_id: str | None = 
         for stop_extra in extras:
             with contextlib.suppress(Exception):
                 await stop_extra()
-        for channel in channels.values():
-            with contextlib.suppress(Exception):
-                await channel.aclose()
+        # The channels' connections (a broker's), all at once, within the grace.
+        with contextlib.suppress(Exception):
+            closing = (channel.aclose() for channel in channels.values())
+            await asyncio.wait_for(
+                asyncio.gather(*closing, return_exceptions=True), config.shutdown_grace
+            )
         with contextlib.suppress(Exception):
             await asyncio.wait_for(pool.close(), 5)
     log.info("worker %s stopped: %d delivered", store.worker_id, worker.delivered)
