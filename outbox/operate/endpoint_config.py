@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
@@ -77,6 +78,8 @@ def channel_problem(spec: ChannelSpec, values: dict[str, Any], *, adding: bool) 
         except ValueError as exc:
             return f"url: {exc}"
     token = secret.get_secret_value() if secret is not None else ""
+    if spec.user_needs_password and url is not None and not token and _user_only(url):
+        return f"url: {spec.user_needs_password}"
     if spec.secret == "required" and not token and adding:
         return f"a {spec.name} endpoint needs --secret: {spec.secret_help}"
     if spec.secret == "none" and token:
@@ -92,6 +95,14 @@ def channel_problem(spec: ChannelSpec, values: dict[str, Any], *, adding: bool) 
             takers = [s.name for s in registry.channels().values() if setting.name in s.settings]
             return f"{setting.flag} is for {', '.join(takers) or 'no'} endpoints, not {spec.name}"
     return None
+
+
+def _user_only(url: str) -> bool:
+    try:
+        parts = urlsplit(url.split(",")[0])
+        return bool(parts.username) and parts.password is None
+    except ValueError:
+        return False
 
 
 def _field(setting: declared.Setting, *, update: bool) -> tuple[Any, Any]:

@@ -14,6 +14,7 @@ from typing import Any
 
 import asyncpg
 
+from outbox._redact import redact_url
 from outbox.db.pgerror import translate
 from outbox.db.queries import QUERIES
 from outbox.deliver.channels import registry
@@ -108,7 +109,7 @@ async def list_endpoints(conn: asyncpg.Connection) -> list[EndpointInfo]:
         EndpointInfo(
             name=r["name"],
             channel=r["channel"],
-            settings={s.name: s.kind.from_db(r[s.column]) for s in declared.SETTINGS},
+            settings=_listed_settings(r),
             created_at=r["created_at"],
             unfinished=r["unfinished"],
             rotating_secret=r["rotating"],
@@ -119,6 +120,15 @@ async def list_endpoints(conn: asyncpg.Connection) -> list[EndpointInfo]:
         )
         for r in rows
     ]
+
+
+def _listed_settings(row: Any) -> dict[str, Any]:
+    """Every setting of an endpoint row, its URL's password masked (an
+    `EndpointInfo` never holds a secret)."""
+    settings = {s.name: s.kind.from_db(row[s.column]) for s in declared.SETTINGS}
+    if settings.get("url"):
+        settings["url"] = redact_url(settings["url"])
+    return settings
 
 
 async def update_endpoint(conn: asyncpg.Connection, name: str, changes: EndpointUpdate) -> None:

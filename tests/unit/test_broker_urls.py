@@ -19,8 +19,7 @@ GOOD = {
     "mqtt": ["mqtt://127.0.0.1:1883", "mqtts://u:p@h", "mqtt://u@h"],
 }
 BAD = {
-    "nats": [("http://h", "must be a nats:// or tls:// URL"), ("nats://", "must name a host"),
-             ("nats://token@h", "a token goes in --secret")],
+    "nats": [("http://h", "must be a nats:// or tls:// URL"), ("nats://", "must name a host")],
     "amqp": [("amqp://h:0", "port 0"), ("amqp://h#x", "#fragment")],
     "redis": [("redis://h x", "whitespace"), ("redis://h:99999", "not a valid URL")],
     "mqtt": [("tcp://h", "must be a mqtt:// or mqtts:// URL")],
@@ -64,3 +63,15 @@ def test_what_an_attempt_masks_includes_the_urls_password() -> None:
         settings={"url": "amqp://u:p%40ss@h/"}, secret="tok",
     )  # fmt: skip
     assert set(credentials(endpoint)) == {"tok", "p%40ss", "p@ss"}
+
+
+def test_a_nats_user_without_a_password_needs_the_secret() -> None:
+    from pydantic import SecretStr
+
+    from outbox.operate.endpoint_config import channel_problem
+
+    spec = registry.channel("nats")
+    lone = {"url": "nats://app@h:4222", "target": "t"}
+    assert channel_problem(spec, lone, adding=True) == f"url: {spec.user_needs_password}"
+    given = {**lone, "secret": SecretStr("pw")}
+    assert channel_problem(spec, given, adding=True) is None

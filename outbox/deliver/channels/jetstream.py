@@ -25,11 +25,13 @@ What the answers mean:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from outbox.deliver.channels.broker import (
+    CLOSE_WITHIN,
     BrokerChannel,
     BrokerError,
     Outbound,
@@ -58,17 +60,41 @@ def subject_problem(subject: str) -> str | None:
     return None
 
 
+def _credentials_refused(exc: BaseException) -> bool:
+    """Is ``exc`` the server refusing the credentials ('Authorization Violation')?"""
+    import nats.errors as ne
+
+    return isinstance(exc, ne.AuthorizationError) or "authorization" in str(exc).lower()
+
+
 class _Connection:
     """A NATS connection, its JetStream context, and the publishes waiting on
-    each subject (a permissions violation fails them at once)."""
+    each subject (a permissions violation fails them at once; the server
+    refusing the credentials fails them all)."""
 
     def __init__(self) -> None:
         self.nc: Any = None
         self.js: Any = None
         self.waiting: dict[str, set[asyncio.Future[None]]] = {}
+        # Set when the server refuses the credentials: at the first connect
+        # (nats-py would retry forever), or on a reconnect later.
+        self.denied: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    def refusal(self) -> BrokerError | None:
+        if not self.denied.done():
+            return None
+        return refused(f"the NATS server refused the credentials: {self.denied.result()}")
 
     async def error(self, exc: Exception) -> None:
         text = str(exc)
+        if _credentials_refused(exc):
+            if not self.denied.done():
+                self.denied.set_result(text.strip() or type(exc).__name__)
+            for waiters in self.waiting.values():
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_exception(self.refusal() or refused(text))
+            return
         violation = _VIOLATION.search(text)
         if violation:
             for waiter in self.waiting.get(violation.group(1), ()):
@@ -84,11 +110,14 @@ class NatsChannel(BrokerChannel):
     extra = "nats"
 
     async def connect(self, client: Any, endpoint: Endpoint) -> _Connection:
-        url = endpoint.url or ""
+        servers = [s if "://" in s else f"nats://{s}" for s in (endpoint.url or "").split(",")]
         options: dict[str, Any] = {}
         if endpoint.secret:
-            if urlsplit(url.split(",")[0]).username:
-                options["password"] = endpoint.secret
+            user = urlsplit(servers[0]).username
+            if user:
+                # nats-py sends a password only with a user; without one it
+                # would send the URL's user name as a token.
+                options["user"], options["password"] = unquote(user), endpoint.secret
             else:
                 options["token"] = endpoint.secret
         conn = _Connection()
@@ -96,19 +125,39 @@ class NatsChannel(BrokerChannel):
         async def quiet(*_: Any) -> None:
             return None
 
-        conn.nc = await client.connect(
-            servers=[s if "://" in s else f"nats://{s}" for s in url.split(",")],
-            connect_timeout=endpoint.connect_timeout,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5,
-            allow_reconnect=True,
-            error_cb=conn.error,
-            disconnected_cb=quiet,
-            reconnected_cb=quiet,
-            closed_cb=quiet,
-            name="outbox",
-            **options,
+        conn.nc = client.NATS()
+        # nats-py retries a first connect forever (max_reconnect_attempts=-1),
+        # refused credentials included: race it against the refusal, and
+        # close what it left behind if it is given up (refused, or the
+        # --connect-timeout of the caller).
+        connecting = asyncio.ensure_future(
+            conn.nc.connect(
+                servers=servers,
+                connect_timeout=endpoint.connect_timeout,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                allow_reconnect=True,
+                error_cb=conn.error,
+                disconnected_cb=quiet,
+                reconnected_cb=quiet,
+                closed_cb=quiet,
+                name="outbox",
+                **options,
+            )
         )
+        try:
+            await asyncio.wait((connecting, conn.denied), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not connecting.done():
+                connecting.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await connecting
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(conn.nc.close(), CLOSE_WITHIN)
+        refusal = conn.refusal()
+        if refusal is not None and (connecting.cancelled() or connecting.exception()):
+            raise refusal
+        connecting.result()  # raises what connect raised
         conn.js = conn.nc.jetstream()
         return conn
 
@@ -120,6 +169,9 @@ class NatsChannel(BrokerChannel):
         problem = subject_problem(out.target)
         if problem:
             raise permanent(problem)
+        refusal = conn.refusal()
+        if refusal is not None:  # since a reconnect: this connection is no good
+            raise refusal
         headers = {**out.headers, "Nats-Msg-Id": out.id, "Content-Type": "application/json"}
         violation: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         waiting = conn.waiting.setdefault(out.target, set())
@@ -133,9 +185,13 @@ class NatsChannel(BrokerChannel):
             waiting.discard(violation)
             if not waiting:
                 conn.waiting.pop(out.target, None)
+            if not publish.done():  # a violation, or the caller gave up (--timeout)
+                publish.cancel()
+            for future in (publish, violation):
+                if future.done() and not future.cancelled():
+                    future.exception()  # retrieved: never "exception never retrieved"
         if violation.done():
-            publish.cancel()
-            violation.result()  # raises the permission failure
+            violation.result()  # raises the permission (or credentials) failure
         publish.result()  # raises what the publish raised; a PubAck: delivered
 
     def failure(self, exc: BaseException) -> BrokerError:
@@ -170,9 +226,10 @@ SPEC = ChannelSpec(
     open=NatsChannel.open,
     url="required",
     url_pattern=broker_url_pattern(*SCHEMES),
-    check_url=broker_url_check(
-        *SCHEMES,
-        token_in_url="a token goes in --secret, not the URL (where it could not be masked)",
+    check_url=broker_url_check(*SCHEMES),
+    user_needs_password=(
+        "a user with no password: give the password with --secret, or a token in --secret "
+        "and no user (NATS would take a lone user name as a token)"
     ),
     secret_help="the password of the URL's user, or a token",
     settings=frozenset({"target"}),

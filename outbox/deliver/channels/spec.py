@@ -81,6 +81,9 @@ class ChannelSpec:
     url_pattern: str | None = None
     check_url: Callable[[str], str] | None = None
     secret: Need = "optional"
+    # What to say of a URL with a user and no password when no --secret gives the
+    # password (NATS would send the user name as a token, which could not be masked).
+    user_needs_password: str | None = None
     secret_help: str = "a secret"  # what --secret takes, for the error when it is missing
     check_secret: Callable[[str], None] | None = None  # raises ValueError, never showing it
     defaults: Mapping[str, Any] = field(default_factory=dict)  # endpoint settings (its limits)

@@ -45,10 +45,8 @@ def broker_url_pattern(*schemes: str) -> str:
     return f"^({'|'.join(schemes)})://([^/?#@\\s]*@)?[^/?#@\\s]+"
 
 
-def broker_url_check(*schemes: str, token_in_url: str | None = None) -> Callable[[str], str]:
-    """The Python check of a broker URL, explaining what is wrong. ``token_in_url``:
-    what to say of a user with no password (NATS would take it as a token,
-    which then could not be masked)."""
+def broker_url_check(*schemes: str) -> Callable[[str], str]:
+    """The Python check of a broker URL, explaining what is wrong."""
 
     def check(value: str) -> str:
         try:
@@ -66,8 +64,6 @@ def broker_url_check(*schemes: str, token_in_url: str | None = None) -> Callable
             raise ValueError("must not have a #fragment")
         if port == 0:
             raise ValueError("port 0 is not a valid port")
-        if token_in_url and parts.username and parts.password is None:
-            raise ValueError(token_in_url)
         return value
 
     return check
