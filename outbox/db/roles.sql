@@ -100,7 +100,8 @@ GRANT EXECUTE ON FUNCTION
     outbox._pick(text, integer, boolean, boolean, double precision, double precision, text, double precision,
                  double precision, text),
     outbox._take_key(text, uuid, text, bigint, boolean, double precision, double precision, timestamptz),
-    outbox._report_health(text[], integer[], integer[], integer[], text[], double precision[], text[]),
+    outbox._report_health(text[], integer[], integer[], integer[], text[], double precision[], text[],
+                          timestamptz[]),
     outbox._stats()
     TO outbox_worker;
 -- split --

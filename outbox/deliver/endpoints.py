@@ -15,6 +15,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from outbox.deliver.policy import RetryPolicy
@@ -39,6 +40,7 @@ class Endpoint:
     previous_secret: str | None = None
     # The breaker's shared state was not clean when the cache was loaded.
     unhealthy: bool = False
+    version: datetime | None = None  # its updated_at when loaded
 
     @property
     def url(self) -> str | None:
@@ -88,6 +90,7 @@ class Endpoint:
             secret_problem=problem,
             previous_secret=previous,
             unhealthy=bool(row["unhealthy"]),
+            version=row.get("updated_at"),
         )
 
 

@@ -12,6 +12,7 @@ every ``interval`` seconds, and only where it may reset a breaker.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from outbox.deliver.policy import Classification, Health
 
@@ -27,6 +28,7 @@ class HealthReport:
     last_failure: str | None = None
     throttle: float | None = None
     pause: str | None = None
+    pause_version: datetime | None = None  # the endpoint's updated_at the pausing attempt saw
 
     def needed(self) -> bool:
         """False when there is only good news: then it is sent only to reset a breaker."""
@@ -43,10 +45,17 @@ class HealthBook:
         self._watch: set[str] = set()  # endpoints whose good news must be reported soon
 
     def note(
-        self, endpoint: str, classification: Classification, *, probe: bool, unhealthy: bool
+        self,
+        endpoint: str,
+        classification: Classification,
+        *,
+        probe: bool,
+        unhealthy: bool,
+        version: datetime | None = None,
     ) -> None:
         """Fold one attempt in. ``probe``: it was a half-open circuit's probe;
-        ``unhealthy``: the endpoint's shared state was not clean when last loaded."""
+        ``unhealthy``: the endpoint's shared state was not clean when last loaded;
+        ``version``: the endpoint's settings as loaded (their updated_at)."""
         report = self._reports.get(endpoint)
         if report is None:
             report = self._reports[endpoint] = HealthReport(endpoint)
@@ -62,6 +71,7 @@ class HealthBook:
             report.throttle = max(report.throttle or 0.0, classification.throttle)
         if classification.pause:
             report.pause = classification.pause
+            report.pause_version = version
         if probe or unhealthy:
             self._watch.add(endpoint)
 

@@ -137,6 +137,7 @@ class PostgresStore:
                 [_text(r.last_failure) for r in reports],
                 [r.throttle for r in reports],
                 [_text(r.pause) for r in reports],
+                [r.pause_version for r in reports],
             )
 
     async def request_wakeups(self, seconds: float) -> None:

@@ -296,6 +296,7 @@ class Worker:
             result.classification,
             probe=delivery.probe,
             unhealthy=endpoint.unhealthy,
+            version=endpoint.version,
         )
         finished = outcome.after_attempt(
             delivery, endpoint.policy, result, now=datetime.now(UTC), rng=self._rng

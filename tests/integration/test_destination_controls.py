@@ -514,3 +514,23 @@ async def test_a_migrated_chat_frees_the_key_it_held(conn: asyncpg.Connection) -
     )  # fmt: skip
     assert await conn.fetchval("SELECT key FROM outbox.messages") == "-1009"
     assert await conn.fetchval("SELECT holder FROM outbox.key_limits WHERE key = '-100'") is None
+
+
+async def test_a_pause_from_settings_changed_since_is_not_applied(conn: asyncpg.Connection) -> None:
+    """A worker's cache may hold an endpoint's old credentials for a few seconds
+    after `endpoint update --secret` and `resume`: the pause their failure asks
+    for must not stop the endpoint again."""
+    await null_endpoint(conn, "n")
+    pause = (
+        "SELECT outbox._report_health(ARRAY['n'], ARRAY[0], ARRAY[0], ARRAY[0], ARRAY[NULL::text],"
+        " ARRAY[NULL::float8], ARRAY['credentials refused'], ARRAY[$1::timestamptz])"
+    )
+    seen = await conn.fetchval("SELECT updated_at FROM outbox.endpoints WHERE name = 'n'")
+    await conn.execute(pause, seen)
+    assert (await state(conn, "n"))["state"] == "paused"
+    await operate.resume_endpoint(conn, "n")
+    await conn.execute(pause, seen)  # from a cache loaded before the resume
+    assert (await state(conn, "n"))["state"] == "active"
+    now = await conn.fetchval("SELECT updated_at FROM outbox.endpoints WHERE name = 'n'")
+    await conn.execute(pause, now)  # from settings as they are: applied
+    assert (await state(conn, "n"))["state"] == "paused"

@@ -7,7 +7,10 @@
 -- endpoint failures (5xx, timeouts, connection errors) of which p_trailing
 -- came after the last success, the last failure's reason, a throttle (seconds
 -- the receiver asked the whole endpoint to wait, e.g. Telegram's 429) and a
--- reason to pause it (a webhook's 410).
+-- reason to pause it (a webhook's 410), with the version (updated_at) of the
+-- endpoint's settings the pausing attempt used: a pause is not applied to an
+-- endpoint changed or resumed since (a worker's cache may still hold the old
+-- credentials for a few seconds).
 --
 -- The breaker: p_trailing (or, with no success, the running count) reaching
 -- breaker_failures opens the circuit for breaker_cooldown; when a probe fails
@@ -15,7 +18,8 @@
 -- Failing without a success for disable_after disables the endpoint.
 CREATE FUNCTION outbox._report_health(
     p_endpoints text[], p_ok integer[], p_failures integer[], p_trailing integer[],
-    p_last_failure text[], p_throttle double precision[], p_pause text[])
+    p_last_failure text[], p_throttle double precision[], p_pause text[],
+    p_pause_version timestamptz[] DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -27,7 +31,8 @@ DECLARE
 BEGIN
     FOR r IN
         SELECT * FROM unnest(p_endpoints, p_ok, p_failures, p_trailing, p_last_failure, p_throttle,
-                             p_pause) AS u(endpoint, ok, failures, since_ok, last_failure, throttle, pause)
+                             p_pause, p_pause_version)
+                      AS u(endpoint, ok, failures, since_ok, last_failure, throttle, pause, pause_version)
          ORDER BY u.endpoint  -- a fixed lock order: concurrent reports cannot deadlock
     LOOP
         SELECT s.circuit, s.consecutive_failures, s.failing_since, s.cooldown_seconds,
@@ -86,7 +91,8 @@ BEGIN
         IF r.pause IS NOT NULL THEN
             UPDATE outbox.endpoints AS x
                SET paused_at = now(), paused_reason = r.pause
-             WHERE x.name = r.endpoint AND x.paused_at IS NULL;
+             WHERE x.name = r.endpoint AND x.paused_at IS NULL
+               AND (r.pause_version IS NULL OR x.updated_at <= r.pause_version);
         END IF;
     END LOOP;
 END

@@ -142,9 +142,10 @@ SELECT e.*,
 
 -- report_health --
 -- What a worker saw of each endpoint since its last report (see outbox._report_health()): $1 endpoints, $2 deliveries,
--- $3 endpoint failures, $4 failures after the last delivery, $5 last failure, $6 throttle seconds, $7 pause reasons.
+-- $3 endpoint failures, $4 failures after the last delivery, $5 last failure, $6 throttle seconds, $7 pause reasons,
+-- $8 the endpoint's updated_at as the pausing attempt saw it.
 SELECT outbox._report_health($1::text[], $2::integer[], $3::integer[], $4::integer[], $5::text[], $6::float8[],
-                             $7::text[]);
+                             $7::text[], $8::timestamptz[]);
 
 -- request_wakeups --
 -- An idle worker asks producers to NOTIFY it for $1 more seconds; rewritten only when less than half of that is left.
