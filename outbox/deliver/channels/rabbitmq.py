@@ -14,18 +14,26 @@ What the answers mean:
 * ``basic.ack`` -- delivered;
 * ``basic.return`` (mandatory: no queue is bound for the routing key) --
   permanent, "unroutable";
-* ``basic.nack`` -- retried;
+* ``basic.nack`` -- retried (the connection stays: a nack, a full queue's
+  ``x-overflow: reject-publish`` for one, says nothing against it);
 * the exchange does not exist (404), no write permission on it (403), a
-  message over ``max_message_size`` (406) -- permanent;
-* wrong credentials, or no access to the vhost -- the endpoint is paused;
+  message over ``max_message_size`` (406) -- permanent. Each of these closes
+  the AMQP channel, and aiormq fails every publish in flight on it with the
+  same error: a message that is not itself over the size limit is retried;
+* wrong credentials, or no access to the vhost (it does not exist, the user
+  has no permissions there) -- the endpoint is paused;
 * the broker unreachable, the connection lost, no confirm within
-  ``--timeout`` -- retried, counted by the circuit breaker.
+  ``--timeout`` -- retried, counted by the circuit breaker. Only the first
+  failure on a connection drops it: the publishes in flight on a connection
+  being closed fail too, and must not drop the one opened since.
 """
 
 from __future__ import annotations
 
+import asyncio
+import re
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from outbox.deliver.channels.broker import (
     BrokerChannel,
@@ -41,12 +49,17 @@ from outbox.deliver.model import Endpoint
 
 SCHEMES = ("amqp", "amqps")
 MAX_ROUTING_KEY = 255  # bytes (a shortstr)
+# RabbitMQ's text when a message is over max_message_size (its channel closes, 406).
+_TOO_BIG = re.compile(r"larger than configured max size (\d+)")
 
 
 class _Connection:
     def __init__(self, connection: Any, channel: Any) -> None:
         self.connection = connection
         self.channel = channel
+        # Dropped already (or about to be): a failure on it asks for no new drop,
+        # which would close the connection that replaced it.
+        self.dropped = False
 
 
 def with_password(url: str, password: str | None) -> str:
@@ -66,7 +79,17 @@ class RabbitChannel(BrokerChannel):
 
     async def connect(self, client: Any, endpoint: Endpoint) -> _Connection:
         url = with_password(endpoint.url or "", endpoint.secret)
-        connection = await client.connect(url)
+        try:
+            connection = await client.connect(url)
+        except client.exceptions.InvalidFrameError as exc:
+            # RabbitMQ answers connection.open (the vhost) with connection.close
+            # (530 NOT_ALLOWED); aiormq reports the unexpected frame, not its code.
+            if "Connection.Close" not in str(exc):
+                raise
+            raise refused(
+                f"the broker refused access to the vhost {_vhost(url)!r}: it does not exist, "
+                "or the user has no permissions there (or is over a connection limit)"
+            ) from None
         try:
             channel = await connection.channel(publisher_confirms=True)
         except BaseException:
@@ -75,13 +98,37 @@ class RabbitChannel(BrokerChannel):
         return _Connection(connection, channel)
 
     async def disconnect(self, connection: Any) -> None:
+        connection.dropped = True
         await connection.connection.close()
 
     async def publish(self, connection: Any, endpoint: Endpoint, out: Outbound) -> None:
+        conn: _Connection = connection
+        try:
+            await self._publish(conn, endpoint, out)
+            return
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # --timeout, or the worker stopping
+            # aiormq cancels the confirms it waits for when their connection closes.
+            failed = retryable(
+                "the AMQP connection closed before the broker confirmed the message", drop=True
+            )
+        except BrokerError as exc:
+            failed = exc
+        except Exception as exc:
+            failed = self._failure(exc, out)
+        if failed.drop:
+            if conn.dropped:
+                failed.drop = False
+            else:
+                conn.dropped = True
+        raise failed
+
+    async def _publish(self, conn: _Connection, endpoint: Endpoint, out: Outbound) -> None:
         import aiormq
         from pamqp import commands
 
-        conn: _Connection = connection
         if len(out.target.encode()) > MAX_ROUTING_KEY:
             raise permanent(
                 f"the routing key is {len(out.target.encode())} bytes, over AMQP's limit of "
@@ -110,10 +157,27 @@ class RabbitChannel(BrokerChannel):
                 f"unroutable: exchange {exchange or '(default)'!r} has no queue bound for "
                 f"routing key {out.target!r} ({frame.reply_code} {frame.reply_text})"
             ) from None
+        except aiormq.exceptions.DeliveryError as exc:  # aiormq raises it for a basic.nack
+            if isinstance(exc.frame, commands.Basic.Nack):
+                raise retryable("the broker nacked the message (basic.nack)") from None
+            raise
         if isinstance(confirm, commands.Basic.Nack):
             raise retryable("the broker nacked the message (basic.nack)")
         if not isinstance(confirm, commands.Basic.Ack):
             raise retryable(f"no confirm from the broker ({type(confirm).__name__})", drop=True)
+
+    def _failure(self, exc: BaseException, out: Outbound) -> BrokerError:
+        """What an error of a publish means for this message."""
+        import aiormq.exceptions as ae
+
+        if isinstance(exc, ae.ChannelPreconditionFailed):
+            too_big = _TOO_BIG.search(_reply(exc))
+            if too_big and len(out.body) <= int(too_big.group(1)):
+                # Another message on the channel was over the limit: not this one.
+                return retryable(
+                    f"the AMQP channel closed over another message: {_reply(exc)}", drop=True
+                )
+        return self.failure(exc)
 
     def failure(self, exc: BaseException) -> BrokerError:
         import aiormq.exceptions as ae
@@ -130,13 +194,27 @@ class RabbitChannel(BrokerChannel):
             return refused(f"the broker refused the credentials: {type(exc).__name__}")
         if isinstance(exc, ae.ConnectionNotAllowed):
             return refused(f"the broker refused access to the vhost: {_reply(exc)}")
-        if isinstance(exc, ae.ChannelClosed | ae.ChannelInvalidStateError):
+        if isinstance(exc, ae.ChannelInvalidStateError):
+            return retryable("the AMQP channel was closed (by an error on it)", drop=True)
+        if isinstance(exc, ae.ChannelClosed):
             return retryable(f"the AMQP channel closed: {_reply(exc)}", drop=True)
+        if type(exc) is Exception and not exc.args:
+            # What aiormq sets on the futures in flight of a connection it closes.
+            return retryable("the AMQP connection closed with the message in flight", drop=True)
         if isinstance(exc, ae.AMQPConnectionError | ConnectionError | OSError):
             return retryable(f"cannot reach the AMQP broker: {type(exc).__name__}", drop=True)
         if isinstance(exc, ValueError):  # aiormq's own checks of what it is asked to send
             return permanent(f"{type(exc).__name__}: {exc}")
         return retryable(f"{type(exc).__name__}: {exc}", drop=True)
+
+
+def _vhost(url: str) -> str:
+    """The vhost a URL names, as aiormq reads it (none: ``/``)."""
+    try:
+        path = urlsplit(url).path
+    except ValueError:
+        return "/"
+    return unquote(path[1:]) if len(path) > 1 else "/"
 
 
 def _reply(exc: BaseException) -> str:

@@ -13,10 +13,15 @@ flight on it: what arrives while one batch is on the wire goes in the next.
 What the answers mean:
 
 * an entry id -- delivered;
-* ``NOPERM`` (the user may not write that key), ``WRONGTYPE`` (the key is
-  not a stream), any other error reply -- permanent; but ``OOM``, ``LOADING``,
-  ``BUSY``, ``MASTERDOWN``, ``TRYAGAIN`` and ``READONLY`` are retried;
-* wrong credentials -- the endpoint is paused;
+* ``NOPERM`` for the key (the user may not write that key), ``WRONGTYPE``
+  (the key is not a stream), a payload over the server's
+  ``proto-max-bulk-len`` (never sent: the server would drop the connection,
+  and every XADD pipelined on it), any other error reply -- permanent; but
+  what says the server cannot take writes now (``OOM``, ``LOADING``,
+  ``BUSY``, ``MASTERDOWN``, ``TRYAGAIN``, ``READONLY``, ``CLUSTERDOWN``,
+  ``NOREPLICAS``, ``MISCONF``) is retried;
+* wrong credentials, or a user who may not XADD at all -- the endpoint is
+  paused;
 * the server unreachable, the connection lost, no reply within
   ``--timeout`` -- retried, counted by the circuit breaker.
 """
@@ -44,7 +49,14 @@ from outbox.deliver.model import Endpoint
 
 SCHEMES = ("redis", "rediss")
 BATCH = 512  # XADDs per pipeline at most
-_TRANSIENT = ("OOM", "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "READONLY", "CLUSTERDOWN")
+# Error replies that say the server cannot take writes now (not: never this one).
+_TRANSIENT = ("OOM", "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "READONLY", "CLUSTERDOWN",
+              "NOREPLICAS", "MISCONF")  # fmt: skip
+# The smallest proto-max-bulk-len a server can have (what it takes at most in
+# one field), and its default: fields up to the first always fit; past it the
+# channel asks the server (CONFIG GET), assuming the default if not allowed to.
+BULK_LIMIT_MIN = 1024 * 1024
+BULK_LIMIT_DEFAULT = 512 * 1024 * 1024
 
 
 class _Pipeline:
@@ -54,6 +66,7 @@ class _Pipeline:
         self.client = client
         self.queue: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
         self.flushing: asyncio.Task[None] | None = None
+        self._bulk_limit: int | None = None
 
     def submit(self, *args: Any) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -86,6 +99,19 @@ class _Pipeline:
                 else:
                     future.set_result(reply)
 
+    async def bulk_limit(self) -> int:
+        """The server's ``proto-max-bulk-len`` (asked once per connection)."""
+        if self._bulk_limit is None:
+            from redis.exceptions import ResponseError
+
+            try:
+                reply = await self.submit("CONFIG", "GET", "proto-max-bulk-len")
+            except ResponseError:  # NOPERM, or CONFIG renamed away (a managed Redis)
+                self._bulk_limit = BULK_LIMIT_DEFAULT
+            else:
+                self._bulk_limit = _config_value(reply) or BULK_LIMIT_DEFAULT
+        return self._bulk_limit
+
     async def close(self) -> None:
         if self.flushing is not None:
             with contextlib.suppress(BaseException):
@@ -102,11 +128,14 @@ class RedisChannel(BrokerChannel):
         options: dict[str, Any] = {}
         if endpoint.secret:
             options["password"] = endpoint.secret
+        # One connection: the pool's only one, which the PING and then every
+        # pipeline take in turn (a single-connection client would keep the
+        # PING's to itself and its pipelines would open a second).
         redis = client.Redis.from_url(
             endpoint.url,
             socket_connect_timeout=endpoint.connect_timeout,
             socket_timeout=endpoint.timeout,
-            single_connection_client=True,
+            max_connections=1,
             decode_responses=False,
             retry_on_timeout=False,
             **options,
@@ -130,6 +159,13 @@ class RedisChannel(BrokerChannel):
         own = {k: v for k, v in out.headers.items() if k not in (ID_HEADER, KEY_HEADER)}
         if own:
             args += ["headers", json.dumps(own)]
+        if len(out.body) > BULK_LIMIT_MIN:  # the other fields are small
+            limit = await pipeline.bulk_limit()
+            if len(out.body) > limit:
+                raise permanent(
+                    f"the payload is {len(out.body)} bytes, over the Redis server's "
+                    f"proto-max-bulk-len ({limit} bytes): it would not take the XADD"
+                )
         await pipeline.submit(*args)
 
     def failure(self, exc: BaseException) -> BrokerError:
@@ -140,15 +176,45 @@ class RedisChannel(BrokerChannel):
         if isinstance(exc, re_.AuthenticationError | re_.AuthenticationWrongNumberOfArgsError):
             return refused(f"Redis refused the credentials: {exc}")
         if isinstance(exc, re_.NoPermissionError):
+            if "command" in str(exc):  # not this key: the user may not XADD at all
+                return refused(f"permission denied: {exc}")
             return permanent(f"permission denied: {exc}")
+        # redis-py takes the code off the errors it has a class for ("OOM ...",
+        # "LOADING ..."): put it back, so they are recognised (and recorded) as such.
+        text = str(exc)
+        for kind, code in (
+            (re_.OutOfMemoryError, "OOM"),
+            (re_.BusyLoadingError, "LOADING"),
+            (re_.ReadOnlyError, "READONLY"),
+            (re_.TryAgainError, "TRYAGAIN"),
+            (re_.MasterDownError, "MASTERDOWN"),
+            (re_.ClusterDownError, "CLUSTERDOWN"),
+        ):
+            if isinstance(exc, kind):
+                if not text.startswith(code):
+                    text = f"{code} {text}"
+                return retryable(f"Redis cannot take it now: {text}")
         if isinstance(exc, re_.ConnectionError | re_.TimeoutError | OSError):
             return retryable(f"cannot reach Redis: {type(exc).__name__}: {exc}", drop=True)
         if isinstance(exc, re_.ResponseError):
-            text = str(exc)
             if text.split(" ", 1)[0].upper() in _TRANSIENT:
                 return retryable(f"Redis cannot take it now: {text}")
             return permanent(f"Redis refused the XADD: {text}")
         return retryable(f"{type(exc).__name__}: {exc}", drop=True)
+
+
+def _config_value(reply: Any) -> int | None:
+    """The number in a ``CONFIG GET`` reply (a dict, or a flat name-value list)."""
+    if isinstance(reply, dict):
+        values = list(reply.values())
+    elif isinstance(reply, list | tuple):
+        values = list(reply[1::2])
+    else:
+        return None
+    try:
+        return int(values[0])
+    except (IndexError, TypeError, ValueError):
+        return None
 
 
 SPEC = ChannelSpec(
