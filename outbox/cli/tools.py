@@ -14,7 +14,10 @@ from outbox.cli.app import database_option, main, run, run_fast
 from outbox.errors import ConfigurationError
 from outbox.settings import load_settings
 
-SCENARIOS = ("enqueue", "drain", "http", "latency", "backlog", "memory", "transport", "stats")
+# What `outbox bench` runs when no scenario is named (outbox.devtools.bench.suite.DEFAULT),
+# then those it runs only when named: each needs its message broker.
+DEFAULT = ("enqueue", "drain", "http", "latency", "backlog", "memory", "transport", "stats")
+SCENARIOS = (*DEFAULT, "nats", "amqp", "redis", "mqtt")
 
 
 @contextlib.contextmanager
@@ -83,7 +86,8 @@ def demo_cmd(
     "--messages",
     type=click.IntRange(min=100),
     default=None,
-    help="drain, http, memory: backlog size [defaults: 50,000, 20,000, 50,000].",
+    help="drain, http, memory, nats, amqp, redis, mqtt: backlog size "
+    "[defaults: 50,000, 20,000, 50,000, 20,000 for each broker].",
 )
 @click.option(
     "--backlog",
@@ -95,6 +99,22 @@ def demo_cmd(
 )
 @click.option("--rate", type=float, default=500.0, show_default=True, help="latency: messages/s.")
 @click.option("--seconds", type=float, default=10.0, show_default=True, help="latency: duration.")
+@click.option(
+    "--broker-url",
+    "broker_urls",
+    multiple=True,
+    metavar="URL",
+    help="nats, amqp, redis, mqtt: the broker, by the URL's scheme (repeatable) "
+    "[defaults: nats://127.0.0.1:4222, amqp://guest:guest@127.0.0.1:5672/, "
+    "redis://127.0.0.1:6379/0, mqtt://127.0.0.1:1883].",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="nats, amqp, redis, mqtt: the worker's --concurrency and the bare client's in flight.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def bench_cmd(
     database_url: str | None,
@@ -104,9 +124,12 @@ def bench_cmd(
     backlog_messages: int,
     rate: float,
     seconds: float,
+    broker_urls: tuple[str, ...],
+    concurrency: int,
     as_json: bool,
 ) -> None:  # fmt: skip
-    """Measure outbox against its ceilings (default: every scenario).
+    """Measure outbox against its ceilings (default: every scenario but the
+    broker ones, which run only when named).
 
     enqueue: outbox.enqueue() vs a bare INSERT at 1 and 32 producers, and the
     batch form. drain: one worker process vs a raw-SQL claim-and-complete loop.
@@ -116,14 +139,28 @@ def bench_cmd(
     tenth of a 1,000,000-message drain. memory: a worker's peak resident memory
     at --concurrency 500. transport: httpx vs httpx over aiohttp vs bare aiohttp.
     stats: SELECT * FROM outbox.stats with 1,000,000 ledger rows in the last
-    hour and 100,000 queued messages (written and removed again). Without a
-    database URL an embedded PostgreSQL (durable settings) is started in a
-    temporary directory.
+    hour and 100,000 queued messages (written and removed again).
+
+    nats, amqp, redis, mqtt (not in the default set: each needs its broker,
+    see --broker-url, and the channel's extra): one worker delivering a
+    backlog to the broker, acknowledgements and ledger included, vs a bare
+    client of the same library publishing as many with the same
+    acknowledgements and as many in flight (nats-py js.publish, aiormq with
+    publisher confirms, redis-py pipelined XADDs, aiomqtt at QoS 1). What
+    each needs on the broker (a JetStream stream, a durable exchange and
+    queue, a stream key) is created and removed again.
+
+    Without a database URL an embedded PostgreSQL (durable settings) is
+    started in a temporary directory.
     """
     with _needs("bench"):
-        from outbox.devtools.bench import common, report, suite
+        from outbox.devtools.bench import brokers, common, report, suite
     common.BARS = not as_json
-    options = suite.Options(rounds, messages, backlog_messages, rate, seconds)
+    try:
+        urls = tuple((brokers.broker_for(u), u) for u in broker_urls)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--broker-url") from None
+    options = suite.Options(rounds, messages, backlog_messages, rate, seconds, urls, concurrency)
 
     def progress(name: str, value: float) -> None:
         if not as_json:

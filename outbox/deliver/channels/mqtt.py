@@ -12,7 +12,14 @@ What the answers mean:
 * a PUBACK with a success reason code ("no matching subscribers" included:
   the broker took it) -- delivered;
 * a PUBACK refusing it: not authorized, topic name invalid, packet too
-  large, payload format invalid -- permanent; quota exceeded -- retried;
+  large, payload format invalid -- permanent; quota exceeded -- retried.
+  Mosquitto answers "packet too large" (0x95) to a payload over its
+  ``message_size_limit``, a code MQTT 5 does not allow in a PUBACK, which
+  paho would take for a malformed packet and drop the connection over: it
+  is read as the refusal it is;
+* a message over the Maximum Packet Size the broker gave in its CONNACK
+  (Mosquitto's ``max_packet_size``) -- permanent, and not sent: a broker
+  drops the connection of a client that sends one;
 * a topic with a wildcard (+ or #), or empty -- permanent;
 * wrong credentials, or a client not authorized to connect -- the endpoint
   is paused;
@@ -26,6 +33,7 @@ import asyncio
 import functools
 import os
 import secrets as random
+import struct
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -44,6 +52,8 @@ from outbox.deliver.model import Endpoint
 SCHEMES = ("mqtt", "mqtts")
 INFLIGHT = 1000  # QoS 1 messages awaiting their PUBACK at most, per connection
 _RETRIED = {0x97: "quota exceeded", 0x89: "server busy"}
+# Names of the refusals a broker may send although MQTT 5 does not list them for a PUBACK.
+_UNLISTED = {0x89: "Server busy", 0x95: "Packet too large", 0x96: "Message rate too high"}
 _AUTH = (0x04, 0x05, 0x86, 0x87, 0x8C)  # CONNACK: bad user name or password, not authorized
 
 
@@ -66,6 +76,14 @@ def _client_class(aiomqtt: Any) -> Any:
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.acks: dict[int, asyncio.Future[Any]] = {}
+            self.max_packet_size: int | None = None  # the broker's, from its CONNACK
+            _read_any_puback_code(self._client)
+
+        def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any,
+                        properties: Any = None) -> None:  # fmt: skip
+            size = getattr(properties, "MaximumPacketSize", None)
+            self.max_packet_size = size if isinstance(size, int) and size > 0 else None
+            super()._on_connect(client, userdata, flags, reason_code, properties)
 
         def _on_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any,
                         properties: Any) -> None:  # fmt: skip
@@ -82,6 +100,50 @@ def _client_class(aiomqtt: Any) -> Any:
             super()._on_disconnect(*args, **kwargs)
 
     return Client
+
+
+def _read_any_puback_code(client: Any) -> None:
+    """Have paho read a PUBACK whatever its reason code: it refuses, as a
+    malformed packet, one that MQTT 5 does not list for a PUBACK (Mosquitto
+    answers 0x95 "packet too large" to a payload over ``message_size_limit``),
+    and drops the connection, so the refusal would look like a lost connection
+    and the message be retried. Such a PUBACK goes to ``on_publish`` with its
+    code as an int."""
+    from paho.mqtt.exception import MalformedPacket
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    strict = getattr(client, "_handle_pubackcomp", None)
+    if strict is None or not hasattr(client, "_in_packet"):  # another paho: left as it is
+        return
+
+    def handle(cmd: str) -> Any:
+        try:
+            return strict(cmd)
+        except MalformedPacket:
+            packet = client._in_packet.get("packet", b"")
+            if cmd != "PUBACK" or len(packet) < 3 or packet[2] < 0x80:
+                raise
+            (mid,) = struct.unpack("!H", packet[:2])
+            with client._out_message_mutex:
+                if mid in client._out_messages:
+                    return client._do_on_publish(
+                        mid,
+                        int(packet[2]),
+                        Properties(PacketTypes.PUBACK),  # type: ignore[no-untyped-call]
+                    )
+            return 0
+
+    client._handle_pubackcomp = handle
+
+
+def packet_size(topic: str, body: bytes, properties: Any) -> int:
+    """The size of the QoS 1 PUBLISH packet paho sends (MQTT 5)."""
+    remaining = 2 + len(topic.encode()) + 2 + len(properties.pack()) + len(body)
+    length = 1
+    while remaining >= 128**length:
+        length += 1
+    return 1 + length + remaining
 
 
 class MqttChannel(BrokerChannel):
@@ -108,6 +170,9 @@ class MqttChannel(BrokerChannel):
         return mqtt
 
     async def disconnect(self, connection: Any) -> None:
+        gone = connection._disconnected
+        if gone.done() and not gone.cancelled():
+            gone.exception()  # seen: else asyncio logs it as "never retrieved"
         await connection.__aexit__(None, None, None)
 
     async def publish(self, connection: Any, endpoint: Endpoint, out: Outbound) -> None:
@@ -122,6 +187,14 @@ class MqttChannel(BrokerChannel):
         properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
         properties.ContentType = "application/json"
         properties.UserProperty = list(out.headers.items())
+        limit = connection.max_packet_size
+        if limit is not None:
+            size = packet_size(out.target, out.body, properties)
+            if size > limit:
+                raise permanent(
+                    f"the message is over the broker's maximum packet size: a {size}-byte "
+                    f"packet, the broker takes at most {limit} bytes"
+                )
         info = connection._client.publish(
             out.target, out.body, qos=1, retain=bool(endpoint.settings.get("retain")),
             properties=properties,
@@ -136,7 +209,8 @@ class MqttChannel(BrokerChannel):
             connection.acks.pop(info.mid, None)
         value = int(getattr(code, "value", code) or 0)
         if value >= 0x80:
-            text = f"the broker refused the message: {code} (reason code 0x{value:02X})"
+            name = _UNLISTED.get(value, "refused") if isinstance(code, int) else str(code)
+            text = f"the broker refused the message: {name} (reason code 0x{value:02X})"
             if value in _RETRIED:
                 raise retryable(text)
             raise permanent(text)

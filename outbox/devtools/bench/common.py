@@ -188,8 +188,11 @@ async def ensure_endpoint(conn: Any, name: str, channel: str = "null", **setting
             await operate.update_endpoint(conn, name, EndpointUpdate(**settings))
 
 
-async def fill_backlog(conn: Any, endpoint: str, n: int) -> None:
-    """Replace ``endpoint``'s queue with ``n`` fresh messages (10,000 per call)."""
+async def fill_backlog(
+    conn: Any, endpoint: str, n: int, *, key: Callable[[int], str] | None = None
+) -> None:
+    """Replace ``endpoint``'s queue with ``n`` fresh messages (10,000 per call),
+    message ``i`` with the key ``key(i)`` if given."""
     from outbox.produce.enqueue import enqueue_many
 
     await conn.execute("DELETE FROM outbox.messages WHERE endpoint = $1", endpoint)
@@ -201,6 +204,7 @@ async def fill_backlog(conn: Any, endpoint: str, n: int) -> None:
                     conn,
                     [
                         {"endpoint": endpoint, "payload": {"i": i}}
+                        | ({"key": key(i)} if key else {})
                         for i in range(start, min(n, start + 10_000))
                     ],
                 )

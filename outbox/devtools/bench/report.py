@@ -75,6 +75,14 @@ def _http(r: Result) -> list[str]:
     ]
 
 
+def _broker(r: Result) -> list[str]:
+    bare = r["bare"].split("_bare_", 1)[1].replace("_", "-")
+    return [
+        f"{r['scenario']:<8} worker {_median(r, r['worker']):,.0f}/s  bare {bare} "
+        f"{_median(r, r['bare']):,.0f}/s  ratio {r['ratio_to_ceiling']:.0%}"
+    ]
+
+
 def _stats(r: Result) -> list[str]:
     return [
         f"stats    SELECT * FROM outbox.stats: {r['stats_ms']['median']:.1f} ms (median of "
@@ -99,6 +107,10 @@ _LINES: dict[str, Callable[[Result], list[str]]] = {
     "http": _http,
     "stats": _stats,
     "transport": _transport,
+    "nats": _broker,
+    "amqp": _broker,
+    "redis": _broker,
+    "mqtt": _broker,
 }
 
 

@@ -13,6 +13,7 @@ from outbox.db import migrate
 from outbox.db.connect import connect
 from outbox.devtools.bench import (
     backlog,
+    brokers,
     common,
     drain,
     enqueue,
@@ -24,17 +25,23 @@ from outbox.devtools.bench import (
 )
 from outbox.devtools.embedded import EmbeddedPostgres
 
-SCENARIOS = ("enqueue", "drain", "http", "latency", "backlog", "memory", "transport", "stats")
+# What `outbox bench` runs when no scenario is named.
+DEFAULT = ("enqueue", "drain", "http", "latency", "backlog", "memory", "transport", "stats")
+# Only when named: each needs its broker running (outbox.devtools.bench.brokers).
+BROKERS = brokers.NAMES
+SCENARIOS = DEFAULT + BROKERS
 Progress = Callable[[str, float], None]
 
 
 @dataclass(frozen=True)
 class Options:
     rounds: int = 3
-    messages: int | None = None  # drain, http, memory: the backlog's size (else their own)
+    messages: int | None = None  # drain, http, memory, brokers: the backlog's size (else their own)
     backlog: int = 1_000_000
     rate: float = 500.0  # latency
     seconds: float = 10.0  # latency
+    broker_urls: tuple[tuple[str, str], ...] = ()  # (broker, URL): else brokers.URLS
+    concurrency: int = 100  # brokers: the worker's --concurrency, and the bare client's in flight
 
 
 class MeasuredDatabase:
@@ -72,7 +79,7 @@ async def run(
     conn = await connect(url)
     report["server"] = await common.server_facts(conn)
     await conn.close()
-    for scenario in scenarios or SCENARIOS:
+    for scenario in scenarios or DEFAULT:
         starting(scenario)
         report["results"].append(await _scenario(url, scenario, options, progress))
     report["python"] = platform.python_version()
@@ -97,4 +104,9 @@ async def _scenario(url: str, name: str, o: Options, progress: Progress) -> dict
         return await stats.run(url, progress=progress)
     if name == "http":
         return await http.run(url, rounds=o.rounds, progress=progress, **sized)
+    if name in BROKERS:
+        return await brokers.run(
+            url, name, url=dict(o.broker_urls).get(name), concurrency=o.concurrency,
+            rounds=o.rounds, progress=progress, **sized,
+        )  # fmt: skip
     return await transport.run(rounds=o.rounds, progress=progress)
