@@ -123,6 +123,10 @@ class EndpointCache:
         self._lock = asyncio.Lock()
         self._warned: set[str] = set()
 
+    def all(self) -> list[Endpoint]:
+        """Every endpoint as last loaded."""
+        return list(self._endpoints.values())
+
     def cached(self, name: str) -> Endpoint | None:
         """The endpoint as last loaded, without reloading."""
         return self._endpoints.get(name)

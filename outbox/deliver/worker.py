@@ -113,6 +113,7 @@ class Worker:
     async def run(self) -> None:
         """Run until `stop()`; returns once everything claimed is recorded or handed back."""
         await self.endpoints.refresh(force=True)
+        await self._warm_channels()
         unlisten = await self._start_listening()
         deliverers = [
             asyncio.create_task(self._deliver_loop(), name=f"deliver-{i}")
@@ -137,6 +138,22 @@ class Worker:
             if unlisten is not None:
                 with contextlib.suppress(*DB_ERRORS):
                     await unlisten()
+
+    async def _warm_channels(self) -> None:
+        """Let channels that can (the brokers') open their endpoints' connections
+        before the first claim: a first send that waits for a client library or a
+        connection would let the rate slots passing meanwhile go out at once."""
+        warming = [
+            warm(endpoint)
+            for endpoint in self.endpoints.all()
+            if (warm := getattr(self.channels.get(endpoint.channel), "warm", None)) is not None
+        ]
+        if warming:
+            longest = max(e.connect_timeout for e in self.endpoints.all())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    asyncio.gather(*warming, return_exceptions=True), min(longest, 10.0)
+                )
 
     def _all_done(self) -> bool:
         return self._stopped_claiming.is_set() and self._busy == 0 and self._queue.empty()

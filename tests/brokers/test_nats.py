@@ -339,13 +339,6 @@ async def test_the_rate_limit_holds_across_three_worker_processes(
 
 
 @pytest.mark.e2e
-@pytest.mark.xfail(
-    strict=True,
-    raises=RateExceededError,
-    reason="known bug (outbox/deliver/channels/broker.py, BrokerChannel._library): a worker "
-    "process imports the NATS client (~0.25 s) at its first send, on the event loop; the "
-    "rate slots that pass meanwhile are all sent at once when it is done (a burst)",
-)
 async def test_the_rate_limit_holds_from_the_first_message_of_each_process(
     database_url: str,
     conn: asyncpg.Connection,

@@ -30,7 +30,6 @@ import contextlib
 import importlib
 import json
 import logging
-import math
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit
 
 from outbox._redact import redact_text
+from outbox.deliver.channels.deadlines import Deadlines
 from outbox.deliver.channels.spec import ChannelContext
 from outbox.deliver.model import AttemptClock, AttemptResult, Claimed, Delivery, Endpoint
 from outbox.deliver.policy import Classification, Health, Verdict
@@ -111,60 +111,6 @@ class _Link:
     last_error: BrokerError | None = None
 
 
-class _Deadlines:
-    """The ``--timeout`` of every publish in flight on one timer, set for the
-    earliest deadline: when it fires it cancels the publishes past theirs (as
-    ``asyncio.timeout`` would) and is set for the next. An ``asyncio.timeout``
-    per publish (a timer armed and cancelled each time) cost ~6 us a message
-    on uvloop, a third of what this base class cost a send."""
-
-    __slots__ = ("_at", "_due", "_expired", "_timer")
-
-    def __init__(self) -> None:
-        self._due: dict[asyncio.Task[Any], float] = {}
-        self._expired: set[asyncio.Task[Any]] = set()
-        self._timer: asyncio.TimerHandle | None = None
-        self._at = math.inf
-
-    def start(self, task: asyncio.Task[Any], deadline: float) -> None:
-        self._due[task] = deadline
-        if deadline < self._at:
-            self._arm(deadline)
-
-    def stop(self, task: asyncio.Task[Any]) -> bool:
-        """Forget ``task``'s deadline; whether it was cancelled for being past it."""
-        self._due.pop(task, None)
-        if task in self._expired:
-            self._expired.discard(task)
-            return True
-        return False
-
-    def _arm(self, when: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._at = when
-        self._timer = asyncio.get_running_loop().call_at(when, self._fire)
-
-    def _fire(self) -> None:
-        self._timer, self._at = None, math.inf
-        now = asyncio.get_running_loop().time() + 0.001  # a timer may fire a little early
-        upcoming = math.inf
-        for task, deadline in list(self._due.items()):
-            if deadline <= now:
-                del self._due[task]
-                self._expired.add(task)
-                task.cancel()
-            elif deadline < upcoming:
-                upcoming = deadline
-        if upcoming < math.inf:
-            self._arm(upcoming)
-
-    def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer, self._at = None, math.inf
-
-
 class BrokerChannel(ABC):
     """A channel that publishes to a message broker."""
 
@@ -177,8 +123,9 @@ class BrokerChannel(ABC):
         self._links: dict[str, _Link] = {}
         self._templates: dict[str, tuple[Template, bool]] = {}  # and: does it need the payload?
         self._client: Any = None
+        self._importing = asyncio.Lock()
         self._closing: set[asyncio.Future[None]] = set()
-        self._deadlines = _Deadlines()
+        self._deadlines = Deadlines()
 
     @classmethod
     def open(cls, context: ChannelContext) -> BrokerChannel:
@@ -207,6 +154,7 @@ class BrokerChannel(ABC):
 
     async def send(self, delivery: Delivery, endpoint: Endpoint) -> AttemptResult:
         clock = AttemptClock()
+        used: Any = None  # the connection this send published on
         try:
             out = self._outbound(delivery.head, endpoint)
             link = self._links.get(endpoint.name)
@@ -216,21 +164,30 @@ class BrokerChannel(ABC):
                 or link.identity != (endpoint.url, endpoint.secret)
             ):
                 link = await self._link(endpoint)
-            await self._publish_within(link.connection, endpoint, out)
+            used = link.connection
+            await self._publish_within(used, endpoint, out)
         except BrokerError as failed:
-            return self._failed(clock, endpoint, failed)
+            return self._failed(clock, endpoint, failed, used)
         except TimeoutError:
             timeout = retryable(
                 f"no acknowledgement from the broker within {endpoint.timeout:g}s (--timeout)"
             )
-            return self._failed(clock, endpoint, timeout)
+            return self._failed(clock, endpoint, timeout, used)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the worker's own cancellation (shutdown): let it through
+            # A client library cancelled the publish (its connection closing):
+            # that must not kill the worker's delivering task.
+            lost = retryable("the publish was cancelled (the connection closed)", drop=True)
+            return self._failed(clock, endpoint, lost, used)
         except Exception as exc:
-            return self._failed(clock, endpoint, self.failure(exc))
+            return self._failed(clock, endpoint, self.failure(exc), used)
         return clock.result(ACKNOWLEDGED)
 
     async def _publish_within(self, connection: Any, endpoint: Endpoint, out: Outbound) -> None:
         """`publish`, raising TimeoutError past ``--timeout`` (asyncio.timeout's
-        semantics, on the channel's one timer: `_Deadlines`)."""
+        semantics, on the channel's one timer: `Deadlines`)."""
         task = asyncio.current_task()
         if task is None:  # not in a task (nothing to cancel): never in a worker
             async with asyncio.timeout(endpoint.timeout):
@@ -250,10 +207,10 @@ class BrokerChannel(ABC):
             task.uncancel()
 
     def _failed(
-        self, clock: AttemptClock, endpoint: Endpoint, failure: BrokerError
+        self, clock: AttemptClock, endpoint: Endpoint, failure: BrokerError, used: Any
     ) -> AttemptResult:
-        if failure.drop:
-            self._drop(endpoint.name)
+        if failure.drop and used is not None:  # only the one it used: a later one stays
+            self._drop(endpoint.name, used)
         secrets = credentials(endpoint)
         c = failure.classification
         reason = redact_text(c.reason, secrets)
@@ -292,7 +249,7 @@ class BrokerChannel(ABC):
             known = self._templates[text] = (template, template.needs_payload)
         return known
 
-    def _library(self) -> Any:
+    def _import(self) -> Any:
         if self._client is None:
             try:
                 self._client = importlib.import_module(self.library)
@@ -302,6 +259,23 @@ class BrokerChannel(ABC):
                     f"pip install 'outbox[{self.extra}]' where the workers run"
                 ) from None
         return self._client
+
+    async def _library(self) -> Any:
+        """The client library, imported off the event loop the first time (an
+        import takes a few hundred milliseconds, which would stall every delivery)."""
+        if self._client is None:
+            async with self._importing:
+                if self._client is None:
+                    await asyncio.to_thread(self._import)
+        return self._client
+
+    async def warm(self, endpoint: Endpoint) -> None:
+        """Import the library and open ``endpoint``'s connection ahead of its
+        first send (a worker calls this before its first claim); a failure
+        here is only reported by the sends that meet it."""
+        with contextlib.suppress(Exception):
+            if endpoint.url and endpoint.settings.get("target") and not endpoint.secret_problem:
+                await self._link(endpoint)
 
     async def _link(self, endpoint: Endpoint) -> _Link:
         identity = (endpoint.url, endpoint.secret)
@@ -322,7 +296,7 @@ class BrokerChannel(ABC):
         if wait > 0 and link.last_error is not None:
             last = link.last_error
             raise BrokerError(last.classification, f"{last.error} (next connect in {wait:.1f}s)")
-        client = self._library()
+        client = await self._library()
         try:
             async with asyncio.timeout(endpoint.connect_timeout):
                 link.connection = await self.connect(client, endpoint)
@@ -342,9 +316,12 @@ class BrokerChannel(ABC):
             raise failure from None
         link.failures, link.last_error = 0, None
 
-    def _drop(self, name: str) -> None:
+    def _drop(self, name: str, only: Any = None) -> None:
+        """Close ``name``'s connection (``only``: if it is still that one)."""
         link = self._links.get(name)
         if link is None or link.connection is None:
+            return
+        if only is not None and link.connection is not only:
             return
         connection, link.connection = link.connection, None
         task = asyncio.ensure_future(self._quietly_close(connection))
