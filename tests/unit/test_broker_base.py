@@ -72,12 +72,17 @@ def channel() -> Memory:
 
 async def test_a_delivery_is_published_with_its_target_and_headers(channel: Memory) -> None:
     sent = delivery(headers='{"x-trace": "1"}')
-    result = await channel.send(sent, endpoint())
+    result = await channel.send(sent, endpoint(headers={"source": "shop", "x-trace": "0"}))
     assert result.classification.verdict is Verdict.DELIVERED
     (out,) = channel.published
     assert out.target == "t.k"
     assert out.body == b'{"n": 1}'
-    assert out.headers == {"x-trace": "1", "outbox-id": str(sent.head.id), "outbox-key": "k"}
+    assert out.headers == {
+        "source": "shop",  # the endpoint's
+        "x-trace": "1",  # the message's own win over the endpoint's
+        "outbox-id": str(sent.head.id),
+        "outbox-key": "k",
+    }
 
 
 async def test_one_connection_serves_every_send_until_the_url_changes(channel: Memory) -> None:

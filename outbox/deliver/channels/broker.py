@@ -61,7 +61,7 @@ class Outbound:
     message: Claimed
     target: str  # the rendered --target
     body: bytes  # the payload's JSON text, UTF-8
-    headers: dict[str, str]  # the message's own headers, then outbox-id and outbox-key
+    headers: dict[str, str]  # the endpoint's, the message's own, then outbox-id and outbox-key
     id: str = ""  # the message's id as text (filled in when not given)
 
     def __post_init__(self) -> None:
@@ -230,7 +230,10 @@ class BrokerChannel(ABC):
             target = template.render(message.id, message.key, payload)
         except TemplateError as exc:
             raise permanent(str(exc)) from None
-        headers: dict[str, str] = json.loads(message.headers) if message.headers else {}
+        # The endpoint's --header values, then the message's own, then ours.
+        headers: dict[str, str] = dict(endpoint.headers)
+        if message.headers:
+            headers.update(json.loads(message.headers))
         headers[ID_HEADER] = text_id = str(message.id)
         if message.key is not None:
             headers[KEY_HEADER] = message.key

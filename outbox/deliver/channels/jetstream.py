@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import re
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -49,6 +50,7 @@ _TOKEN = re.compile(r"^[^\s*>.]+$")
 _VIOLATION = re.compile(r"permissions violation for publish to \"?([^\"\s]+)", re.IGNORECASE)
 
 
+@functools.lru_cache(maxsize=4096)
 def subject_problem(subject: str) -> str | None:
     """Why a message cannot be published to ``subject``, or None."""
     tokens = subject.split(".")
@@ -75,7 +77,9 @@ class _Connection:
     def __init__(self) -> None:
         self.nc: Any = None
         self.js: Any = None
-        self.waiting: dict[str, set[asyncio.Future[None]]] = {}
+        # The tasks publishing to each subject, and the failure that stops one
+        # (set, with the task cancelled, by `error`).
+        self.waiting: dict[str, dict[asyncio.Task[Any], BrokerError | None]] = {}
         # Set when the server refuses the credentials: at the first connect
         # (nats-py would retry forever), or on a reconnect later.
         self.denied: asyncio.Future[str] = asyncio.get_running_loop().create_future()
@@ -91,17 +95,22 @@ class _Connection:
             if not self.denied.done():
                 self.denied.set_result(text.strip() or type(exc).__name__)
             for waiters in self.waiting.values():
-                for waiter in waiters:
-                    if not waiter.done():
-                        waiter.set_exception(self.refusal() or refused(text))
+                self._stop(waiters, self.refusal() or refused(text))
             return
         violation = _VIOLATION.search(text)
         if violation:
-            for waiter in self.waiting.get(violation.group(1), ()):
-                if not waiter.done():
-                    waiter.set_exception(permanent(f"permission denied: {text.strip()}"))
+            on_subject = self.waiting.get(violation.group(1))
+            if on_subject:
+                self._stop(on_subject, permanent(f"permission denied: {text.strip()}"))
         else:
             log.debug("nats: %s", type(exc).__name__)  # texts may quote a URL
+
+    @staticmethod
+    def _stop(waiters: dict[asyncio.Task[Any], BrokerError | None], failure: BrokerError) -> None:
+        for task, stopped in waiters.items():
+            if stopped is None:
+                waiters[task] = failure
+                task.cancel()
 
 
 class NatsChannel(BrokerChannel):
@@ -173,26 +182,24 @@ class NatsChannel(BrokerChannel):
         if refusal is not None:  # since a reconnect: this connection is no good
             raise refusal
         headers = {**out.headers, "Nats-Msg-Id": out.id, "Content-Type": "application/json"}
-        violation: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        waiting = conn.waiting.setdefault(out.target, set())
-        waiting.add(violation)
-        publish = asyncio.ensure_future(
-            conn.js.publish(out.target, out.body, timeout=endpoint.timeout, headers=headers)
-        )
+        task = asyncio.current_task()
+        assert task is not None  # a worker's deliveries run in tasks
+        waiters = conn.waiting.setdefault(out.target, {})
+        waiters[task] = None
         try:
-            await asyncio.wait((publish, violation), return_when=asyncio.FIRST_COMPLETED)
+            # In this task (no task or wait per publish); `error` cancels it to
+            # fail it at once on a permissions violation or refused credentials.
+            await conn.js.publish(out.target, out.body, timeout=endpoint.timeout, headers=headers)
+        except asyncio.CancelledError:
+            stopped = waiters.get(task)
+            if stopped is None:
+                raise
+            task.uncancel()
+            raise stopped from None
         finally:
-            waiting.discard(violation)
-            if not waiting:
+            waiters.pop(task, None)
+            if not waiters:
                 conn.waiting.pop(out.target, None)
-            if not publish.done():  # a violation, or the caller gave up (--timeout)
-                publish.cancel()
-            for future in (publish, violation):
-                if future.done() and not future.cancelled():
-                    future.exception()  # retrieved: never "exception never retrieved"
-        if violation.done():
-            violation.result()  # raises the permission (or credentials) failure
-        publish.result()  # raises what the publish raised; a PubAck: delivered
 
     def failure(self, exc: BaseException) -> BrokerError:
         import nats.errors as ne
