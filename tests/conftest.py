@@ -29,6 +29,7 @@ import asyncpg
 import psycopg
 import pytest
 from psycopg import sql
+from support import WorkerProcess, children
 
 from outbox._redact import redact_url
 from outbox.db import migrate
@@ -170,3 +171,15 @@ async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
         yield connection
     finally:
         await connection.close()
+
+
+@pytest.fixture
+def workers() -> Iterator[list[WorkerProcess]]:
+    """Worker processes (`support.WorkerProcess`) a test starts, always killed at
+    the end, with any children."""
+    started: list[WorkerProcess] = []
+    yield started
+    for w in started:
+        for child in children(w.proc.pid):
+            child.kill()
+        w.kill()

@@ -37,7 +37,7 @@ import asyncpg
 import pytest
 from click.testing import CliRunner
 from conftest import REQUIRE, add_broker_endpoint
-from support import WorkerProcess, children, running_worker, until, worker_config
+from support import WorkerProcess, running_worker, until, worker_config
 
 import outbox
 from outbox import operate
@@ -712,16 +712,6 @@ async def test_a_broker_restart_mid_run_loses_no_message(
 
 
 # -- worker processes ------------------------------------------------------------------------
-
-
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for w in started:
-        for child in children(w.proc.pid):
-            child.kill()
-        w.kill()
 
 
 def stop(workers: list[WorkerProcess]) -> None:

@@ -15,7 +15,6 @@ import re
 import signal
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -26,7 +25,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import add_broker_endpoint
 from mqtt_server import MosquittoServer, Subscriber, free_port, publish
-from support import FAST, WorkerProcess, children, running_worker, until
+from support import FAST, WorkerProcess, running_worker, until
 
 import outbox
 from outbox import operate
@@ -47,16 +46,6 @@ WRONG_PASSWORD = "Wrong-pw-e8b0c4"
 def unique(tag: str) -> str:
     """A topic prefix no other test (or run) publishes under."""
     return f"outbox-test/{tag}/{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for w in started:
-        for child in children(w.proc.pid):
-            child.kill()
-        w.kill()
 
 
 def stop_all(workers: list[WorkerProcess]) -> None:

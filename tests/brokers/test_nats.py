@@ -17,7 +17,7 @@ import signal
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,7 +35,6 @@ from support import (
     FAST_RETRIES,
     WorkerProcess,
     add_endpoint,
-    children,
     running_worker,
     until,
 )
@@ -56,17 +55,6 @@ def unique() -> str:
 
 def port_of(url: str) -> int:
     return urlsplit(url).port or 4222
-
-
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProcess]]:
-    """Worker processes, always killed at the end (with any children)."""
-    started: list[WorkerProcess] = []
-    yield started
-    for w in started:
-        for child in children(w.proc.pid):
-            child.kill()
-        w.kill()
 
 
 @contextlib.asynccontextmanager

@@ -18,7 +18,7 @@ import signal
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ import redis.asyncio as aioredis
 from click.testing import CliRunner
 from conftest import add_broker_endpoint
 from redis_server import Proxy, RedisServer, free_port
-from support import FAST, FAST_RETRIES, WorkerProcess, children, running_worker, until
+from support import FAST, FAST_RETRIES, WorkerProcess, running_worker, until
 
 import outbox
 from outbox import operate
@@ -107,17 +107,6 @@ async def shared(redis_url: str) -> AsyncIterator[Shared]:
         if keys:
             await client.delete(*keys)
         await client.aclose()
-
-
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProcess]]:
-    """Worker processes, always killed at the end (with any children)."""
-    started: list[WorkerProcess] = []
-    yield started
-    for w in started:
-        for child in children(w.proc.pid):
-            child.kill()
-        w.kill()
 
 
 def start_worker(url: str, log_dir: Path, *args: str) -> WorkerProcess:
