@@ -139,3 +139,34 @@ async def test_without_the_client_library_the_endpoint_is_paused(channel: Memory
     assert result.classification.verdict is Verdict.RETRYABLE
     assert result.classification.pause is not None
     assert "pip install 'outbox[memory]'" in result.classification.pause
+
+
+async def test_a_publish_cancelled_by_its_library_is_retried(channel: Memory) -> None:
+    channel.publish_error = asyncio.CancelledError()  # e.g. aiormq, its connection closing
+    result = await channel.send(delivery(), endpoint())  # this task goes on
+    assert result.classification.verdict is Verdict.RETRYABLE
+    assert "cancelled" in result.classification.reason
+
+
+async def test_a_late_failure_leaves_the_connection_that_replaced_its_own(
+    channel: Memory,
+) -> None:
+    release = asyncio.Event()
+    first_publish = Memory.publish
+
+    async def slow_then_fail(self: Memory, connection: Any, ep: Endpoint, out: Outbound) -> None:
+        if connection == "memory://u:pa55@h" and not release.is_set():
+            await release.wait()
+            raise ConnectionResetError("the old connection broke")
+        await first_publish(self, connection, ep, out)
+
+    channel.publish = slow_then_fail.__get__(channel)  # type: ignore[method-assign]
+    late = asyncio.ensure_future(channel.send(delivery(), endpoint()))
+    await asyncio.sleep(0.01)
+    channel._drop("e")  # the connection is replaced meanwhile ...
+    assert (await channel.send(delivery(), endpoint("memory://u:pa55@h2"))).classification.verdict \
+        is Verdict.DELIVERED  # fmt: skip
+    release.set()
+    assert (await late).classification.verdict is Verdict.RETRYABLE  # ... then the old one fails
+    await asyncio.sleep(0)
+    assert channel._links["e"].connection == "memory://u:pa55@h2"  # the new one stays open
