@@ -25,6 +25,7 @@ from outbox.deliver.config import WorkerConfig
 from outbox.deliver.listen import make_listener
 from outbox.deliver.runner import WORKER_SESSION_SETTINGS
 from outbox.deliver.store import PostgresStore
+from outbox.deliver.tracing import Tracer
 from outbox.deliver.worker import Worker
 from outbox.devtools.processes import spawn_worker
 from outbox.settings import Settings
@@ -70,6 +71,7 @@ async def running_worker(
     listen: bool = False,
     allow: Sequence[Network] = LOOPBACK,
     server_settings: dict[str, str] | None = None,
+    tracer: Tracer | None = None,
 ) -> AsyncIterator[Worker]:
     pool = await asyncpg.create_pool(
         url, min_size=1, max_size=4, server_settings=server_settings or WORKER_SESSION_SETTINGS
@@ -82,6 +84,7 @@ async def running_worker(
         channels,
         config,
         listen=make_listener(url) if listen else None,
+        tracer=tracer,
     )
     task = asyncio.create_task(worker.run())
     try:

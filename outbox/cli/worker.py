@@ -21,6 +21,7 @@ FLAGS = (
     "shutdown_grace",
     "metrics_port",
     "log_format",
+    "trace_spans",
 )
 
 

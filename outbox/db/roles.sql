@@ -34,12 +34,13 @@ REVOKE EXECUTE ON FUNCTION outbox._stats(), outbox._message_unfinished(uuid) FRO
 -- split --
 -- The producer: outbox.enqueue() and outbox.enqueue_many().
 GRANT EXECUTE ON FUNCTION
-    outbox.enqueue(text, jsonb, text, text, integer, timestamptz, jsonb),
-    outbox.enqueue_many(text[], jsonb[], text[], text[], integer[], timestamptz[], jsonb[]),
+    outbox.enqueue(text, jsonb, text, text, integer, timestamptz, jsonb, text, text),
+    outbox.enqueue_many(text[], jsonb[], text[], text[], integer[], timestamptz[], jsonb[], text[], text[]),
     outbox._raise_problem(text, text),
     outbox._headers_problem(jsonb),
     outbox._message_problem(text, jsonb, text, text, integer, timestamptz, jsonb, integer),
     outbox._target_problem(text, jsonb, text),
+    outbox._trace_problem(text, text),
     outbox._wake_workers(),
     outbox._message_unfinished(uuid)
     TO outbox_producer;

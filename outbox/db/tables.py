@@ -244,6 +244,9 @@ messages = Table(
     Column("first_attempt_at", DateTime(timezone=True)),
     Column("last_error", Text),
     Column("held", Text),
+    # The producer's W3C trace context, carried onward to the receiver.
+    Column("traceparent", Text),
+    Column("tracestate", Text),
     Index(
         "messages_first_idx",
         "endpoint",
@@ -304,6 +307,8 @@ dead_letters = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("dead_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     Column("seq", BigInteger),
+    Column("traceparent", Text),
+    Column("tracestate", Text),
     Index("dead_letters_dead_at_idx", "dead_at"),
     Index("dead_letters_endpoint_idx", "endpoint", "dead_at"),
     comment="Messages that will not be retried, with their payload and last error.",

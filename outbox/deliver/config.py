@@ -8,7 +8,7 @@ the loop's own tuning, fixed here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from outbox.deliver.policy import RetryPolicy
 from outbox.settings import Settings
@@ -33,6 +33,8 @@ class WorkerConfig:
     allow_networks: tuple[str, ...] = ()
     # Serve /metrics, /healthz and /readyz on this port (None: no server).
     metrics_port: int | None = None
+    # Attempt spans (outbox.deliver.tracing): child, link or off.
+    trace_spans: Literal["child", "link", "off"] = "child"
     # The loop's own tuning.
     flush_interval: float = 0.02
     flush_max: int = 500
@@ -77,6 +79,7 @@ class WorkerConfig:
             first_attempt_share=settings.first_attempt_share,
             allow_networks=settings.allowed_networks(),
             metrics_port=settings.metrics_port,
+            trace_spans=settings.trace_spans,
             **tuning,
         )
 

@@ -37,6 +37,8 @@ class Claimed:
     first_attempt_at: datetime
     seq: int
     token: uuid.UUID
+    traceparent: str | None = None  # the producer's W3C trace context
+    tracestate: str | None = None
 
 
 @dataclass(slots=True)
@@ -47,6 +49,16 @@ class Delivery:
     messages: list[Claimed]
     send_at: float = 0.0  # time.monotonic() before which it must not be sent (a rate-limit slot)
     probe: bool = False  # the one send let through a half-open circuit
+    # The trace context the receiver gets: the attempt span's, when the worker
+    # traces (`outbox.deliver.tracing`); None: the head message's own, unchanged.
+    trace: tuple[str, str | None] | None = None
+
+    def onward_trace(self) -> tuple[str | None, str | None]:
+        """(traceparent, tracestate) for the receiver's headers (None: no header)."""
+        if self.trace is not None:
+            return self.trace
+        head = self.messages[0]
+        return head.traceparent, head.tracestate
 
     @property
     def head(self) -> Claimed:

@@ -14,6 +14,7 @@ import asyncpg
 
 from outbox._redact import redact_url
 from outbox.db.connect import DB_ERRORS, asyncpg_url
+from outbox.deliver import tracing
 from outbox.deliver.channels import registry
 from outbox.deliver.channels.spec import Channel, ChannelContext
 from outbox.deliver.channels.ssrf import parse_networks
@@ -22,6 +23,7 @@ from outbox.deliver.listen import make_listener
 from outbox.deliver.metrics import Metrics, multiprocess, render_registry
 from outbox.deliver.probes import serve
 from outbox.deliver.store import PostgresStore
+from outbox.deliver.tracing import Tracer
 from outbox.deliver.worker import Worker
 
 log = logging.getLogger("outbox.worker")
@@ -49,6 +51,12 @@ Stopper = Callable[[], Awaitable[None]]
 
 def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def open_tracer(config: WorkerConfig) -> Tracer | None:
+    """The tracer of this process's attempt spans, if it makes any (`outbox.deliver.tracing`)."""
+    specs = registry.channels()
+    return tracing.open_tracer(config.trace_spans, {n: s.telemetry for n, s in specs.items()})
 
 
 def open_channels(config: WorkerConfig) -> dict[str, Channel]:
@@ -162,7 +170,10 @@ async def run_worker(url: str, config: WorkerConfig, *, worker_id: str | None = 
     )
     metrics = Metrics() if config.metrics_port is not None or multiprocess() else None
     observers = () if metrics is None else (metrics,)
-    worker = Worker(store, channels, config, listen=make_listener(url), observers=observers)
+    tracer = open_tracer(config)
+    worker = Worker(
+        store, channels, config, listen=make_listener(url), observers=observers, tracer=tracer
+    )
     if stop.is_set():
         worker.stop()
     log.info("worker %s started (concurrency %d)", store.worker_id, config.concurrency)
@@ -181,5 +192,7 @@ async def run_worker(url: str, config: WorkerConfig, *, worker_id: str | None = 
             )
         with contextlib.suppress(Exception):
             await asyncio.wait_for(pool.close(), 5)
+        if tracer is not None:  # the spans still batched, exported before the process ends
+            await asyncio.to_thread(tracer.shutdown)
     log.info("worker %s stopped: %d delivered", store.worker_id, worker.delivered)
     return 0

@@ -193,6 +193,8 @@ def deliveries(rows: Sequence[Any], token: uuid.UUID, now: float) -> list[Delive
             r["first_attempt_at"],
             r["seq"],
             token,
+            r["traceparent"],
+            r["tracestate"],
         )
         alone = Delivery([claimed], now + r["delay"] if r["delay"] else 0.0, r["probe"])
         if r["lead"] is None:

@@ -44,6 +44,7 @@ from outbox.deliver.observe import AttemptLog, Observer, Observers
 from outbox.deliver.policy import Classification, Verdict
 from outbox.deliver.recorder import Recorder
 from outbox.deliver.store import Store
+from outbox.deliver.tracing import Tracer
 from outbox.deliver.upkeep import Upkeep
 
 log = logging.getLogger("outbox.worker")
@@ -61,8 +62,10 @@ class Worker:
         listen: Listen | None = None,
         rng: random.Random | None = None,
         observers: tuple[Observer, ...] = (),
+        tracer: Tracer | None = None,
     ) -> None:
         self.store = store
+        self.tracer = tracer  # None: no spans; each message's trace context goes on as it is
         self.channels = channels
         self.config = config
         self.observer = Observers((AttemptLog(), *observers))
@@ -298,12 +301,15 @@ class Worker:
                 delivery, outcome.gone(name), "UnknownEndpoint: the endpoint was removed"
             )
         channel = self.channels.get(endpoint.channel)
+        tracer, span = self.tracer, None
         if channel is None:
             missing = Classification(
                 Verdict.RETRYABLE, f"no {endpoint.channel!r} channel in this worker"
             )
             result = AttemptResult(missing, datetime.now(UTC), 0.0)
         else:
+            if tracer is not None:
+                span = tracer.begin(delivery, endpoint)
             try:
                 result = await channel.send(delivery, endpoint)
             except Exception as exc:  # a bug in a channel must not lose the message
@@ -320,6 +326,8 @@ class Worker:
         )
         for done in finished:
             self.observer.attempted(endpoint.name, done, result)
+        if tracer is not None and span is not None:
+            tracer.end(span, result, finished)
         return finished
 
     def _unattempted(

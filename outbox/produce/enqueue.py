@@ -45,6 +45,7 @@ from outbox.produce.rules import (
     escaped_nul,
     payload_json,
 )
+from outbox.produce.trace import check_trace, current_trace
 from outbox.settings.endpoint import ENDPOINT_NAME_PATTERN
 from outbox.settings.values import text_problem
 
@@ -64,14 +65,24 @@ class _Row(NamedTuple):
     priority: int
     deliver_at: datetime | None
     headers: str | None
+    traceparent: str | None
+    tracestate: str | None
 
 
-def _prepare(message: Message | Mapping[str, Any], prefix: str = "") -> _Row:
+def _prepare(
+    message: Message | Mapping[str, Any],
+    prefix: str = "",
+    trace: tuple[str | None, str | None] = (None, None),
+) -> _Row:
+    """A message's row, checked by `Message`; ``trace``: the context it gets
+    when it carries none of its own (the caller's current span's)."""
     if not isinstance(message, Message):
         try:
             message = Message.model_validate(message)
         except ValidationError as exc:
             raise to_input_error(exc, prefix) from None
+    if message.traceparent is not None or message.tracestate is not None:
+        trace = check_trace(message.traceparent, message.tracestate, prefix)
     return _Row(
         message.endpoint,
         payload_json(message.payload, f"{prefix}payload"),
@@ -80,12 +91,15 @@ def _prepare(message: Message | Mapping[str, Any], prefix: str = "") -> _Row:
         message.priority,
         message.deliver_at,
         None if message.headers is None else json.dumps(message.headers, ensure_ascii=False),
+        *trace,
     )
 
 
 # Message.endpoint's pattern; used with fullmatch(), which (like pydantic) lets
 # no trailing newline through "$".
 _ENDPOINT_NAME = re.compile(ENDPOINT_NAME_PATTERN)
+# The usual traceparent (version 00, non-zero ids): the others go through check_trace().
+_TRACEPARENT = re.compile(r"00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}")
 # payload_json()'s settings in one reusable encoder: json.dumps() builds one per call.
 _PAYLOAD_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
@@ -111,9 +125,17 @@ def _one(
     priority: int,
     deliver_at: datetime | None,
     headers: Mapping[str, str] | None,
+    traceparent: str | None,
+    tracestate: str | None,
 ) -> _Row:
-    """The arguments of outbox.enqueue() for one message, checked."""
-    row = _plain(endpoint, payload, key, idempotency_key, priority, deliver_at, headers)
+    """The arguments of outbox.enqueue() for one message, checked; with no trace
+    context given, the current span's."""
+    if traceparent is None and tracestate is None:
+        traceparent, tracestate = current_trace()
+    row = _plain(
+        endpoint, payload, key, idempotency_key, priority, deliver_at, headers, traceparent,
+        tracestate,
+    )  # fmt: skip
     if row is not None:
         return row
     return _prepare(
@@ -125,6 +147,8 @@ def _one(
             "priority": priority,
             "deliver_at": deliver_at,
             "headers": headers,
+            "traceparent": traceparent,
+            "tracestate": tracestate,
         }
     )
 
@@ -137,11 +161,14 @@ def _plain(
     priority: Any,
     deliver_at: Any,
     headers: Any,
+    traceparent: Any,
+    tracestate: Any,
 ) -> _Row | None:
     """A plain message's row, or None when it is not plain.
 
     Most messages are plain: a str endpoint, a dict payload, ASCII keys, an int
-    priority, no schedule, no headers. Those are checked right here, by the
+    priority, no schedule, no headers, no trace context or the usual one
+    (version 00, no tracestate). Those are checked right here, by the
     same rules as `Message`, which would hand them back unchanged; building the
     model costs more than the rest of the Python side of an enqueue. Anything
     else, and every mistake, goes through `Message` for its exact error.
@@ -149,6 +176,11 @@ def _plain(
     if (
         deliver_at is None
         and headers is None
+        and tracestate is None
+        and (
+            traceparent is None
+            or (type(traceparent) is str and _TRACEPARENT.fullmatch(traceparent) is not None)
+        )
         and type(endpoint) is str
         and _ENDPOINT_NAME.fullmatch(endpoint) is not None
         and type(payload) is dict
@@ -176,7 +208,10 @@ def _plain(
         for name in payload:
             if type(name) is not str:
                 return None
-        return _Row(endpoint, _payload_json(payload), key, idempotency_key, priority, None, None)
+        return _Row(
+            endpoint, _payload_json(payload), key, idempotency_key, priority, None, None,
+            traceparent, None,
+        )  # fmt: skip
     return None
 
 
@@ -196,12 +231,17 @@ _FIELDS = frozenset(_Row._fields)
 
 def _rows(messages: Iterable[Message | Mapping[str, Any]]) -> list[_Row]:
     """Each message checked: a plain dict by `_plain`'s fast path, anything else
-    (and every mistake) through `Message`, its fields named ``messages[i].``."""
+    (and every mistake) through `Message`, its fields named ``messages[i].``.
+    A message without a trace context of its own gets the current span's."""
     rows: list[_Row] = []
+    trace = current_trace()
     for i, m in enumerate(messages):
         row = None
         if type(m) is dict and m.keys() <= _FIELDS:
             get = m.get
+            traceparent, tracestate = get("traceparent"), get("tracestate")
+            if traceparent is None and tracestate is None:
+                traceparent, tracestate = trace
             with contextlib.suppress(InvalidInputError):  # named after its index below
                 row = _plain(
                     get("endpoint"),
@@ -211,8 +251,10 @@ def _rows(messages: Iterable[Message | Mapping[str, Any]]) -> list[_Row]:
                     get("priority", 0),
                     get("deliver_at"),
                     get("headers"),
+                    traceparent,
+                    tracestate,
                 )
-        rows.append(row if row is not None else _prepare(m, f"messages[{i}]."))
+        rows.append(row if row is not None else _prepare(m, f"messages[{i}].", trace))
     return rows
 
 
@@ -233,6 +275,8 @@ def _named_many(rows: Sequence[_Row]) -> dict[str, Any]:
         "priorities",
         "deliver_ats",
         "headers",
+        "traceparents",
+        "tracestates",
     )
     return dict(zip(names, _columns(rows), strict=True))
 
@@ -247,13 +291,20 @@ async def enqueue(
     priority: int = 0,
     deliver_at: datetime | None = None,
     headers: Mapping[str, str] | None = None,
+    traceparent: str | None = None,
+    tracestate: str | None = None,
 ) -> uuid.UUID:
     """Enqueue one message in ``conn``'s open transaction and return its id.
 
     ``conn`` is an asyncpg connection (inside ``async with conn.transaction()``)
-    or a SQLAlchemy ``AsyncSession`` / ``AsyncConnection``.
+    or a SQLAlchemy ``AsyncSession`` / ``AsyncConnection``. ``traceparent`` and
+    ``tracestate`` (W3C Trace Context) go with the message to its receiver; when
+    neither is given, the current OpenTelemetry span's context is taken, if any.
     """
-    row = _one(endpoint, payload, key, idempotency_key, priority, deliver_at, headers)
+    row = _one(
+        endpoint, payload, key, idempotency_key, priority, deliver_at, headers, traceparent,
+        tracestate,
+    )  # fmt: skip
     try:
         if isinstance(conn, AsyncSession | AsyncConnection):
             result = await conn.execute(_ENQUEUE_NAMED, _named(row))
@@ -297,9 +348,14 @@ def enqueue_sync(
     priority: int = 0,
     deliver_at: datetime | None = None,
     headers: Mapping[str, str] | None = None,
+    traceparent: str | None = None,
+    tracestate: str | None = None,
 ) -> uuid.UUID:
     """`enqueue` for a synchronous SQLAlchemy ``Session`` or ``Connection``."""
-    row = _one(endpoint, payload, key, idempotency_key, priority, deliver_at, headers)
+    row = _one(
+        endpoint, payload, key, idempotency_key, priority, deliver_at, headers, traceparent,
+        tracestate,
+    )  # fmt: skip
     try:
         return _as_uuid(session.execute(_ENQUEUE_NAMED, _named(row)).scalar_one())
     except Exception as exc:

@@ -33,6 +33,9 @@ class Message(BaseModel):
     priority: Annotated[int, Field(ge=PRIORITY_MIN, le=PRIORITY_MAX)] = 0
     deliver_at: AwareDatetime | None = None
     headers: dict[str, str] | None = None
+    # W3C Trace Context, checked at enqueue (outbox.produce.trace); None: the current span's.
+    traceparent: str | None = None
+    tracestate: str | None = None
 
     @field_validator("headers")
     @classmethod

@@ -78,6 +78,14 @@ class Settings(BaseSettings):
             "the supervisor serves all children's)."
         ),
     )
+    trace_spans: Literal["child", "link", "off"] = Field(
+        "child",
+        description=(
+            "Attempt spans, when an OpenTelemetry SDK is set up: children of the producer's "
+            "span (child), in traces of their own linked to it (link), or none (off). The "
+            "producer's trace context goes onward to the receiver either way."
+        ),
+    )
     first_attempt_share: float = Field(
         0.5,
         ge=0,

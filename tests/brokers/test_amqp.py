@@ -62,6 +62,8 @@ CONFIG = worker_config(
 STUBBORN: dict[str, Any] = {"max_attempts": 1000, "breaker_failures": 1_000_000}
 QUICK: dict[str, Any] = {"timeout": 3.0, "connect_timeout": 2.0}
 
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(4)}"
@@ -335,7 +337,7 @@ async def test_a_message_reaches_a_bound_queue_with_its_routing_key_properties_a
             conn,
             [
                 {"endpoint": "orders", "key": "acct-7", "payload": payloads[0],
-                 "headers": {"trace-id": "t-123", "tenant": "acme"}},
+                 "headers": {"trace-id": "t-123", "tenant": "acme"}, "traceparent": TRACEPARENT},
                 {"endpoint": "orders", "key": "acct-8", "payload": payloads[1]},
             ],
         )  # fmt: skip
@@ -356,6 +358,7 @@ async def test_a_message_reaches_a_bound_queue_with_its_routing_key_properties_a
     assert first.properties.headers == {
         "trace-id": "t-123",
         "tenant": "acme",
+        "traceparent": TRACEPARENT,  # the producer's trace context, onward
         "outbox-id": ids[0],
         "outbox-key": "acct-7",
     }

@@ -42,6 +42,8 @@ APP_PASSWORD_IN_URL = "Hunter2%40mqtt-7f3a9c"
 WATCHER_PASSWORD = "watcher-pw-51d2"
 WRONG_PASSWORD = "Wrong-pw-e8b0c4"
 
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
 
 def unique(tag: str) -> str:
     """A topic prefix no other test (or run) publishes under."""
@@ -96,7 +98,8 @@ async def test_a_message_is_published_with_its_topic_payload_and_properties(
                               target=base + "/kept/{id}", retain=True)  # fmt: skip
     payload = {"kind": "order", "n": 1, "text": "grüße", "nested": {"a": [1, 2]}}
     plain_id, kept_id = await enqueue_all(conn, [
-        {"endpoint": "plain", "key": "k-1", "payload": payload, "headers": {"trace": "t-1"}},
+        {"endpoint": "plain", "key": "k-1", "payload": payload, "headers": {"trace": "t-1"},
+         "traceparent": TRACEPARENT},
         {"endpoint": "kept", "payload": {"n": 2}},
     ])  # fmt: skip
     try:
@@ -110,8 +113,10 @@ async def test_a_message_is_published_with_its_topic_payload_and_properties(
         assert json.loads(plain.payload) == payload
         assert plain.qos == 1
         assert plain.content_type == "application/json"
-        assert plain.user_properties == [("trace", "t-1"), ("outbox-id", plain_id),
-                                         ("outbox-key", "k-1")]  # fmt: skip
+        assert plain.user_properties == [
+            ("trace", "t-1"), ("traceparent", TRACEPARENT), ("outbox-id", plain_id),
+            ("outbox-key", "k-1"),
+        ]  # fmt: skip
         assert plain.retain is False  # off by default
         assert kept.topic == f"{base}/kept/{kept_id}"
         assert kept.payload == await as_stored(conn, {"n": 2})

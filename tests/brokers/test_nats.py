@@ -30,6 +30,10 @@ from conftest import add_broker_endpoint
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats_server import NatsServer, Proxy, free_port
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 from support import (
     FAST,
     FAST_RETRIES,
@@ -42,11 +46,16 @@ from support import (
 import outbox
 from outbox import operate
 from outbox.cli import main
+from outbox.deliver.channels import registry
+from outbox.deliver.otel import OtelTracer
 from outbox.devtools.processes import spawn_worker
 from outbox.operate.endpoint_config import EndpointUpdate
 
 # Endpoint settings for quick tests: short waits, quick circuit (not in the way).
 QUICK = {"timeout": 2.0, "connect_timeout": 2.0, "breaker_failures": 1000}
+
+
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
 def unique() -> str:
@@ -144,8 +153,9 @@ async def test_a_message_goes_out_with_its_subject_body_and_headers_on_the_pubac
         payload = {"order": 17, "region": "eu", "note": "café ✓", "lines": [1, 2.5]}
         async with conn.transaction():
             keyed = await outbox.enqueue(
-                conn, "orders", payload, key="customer-9", headers={"x-trace": "t-1"}
-            )
+                conn, "orders", payload, key="customer-9", headers={"x-trace": "t-1"},
+                traceparent=TRACEPARENT, tracestate="congo=t61",
+            )  # fmt: skip
             keyless = await outbox.enqueue(conn, "by-id", {"n": 1})
         async with running_worker(database_url):
             await until(lambda: none_left(conn))
@@ -162,6 +172,8 @@ async def test_a_message_goes_out_with_its_subject_body_and_headers_on_the_pubac
         "outbox-id": str(keyed),
         "outbox-key": "customer-9",
         "x-trace": "t-1",
+        "traceparent": TRACEPARENT,  # the producer's trace context, onward (no tracer here)
+        "tracestate": "congo=t61",
         "Content-Type": "application/json",
     }
     assert second.subject == f"{base}.id.{keyless}"
@@ -178,6 +190,39 @@ async def test_a_message_goes_out_with_its_subject_body_and_headers_on_the_pubac
 
 
 # -- 2. per-key order -----------------------------------------------------------
+
+
+async def test_a_traced_publish_is_a_producer_span_whose_context_the_message_carries(
+    database_url: str, conn: asyncpg.Connection, nats_url: str
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    telemetry = {name: spec.telemetry for name, spec in registry.channels().items()}
+    base = f"outbox-test.{unique()}"
+    async with jetstream(nats_url) as (_, js), stream(js, f"{base}.>") as name:
+        await add_broker_endpoint(conn, "orders", "nats", nats_url, target=base + ".{key}", **QUICK)
+        async with conn.transaction():
+            mid = await outbox.enqueue(conn, "orders", {}, key="k", traceparent=TRACEPARENT)
+        async with running_worker(database_url, tracer=OtelTracer(provider, telemetry)):
+            await until(lambda: none_left(conn))
+        [got] = await read_stream(js, name, f"{base}.>")
+    [span] = exporter.get_finished_spans()
+    assert span.kind is SpanKind.PRODUCER
+    assert span.name == "publish orders"
+    assert span.parent is not None
+    assert span.parent.span_id == int(TRACEPARENT[36:52], 16)
+    own = span.context
+    assert got.headers is not None
+    assert got.headers["traceparent"] == f"00-{own.trace_id:032x}-{own.span_id:016x}-01"
+    assert f"{own.trace_id:032x}" == TRACEPARENT[3:35]
+    attributes = dict(span.attributes or {})
+    assert attributes["messaging.system"] == "nats"
+    assert attributes["messaging.destination.template"] == base + ".{key}"
+    assert attributes["messaging.message.id"] == str(mid)
+    assert attributes["outbox.outcome"] == "delivered"
+    assert attributes["server.port"] == port_of(nats_url)
+    provider.shutdown()
 
 
 async def test_an_ordered_endpoint_keeps_each_keys_order_through_a_lost_connection(

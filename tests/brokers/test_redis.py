@@ -57,6 +57,8 @@ USERS = {
     "reader": f"on >{READER_PASSWORD} ~* +@read +@connection",  # may not XADD at all
 }
 
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
 
 def unique() -> str:
     return uuid.uuid4().hex[:12]
@@ -195,8 +197,9 @@ async def test_an_entry_goes_to_the_stream_the_target_names_with_its_fields(
     payload = {"order": 17, "region": "eu", "note": "café ✓", "lines": [1, 2.5], "deep": {"a": 1}}
     async with conn.transaction():
         keyed = await outbox.enqueue(
-            conn, "orders", payload, key="customer-9", headers={"x-trace": "t-1", "x-n": "ü"}
-        )
+            conn, "orders", payload, key="customer-9", headers={"x-trace": "t-1", "x-n": "ü"},
+            traceparent=TRACEPARENT,
+        )  # fmt: skip
         keyless = await outbox.enqueue(conn, "by-id", {"n": 1})
     async with running_worker(database_url):
         await until(lambda: none_left(conn))
@@ -210,7 +213,11 @@ async def test_an_entry_goes_to_the_stream_the_target_names_with_its_fields(
     assert first.fields["payload"] == await as_stored(conn, payload)
     assert json.loads(first.fields["payload"]) == payload
     assert first.fields["key"] == b"customer-9"
-    assert json.loads(first.fields["headers"]) == {"x-trace": "t-1", "x-n": "ü"}
+    assert json.loads(first.fields["headers"]) == {
+        "x-trace": "t-1",
+        "x-n": "ü",
+        "traceparent": TRACEPARENT,  # the producer's trace context, onward
+    }
     # No key, no headers: no such fields (not empty ones).
     assert second.fields == {"id": str(keyless).encode(), "payload": b'{"n": 1}'}
     ledger = await conn.fetch("SELECT * FROM outbox.attempts ORDER BY id")

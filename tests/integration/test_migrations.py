@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 import asyncpg
@@ -120,3 +121,29 @@ async def test_claim_indexes_are_partial_on_unleased_rows(conn: asyncpg.Connecti
     assert "WHERE ((lease_token IS NULL) AND (attempts > 0))" in retry
     for definition in (first, retry):
         assert "(endpoint, priority DESC, available_at, seq)" in definition
+
+
+async def test_enqueue_keeps_its_grants_when_it_gains_the_trace_arguments(
+    database_url: str, conn: asyncpg.Connection
+) -> None:
+    """Revision 0006 gives outbox.enqueue() two optional arguments: a role that could
+    call the old one can call the new one, and 0005's enqueue() comes back on downgrade."""
+    old = "outbox.enqueue(text, jsonb, text, text, integer, timestamptz, jsonb)"
+    new = "outbox.enqueue(text, jsonb, text, text, integer, timestamptz, jsonb, text, text)"
+    role = f"app_{uuid.uuid4().hex[:8]}"
+    await asyncio.to_thread(migrate.downgrade, database_url, "0005")
+    assert await conn.fetchval("SELECT to_regprocedure($1) IS NOT NULL", old)
+    await conn.execute(f"CREATE ROLE {role}")
+    try:
+        await conn.execute(f"REVOKE EXECUTE ON FUNCTION {old} FROM PUBLIC")
+        await conn.execute(f"GRANT EXECUTE ON FUNCTION {old} TO {role}")
+        await asyncio.to_thread(migrate.upgrade, database_url)
+        assert await conn.fetchval("SELECT to_regprocedure($1) IS NULL", old)
+        assert await conn.fetchval("SELECT has_function_privilege($1, $2, 'EXECUTE')", role, new)
+        # PUBLIC's default EXECUTE stays revoked (the role's right is its own).
+        assert not await conn.fetchval(
+            "SELECT has_function_privilege('public', $1, 'EXECUTE')", new
+        )
+    finally:
+        await conn.execute(f"REVOKE ALL ON FUNCTION {new} FROM {role}")
+        await conn.execute(f"DROP ROLE {role}")

@@ -25,6 +25,14 @@ json_values = st.recursive(
     ),
     max_leaves=10,
 )
+traceparents = st.one_of(
+    st.none(),
+    st.just("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+    st.just("00-00000000000000000000000000000000-b7ad6b7169203331-01"),
+    st.just("01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-later"),
+    st.from_regex(r"0[0f]-[0-9a-fA-F]{32}-[0-9a-f]{16}-[0-9a-f]{2}", fullmatch=True),
+    st.text(max_size=60),
+)
 payloads = st.one_of(
     st.dictionaries(st.text(max_size=8), json_values, max_size=4),
     st.dictionaries(st.integers(), st.integers(), max_size=2),
@@ -40,11 +48,18 @@ def outcome(fn: Any) -> Any:
 
 
 @settings(max_examples=500)
-@given(names, payloads, keys, keys, st.integers(-40_000, 40_000))
+@given(names, payloads, keys, keys, st.integers(-40_000, 40_000), traceparents)
 def test_fast_path_and_model_agree(
-    endpoint: str, payload: Any, key: str | None, idem: str | None, priority: int
+    endpoint: str,
+    payload: Any,
+    key: str | None,
+    idem: str | None,
+    priority: int,
+    traceparent: str | None,
 ) -> None:
-    fast = outcome(lambda: _one(endpoint, payload, key, idem, priority, None, None))
+    fast = outcome(
+        lambda: _one(endpoint, payload, key, idem, priority, None, None, traceparent, None)
+    )
     model = outcome(
         lambda: _prepare(
             {
@@ -55,6 +70,7 @@ def test_fast_path_and_model_agree(
                 "priority": priority,
                 "deliver_at": None,
                 "headers": None,
+                "traceparent": traceparent,
             }
         )
     )

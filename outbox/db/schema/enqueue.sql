@@ -143,6 +143,58 @@ BEGIN
 END
 $fn$;
 -- split --
+-- What is wrong with a message's W3C trace context, or NULL. The fast check
+-- in enqueue() passes the usual version-00 traceparent without calling this;
+-- anything else (a later version, a tracestate, a mistake) comes here.
+-- outbox/produce/trace.py applies the same rules in Python.
+CREATE FUNCTION outbox._trace_problem(traceparent text, tracestate text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $fn$
+DECLARE
+    v_members text[];
+    v_member text;
+BEGIN
+    IF traceparent IS NULL THEN
+        IF tracestate IS NOT NULL THEN
+            RETURN 'OB002¦tracestate¦is given without a traceparent';
+        END IF;
+        RETURN NULL;
+    END IF;
+    IF traceparent !~ '^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}(-|$)' THEN
+        RETURN 'OB002¦traceparent¦is not a W3C traceparent: expected 00-<32 hex trace id>-'
+               '<16 hex parent id>-<2 hex flags>, lower case';
+    ELSIF left(traceparent, 2) = 'ff' THEN
+        RETURN 'OB002¦traceparent¦has version ff, which W3C Trace Context forbids';
+    ELSIF left(traceparent, 2) = '00' AND char_length(traceparent) <> 55 THEN
+        RETURN 'OB002¦traceparent¦is not a W3C traceparent: version 00 has exactly 55 characters';
+    ELSIF char_length(traceparent) > 512 THEN
+        RETURN 'OB002¦traceparent¦is over the limit of 512 characters';
+    ELSIF substr(traceparent, 4, 32) = repeat('0', 32) THEN
+        RETURN 'OB002¦traceparent¦has an all-zero trace id, which W3C Trace Context calls invalid';
+    ELSIF substr(traceparent, 37, 16) = repeat('0', 16) THEN
+        RETURN 'OB002¦traceparent¦has an all-zero parent id, which W3C Trace Context calls invalid';
+    END IF;
+    IF tracestate IS NULL THEN
+        RETURN NULL;
+    ELSIF char_length(tracestate) > 512 THEN
+        RETURN 'OB002¦tracestate¦is over the limit of 512 characters';
+    END IF;
+    v_members := ARRAY(SELECT btrim(m, E' \t') FROM unnest(string_to_array(tracestate, ',')) AS m
+                        WHERE btrim(m, E' \t') <> '');
+    IF cardinality(v_members) > 32 THEN
+        RETURN format('OB002¦tracestate¦has %s list members, more than the 32 W3C Trace Context allows',
+                      cardinality(v_members));
+    END IF;
+    FOREACH v_member IN ARRAY v_members LOOP
+        IF v_member !~ ('^([a-z0-9][-_*/a-z0-9]{0,255}|[a-z0-9][-_*/a-z0-9]{0,240}@[a-z][-_*/a-z0-9]{0,13})'
+                        '=[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]$') THEN
+            RETURN 'OB002¦tracestate¦' || quote_literal(left(v_member, 64))
+                   || ' is not a W3C tracestate list member (key=value)';
+        END IF;
+    END LOOP;
+    RETURN NULL;
+END
+$fn$;
+-- split --
 -- Whether a message is still in the hot table: what taking over an expired
 -- idempotency key asks. SECURITY DEFINER so that a producer role needs no
 -- read access to outbox.messages at all; called only when a key collides.
@@ -171,7 +223,9 @@ CREATE FUNCTION outbox.enqueue(
     idempotency_key text DEFAULT NULL,
     priority integer DEFAULT 0,
     deliver_at timestamptz DEFAULT NULL,
-    headers jsonb DEFAULT NULL)
+    headers jsonb DEFAULT NULL,
+    traceparent text DEFAULT NULL,
+    tracestate text DEFAULT NULL)
 RETURNS uuid
 LANGUAGE plpgsql VOLATILE
 AS $fn$
@@ -213,7 +267,10 @@ BEGIN
              OR (enqueue.idempotency_key <> '' AND char_length(enqueue.idempotency_key) <= 255))
         AND coalesce(enqueue.priority, 0) BETWEEN -32768 AND 32767
         AND (enqueue.deliver_at IS NULL OR isfinite(enqueue.deliver_at))
-        AND enqueue.headers IS NULL) IS NOT TRUE THEN
+        AND enqueue.headers IS NULL
+        AND (enqueue.traceparent IS NULL
+             OR enqueue.traceparent ~ '^00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$')
+        AND enqueue.tracestate IS NULL) IS NOT TRUE THEN
         IF v_plain IS NULL THEN
             IF enqueue.endpoint IS NULL THEN
                 PERFORM outbox._raise_problem('OB002¦endpoint¦is required');
@@ -228,6 +285,9 @@ BEGIN
             coalesce(enqueue.priority, 0), enqueue.deliver_at, enqueue.headers, v_max);
         IF v_problem IS NULL AND strpos(v_target, '{') > 0 THEN
             v_problem := outbox._target_problem(v_target, enqueue.payload, enqueue.key);
+        END IF;
+        IF v_problem IS NULL AND (enqueue.traceparent IS NOT NULL OR enqueue.tracestate IS NOT NULL) THEN
+            v_problem := outbox._trace_problem(enqueue.traceparent, enqueue.tracestate);
         END IF;
         IF v_problem IS NOT NULL THEN
             PERFORM outbox._raise_problem(v_problem);
@@ -259,11 +319,13 @@ BEGIN
     END IF;
 
     INSERT INTO outbox.messages
-        (id, endpoint, payload, headers, key, idempotency_key, priority, available_at)
+        (id, endpoint, payload, headers, key, idempotency_key, priority, available_at,
+         traceparent, tracestate)
     VALUES
         (v_id, enqueue.endpoint, enqueue.payload, enqueue.headers, v_key,
          enqueue.idempotency_key, coalesce(enqueue.priority, 0),
-         greatest(coalesce(enqueue.deliver_at, now()), now()));
+         greatest(coalesce(enqueue.deliver_at, now()), now()),
+         enqueue.traceparent, enqueue.tracestate);
     IF v_wake THEN
         PERFORM outbox._wake_workers();
     END IF;
@@ -278,7 +340,9 @@ CREATE FUNCTION outbox.enqueue_many(
     idempotency_keys text[] DEFAULT NULL,
     priorities integer[] DEFAULT NULL,
     deliver_ats timestamptz[] DEFAULT NULL,
-    headers jsonb[] DEFAULT NULL)
+    headers jsonb[] DEFAULT NULL,
+    traceparents text[] DEFAULT NULL,
+    tracestates text[] DEFAULT NULL)
 RETURNS uuid[]
 LANGUAGE plpgsql VOLATILE
 AS $fn$
@@ -297,7 +361,8 @@ BEGIN
             ('endpoints', cardinality(endpoints)), ('keys', cardinality(keys)),
             ('idempotency_keys', cardinality(idempotency_keys)),
             ('priorities', cardinality(priorities)), ('deliver_ats', cardinality(deliver_ats)),
-            ('headers', cardinality(headers))) AS a(name, len)
+            ('headers', cardinality(headers)), ('traceparents', cardinality(traceparents)),
+            ('tracestates', cardinality(tracestates))) AS a(name, len)
         WHERE a.len IS DISTINCT FROM n AND (a.name = 'endpoints' OR a.len IS NOT NULL)
     LOOP
         PERFORM outbox._raise_problem(format('OB002¦%s¦has %s elements but payloads has %s',
@@ -315,10 +380,12 @@ BEGIN
            coalesce(outbox._message_problem(ch.payload_check, m.payload, m.key, m.idem,
                                             coalesce(m.priority, 0), m.deliver_at, m.hdrs, v_max),
                     CASE WHEN strpos(e.target, '{') > 0
-                         THEN outbox._target_problem(e.target, m.payload, m.key) END) AS problem
+                         THEN outbox._target_problem(e.target, m.payload, m.key) END,
+                    outbox._trace_problem(m.tp, m.ts)) AS problem
       INTO v_bad
-      FROM unnest(endpoints, payloads, keys, idempotency_keys, priorities, deliver_ats, headers)
-           WITH ORDINALITY AS m(endpoint, payload, key, idem, priority, deliver_at, hdrs, i)
+      FROM unnest(endpoints, payloads, keys, idempotency_keys, priorities, deliver_ats, headers,
+                  traceparents, tracestates)
+           WITH ORDINALITY AS m(endpoint, payload, key, idem, priority, deliver_at, hdrs, tp, ts, i)
       LEFT JOIN outbox.endpoints AS e ON e.name = m.endpoint
       LEFT JOIN outbox.channels AS ch ON ch.name = e.channel
      WHERE e.name IS NULL
@@ -329,13 +396,17 @@ BEGIN
                 AND coalesce(m.priority, 0) BETWEEN -32768 AND 32767
                 AND (m.deliver_at IS NULL OR isfinite(m.deliver_at))
                 AND m.hdrs IS NULL
+                AND (m.tp IS NULL
+                     OR m.tp ~ '^00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$')
+                AND m.ts IS NULL
                 AND ch.payload_check IS NULL
                 AND (strpos(e.target, '{') > 0) IS NOT TRUE) IS NOT TRUE  -- a NULL payload makes it NULL
            AND coalesce(outbox._message_problem(ch.payload_check, m.payload, m.key, m.idem,
                                                 coalesce(m.priority, 0), m.deliver_at, m.hdrs,
                                                 v_max),
                         CASE WHEN strpos(e.target, '{') > 0
-                             THEN outbox._target_problem(e.target, m.payload, m.key) END) IS NOT NULL
+                             THEN outbox._target_problem(e.target, m.payload, m.key) END,
+                        outbox._trace_problem(m.tp, m.ts)) IS NOT NULL
      ORDER BY m.i
      LIMIT 1;
     IF FOUND THEN
@@ -375,12 +446,15 @@ BEGIN
     END IF;
 
     INSERT INTO outbox.messages
-        (id, endpoint, payload, headers, key, idempotency_key, priority, available_at)
+        (id, endpoint, payload, headers, key, idempotency_key, priority, available_at,
+         traceparent, tracestate)
     SELECT v_ids[m.i], m.endpoint, m.payload, m.hdrs,
            coalesce(m.key, m.payload ->> ch.default_key),
-           m.idem, coalesce(m.priority, 0), greatest(coalesce(m.deliver_at, now()), now())
-      FROM unnest(endpoints, payloads, keys, idempotency_keys, priorities, deliver_ats, headers)
-           WITH ORDINALITY AS m(endpoint, payload, key, idem, priority, deliver_at, hdrs, i)
+           m.idem, coalesce(m.priority, 0), greatest(coalesce(m.deliver_at, now()), now()),
+           m.tp, m.ts
+      FROM unnest(endpoints, payloads, keys, idempotency_keys, priorities, deliver_ats, headers,
+                  traceparents, tracestates)
+           WITH ORDINALITY AS m(endpoint, payload, key, idem, priority, deliver_at, hdrs, tp, ts, i)
       JOIN outbox.endpoints AS e ON e.name = m.endpoint
       JOIN outbox.channels AS ch ON ch.name = e.channel
      WHERE v_final[m.i] = v_ids[m.i]
@@ -392,8 +466,8 @@ BEGIN
 END
 $fn$;
 -- split --
-COMMENT ON FUNCTION outbox.enqueue(text, jsonb, text, text, integer, timestamptz, jsonb) IS
-'Insert one message inside the caller''s transaction and return its id. Bad input raises SQLSTATE OB001 (unknown endpoint), OB002 (invalid argument) or OB003 (too large), message "field: problem"; nothing is inserted. A repeated idempotency_key for the endpoint, within outbox.config.dedupe_window, returns the first message''s id.';
+COMMENT ON FUNCTION outbox.enqueue(text, jsonb, text, text, integer, timestamptz, jsonb, text, text) IS
+'Insert one message inside the caller''s transaction and return its id. Bad input raises SQLSTATE OB001 (unknown endpoint), OB002 (invalid argument) or OB003 (too large), message "field: problem"; nothing is inserted. A repeated idempotency_key for the endpoint, within outbox.config.dedupe_window, returns the first message''s id. traceparent and tracestate (W3C Trace Context, optional) travel with the message onward, in the headers its receiver gets.';
 -- split --
-COMMENT ON FUNCTION outbox.enqueue_many(text[], jsonb[], text[], text[], integer[], timestamptz[], jsonb[]) IS
+COMMENT ON FUNCTION outbox.enqueue_many(text[], jsonb[], text[], text[], integer[], timestamptz[], jsonb[], text[], text[]) IS
 'Insert many messages in one call. The arrays are parallel; a NULL array means defaults. Returns the ids in input order. If any row is rejected nothing is inserted and the error names it as messages[i].field.';

@@ -13,7 +13,7 @@
 -- per-key intervals, and returns each message's delay (its rate-limit slot) and whether it is a circuit probe. "Due" is
 -- decided by state and time, never by "highest id seen" (ids commit out of order). The transaction is only this statement:
 -- in flight is a state of the row (lease_token), not an open transaction across HTTP.
-SELECT id, endpoint, payload, headers, key, attempts, first_attempt_at, seq, delay, probe, lead
+SELECT id, endpoint, payload, headers, key, attempts, first_attempt_at, seq, delay, probe, lead, traceparent, tracestate
   FROM outbox._claim($1, $2, $3, $4, $5, $6);
 
 -- finish --
@@ -40,14 +40,14 @@ gone AS (
      USING r
      WHERE m.id = r.id AND m.lease_token = r.token AND r.outcome IN ('delivered', 'dead')
     RETURNING m.id, m.endpoint, m.payload, m.headers, m.key, m.idempotency_key, m.priority, m.created_at, m.seq,
-              m.attempts + 1 AS attempt, r.outcome, r.status_code, r.error, r.excerpt, r.duration_ms, r.started_at,
+              m.traceparent, m.tracestate, m.attempts + 1 AS attempt, r.outcome, r.status_code, r.error, r.excerpt, r.duration_ms, r.started_at,
               r.retry_at, r.reason),
 dead AS (
     INSERT INTO outbox.dead_letters
         (message_id, endpoint, payload, headers, key, idempotency_key, priority, attempts, last_error, reason, created_at,
-         seq)
+         seq, traceparent, tracestate)
     SELECT g.id, g.endpoint, g.payload, g.headers, g.key, g.idempotency_key, g.priority, g.attempt, g.error, g.reason,
-           g.created_at, g.seq
+           g.created_at, g.seq, g.traceparent, g.tracestate
       FROM gone AS g
      WHERE g.outcome = 'dead'),
 retried AS (

@@ -149,10 +149,11 @@ released AS (
      WHERE m.endpoint = u.endpoint AND m.key = u.key AND m.held IS NOT NULL),
 requeued AS (
     INSERT INTO outbox.messages
-        (id, seq, endpoint, payload, headers, key, idempotency_key, priority, available_at, created_at)
+        (id, seq, endpoint, payload, headers, key, idempotency_key, priority, available_at, created_at, traceparent,
+         tracestate)
     OVERRIDING SYSTEM VALUE
     SELECT p.message_id, coalesce(p.seq, nextval(pg_get_serial_sequence('outbox.messages', 'seq'))), p.endpoint,
-           p.payload, p.headers, p.key, p.idempotency_key, p.priority, now(), p.created_at
+           p.payload, p.headers, p.key, p.idempotency_key, p.priority, now(), p.created_at, p.traceparent, p.tracestate
       FROM picked AS p
     RETURNING id)
 SELECT count(*) FROM requeued;

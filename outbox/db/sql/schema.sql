@@ -62,14 +62,24 @@ $$;
 
 -- schema_grant_again --
 -- After the functions and views were created again: the privileges kept by schema_keep_privileges, on each object that
--- exists again under the same name and arguments, exactly (PUBLIC's default EXECUTE is revoked where it had been).
+-- exists again under the same name and arguments, exactly (PUBLIC's default EXECUTE is revoked where it had been). A
+-- function that gained trailing arguments (optional ones: every existing call still works, as when outbox.enqueue()
+-- took traceparent and tracestate) keeps its privileges under its new arguments.
 DO $$
 DECLARE
     k record;
     a record;
 BEGIN
     FOR k IN SELECT * FROM outbox_kept_privileges LOOP
-        CONTINUE WHEN (k.kind = 'FUNCTION' AND to_regprocedure(k.object) IS NULL)
+        IF k.kind = 'FUNCTION' AND to_regprocedure(k.object) IS NULL THEN
+            SELECT p.oid::regprocedure::text INTO k.object
+              FROM pg_proc AS p
+             WHERE p.pronamespace = 'outbox'::regnamespace
+               AND starts_with(p.oid::regprocedure::text, rtrim(k.object, ')') || ',')
+             ORDER BY p.pronargs
+             LIMIT 1;
+        END IF;
+        CONTINUE WHEN (k.kind = 'FUNCTION' AND (k.object IS NULL OR to_regprocedure(k.object) IS NULL))
                    OR (k.kind = 'TABLE' AND to_regclass(k.object) IS NULL);
         EXECUTE format('REVOKE ALL ON %s %s FROM PUBLIC', k.kind, k.object);
         FOR a IN SELECT x.grantee, x.privilege_type, x.is_grantable

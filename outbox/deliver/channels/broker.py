@@ -61,7 +61,8 @@ class Outbound:
     message: Claimed
     target: str  # the rendered --target
     body: bytes  # the payload's JSON text, UTF-8
-    headers: dict[str, str]  # the endpoint's, the message's own, then outbox-id and outbox-key
+    # The endpoint's, the message's own, then ours: traceparent/tracestate, outbox-id, outbox-key.
+    headers: dict[str, str]
     id: str = ""  # the message's id as text (filled in when not given)
 
     def __post_init__(self) -> None:
@@ -156,7 +157,7 @@ class BrokerChannel(ABC):
         clock = AttemptClock()
         used: Any = None  # the connection this send published on
         try:
-            out = self._outbound(delivery.head, endpoint)
+            out = self._outbound(delivery.head, endpoint, delivery.onward_trace())
             link = self._links.get(endpoint.name)
             if (
                 link is None
@@ -219,7 +220,12 @@ class BrokerChannel(ABC):
             c = Classification(c.verdict, reason, c.retry_after, c.health, c.throttle, pause)
         return clock.result(c, error=redact_text(failure.error, secrets))
 
-    def _outbound(self, message: Claimed, endpoint: Endpoint) -> Outbound:
+    def _outbound(
+        self,
+        message: Claimed,
+        endpoint: Endpoint,
+        trace: tuple[str | None, str | None] = (None, None),
+    ) -> Outbound:
         if endpoint.secret_problem:
             raise refused(endpoint.secret_problem)
         if not endpoint.url:
@@ -230,10 +236,18 @@ class BrokerChannel(ABC):
             target = template.render(message.id, message.key, payload)
         except TemplateError as exc:
             raise permanent(str(exc)) from None
-        # The endpoint's --header values, then the message's own, then ours.
+        # The endpoint's --header values, then the message's own, then ours
+        # (the trace context sent onward, W3C traceparent and tracestate, among them).
         headers: dict[str, str] = dict(endpoint.headers)
         if message.headers:
             headers.update(json.loads(message.headers))
+        traceparent, tracestate = trace
+        if traceparent is not None:
+            headers["traceparent"] = traceparent
+            if tracestate is not None:
+                headers["tracestate"] = tracestate
+            else:
+                headers.pop("tracestate", None)
         headers[ID_HEADER] = text_id = str(message.id)
         if message.key is not None:
             headers[KEY_HEADER] = message.key

@@ -45,7 +45,7 @@ from outbox.deliver.channels.broker import (
     refused,
     retryable,
 )
-from outbox.deliver.channels.spec import ChannelSpec
+from outbox.deliver.channels.spec import ChannelSpec, Telemetry
 from outbox.deliver.channels.urls import broker_url_check, broker_url_pattern
 from outbox.deliver.model import Endpoint
 
@@ -258,4 +258,5 @@ SPEC = ChannelSpec(
     secret_help="the password of the URL's user",
     settings=frozenset({"target", "retain"}),
     needs=frozenset({"target"}),
+    telemetry=Telemetry("messaging", "mqtt"),
 )

@@ -43,7 +43,7 @@ from outbox.deliver.channels.broker import (
     refused,
     retryable,
 )
-from outbox.deliver.channels.spec import ChannelSpec
+from outbox.deliver.channels.spec import ChannelSpec, Telemetry
 from outbox.deliver.channels.urls import broker_url_check, broker_url_pattern
 from outbox.deliver.model import Endpoint
 
@@ -233,4 +233,5 @@ SPEC = ChannelSpec(
     secret_help="the password of the URL's user",
     settings=frozenset({"target", "exchange"}),
     needs=frozenset({"target"}),
+    telemetry=Telemetry("messaging", "rabbitmq"),
 )

@@ -69,6 +69,17 @@ class Sql:
 
 
 @dataclass(frozen=True, slots=True)
+class Telemetry:
+    """How an attempt on a channel shows as an OpenTelemetry span
+    (`outbox.deliver.otel`): ``http`` (a CLIENT span with the HTTP client
+    conventions), ``messaging`` (a PRODUCER span; ``system`` is its
+    ``messaging.system``) or ``internal``."""
+
+    kind: Literal["http", "messaging", "internal"] = "internal"
+    system: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ChannelSpec:
     """One kind of destination, declared once."""
 
@@ -90,6 +101,7 @@ class ChannelSpec:
     settings: frozenset[str] = frozenset()  # settings only some channels take, that this one does
     needs: frozenset[str] = frozenset()  # of those, the ones every endpoint of it must have
     sql: Sql = Sql()
+    telemetry: Telemetry = Telemetry()
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):

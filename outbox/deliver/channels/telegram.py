@@ -47,7 +47,7 @@ from outbox.deliver.channels.http import (
     ssrf_refusal,
     transport_failure,
 )
-from outbox.deliver.channels.spec import ChannelSpec, Sql
+from outbox.deliver.channels.spec import ChannelSpec, Sql, Telemetry
 from outbox.deliver.channels.urls import HTTP_URL_PATTERN, check_http_url
 from outbox.deliver.model import AttemptClock, AttemptResult, Delivery, Endpoint, Rewrite
 from outbox.deliver.policy import (
@@ -228,4 +228,5 @@ SPEC = ChannelSpec(
         group_keys="-%",  # group chats have negative ids
         riders="outbox._telegram_riders",
     ),
+    telemetry=Telemetry("http"),
 )

@@ -29,7 +29,7 @@ from outbox.deliver.channels.http import (
     transport_failure,
 )
 from outbox.deliver.channels.signing import signature_header
-from outbox.deliver.channels.spec import ChannelSpec
+from outbox.deliver.channels.spec import ChannelSpec, Telemetry
 from outbox.deliver.channels.urls import HTTP_URL_PATTERN, check_http_url
 from outbox.deliver.model import AttemptClock, AttemptResult, Claimed, Delivery, Endpoint
 from outbox.deliver.policy import Classification, Verdict, classify_status, parse_retry_after
@@ -56,7 +56,7 @@ class WebhookChannel(HttpChannel):
         if refused:
             return result(ssrf_refusal(refused), error=f"SSRFGuard: {refused}")
         body = message.payload.encode()
-        headers = self.headers_for(message, endpoint, body)
+        headers = self.headers_for(message, endpoint, body, delivery.onward_trace())
         try:
             reply = await self.clients.post(endpoint, endpoint.url, body, headers)
         except TRANSPORT_ERRORS as exc:
@@ -74,12 +74,25 @@ class WebhookChannel(HttpChannel):
         )
 
     @staticmethod
-    def headers_for(message: Claimed, endpoint: Endpoint, body: bytes) -> CIMultiDict[str]:
+    def headers_for(
+        message: Claimed,
+        endpoint: Endpoint,
+        body: bytes,
+        trace: tuple[str | None, str | None] = (None, None),
+    ) -> CIMultiDict[str]:
         """Endpoint headers, then per-message headers, then ours (which always win,
-        whatever the case of a name given before)."""
+        whatever the case of a name given before); ``trace``: the W3C trace
+        context sent onward (`Delivery.onward_trace`), when there is one."""
         headers = CIMultiDict(endpoint.headers)
         if message.headers:
             headers.update(json.loads(message.headers))
+        traceparent, tracestate = trace
+        if traceparent is not None:
+            headers["traceparent"] = traceparent
+            if tracestate is not None:
+                headers["tracestate"] = tracestate
+            else:
+                headers.popall("tracestate", None)
         timestamp = int(time.time())
         headers["content-type"] = "application/json"
         headers["webhook-id"] = str(message.id)
@@ -99,4 +112,5 @@ SPEC = ChannelSpec(
     url="required",
     url_pattern=HTTP_URL_PATTERN,
     check_url=check_http_url,
+    telemetry=Telemetry("http"),
 )
