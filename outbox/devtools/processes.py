@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from typing import IO, Any
 
 from outbox.deliver.supervisor import worker_command
@@ -15,8 +16,10 @@ def spawn_worker(
     log_level: str = "WARNING",
     env: dict[str, str] | None = None,
     output: IO[Any] | int | None = None,
+    traced: bool = False,
 ) -> subprocess.Popen[bytes]:
-    """Start a worker on ``database_url``.
+    """Start a worker on ``database_url`` (``traced``: with every attempt span
+    sampled, `outbox.devtools.bench.traced_worker`).
 
     The URL travels in the child's environment, not on its command line,
     where ``ps`` would show a password to every user of the host.
@@ -28,7 +31,9 @@ def spawn_worker(
         "OUTBOX_DATABASE_URL": database_url,
     }
     return subprocess.Popen(  # noqa: S603 - our own interpreter and module
-        worker_command(*args),
+        [sys.executable, "-m", "outbox.devtools.bench.traced_worker", *args]
+        if traced
+        else worker_command(*args),
         env=child_env,
         stdout=output,
         stderr=subprocess.STDOUT if output is not None else None,

@@ -189,10 +189,16 @@ async def ensure_endpoint(conn: Any, name: str, channel: str = "null", **setting
 
 
 async def fill_backlog(
-    conn: Any, endpoint: str, n: int, *, key: Callable[[int], str] | None = None
+    conn: Any,
+    endpoint: str,
+    n: int,
+    *,
+    key: Callable[[int], str] | None = None,
+    traced: bool = False,
 ) -> None:
     """Replace ``endpoint``'s queue with ``n`` fresh messages (10,000 per call),
-    message ``i`` with the key ``key(i)`` if given."""
+    message ``i`` with the key ``key(i)`` if given, and with ``traced`` a trace
+    context of its own (sampled), as from a traced service's requests."""
     from outbox.produce.enqueue import enqueue_many
 
     await conn.execute("DELETE FROM outbox.messages WHERE endpoint = $1", endpoint)
@@ -205,6 +211,7 @@ async def fill_backlog(
                     [
                         {"endpoint": endpoint, "payload": {"i": i}}
                         | ({"key": key(i)} if key else {})
+                        | ({"traceparent": f"00-{i + 1:032x}-{i + 1:016x}-01"} if traced else {})
                         for i in range(start, min(n, start + 10_000))
                     ],
                 )

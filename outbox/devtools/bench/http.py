@@ -35,13 +35,21 @@ async def add_endpoint(conn: Any, url: str, name: str = ENDPOINT) -> None:
     )
 
 
-async def worker_rate(db: str, url: str, n: int, concurrency: int) -> float:
+async def worker_rate(
+    db: str, url: str, n: int, concurrency: int, *, traced: bool = False
+) -> float:
+    """Deliveries/s of one worker process. Every message carries a sampled trace
+    context; with ``traced`` the worker makes a span of every attempt (all
+    sampled, batched to an exporter that drops them: `traced_worker`),
+    without it the worker has no SDK and passes each context on unchanged."""
     conn = await connect(db)
     try:
         await add_endpoint(conn, url)
-        await fill_backlog(conn, ENDPOINT, n)
+        await fill_backlog(conn, ENDPOINT, n, traced=True)
         since = await conn.fetchval("SELECT clock_timestamp()")
-        proc = spawn_worker(db, "--concurrency", str(concurrency), "--poll-interval", "0.05")
+        proc = spawn_worker(
+            db, "--concurrency", str(concurrency), "--poll-interval", "0.05", traced=traced
+        )
         try:
             return await drain_rate(conn, ENDPOINT, n, since)
         finally:
@@ -67,14 +75,16 @@ async def run(
 ) -> dict[str, Any]:
     receiver, url = start_receiver()
     ours = Figure("http_worker", "deliveries/s")
+    traced = Figure("http_worker_traced", "deliveries/s")
     bare = Figure("http_bare_aiohttp", "requests/s")
     try:
         for _ in range(rounds):
             ours.rounds.append(await worker_rate(db, url, messages, concurrency))
+            traced.rounds.append(await worker_rate(db, url, messages, concurrency, traced=True))
             bare.rounds.append(await aiohttp_rate(url, messages, concurrency))
             if progress:
-                progress(ours.name, ours.rounds[-1])
-                progress(bare.name, bare.rounds[-1])
+                for figure in (ours, traced, bare):
+                    progress(figure.name, figure.rounds[-1])
     finally:
         receiver.terminate()
         receiver.wait(10)
@@ -84,6 +94,12 @@ async def run(
         "concurrency": concurrency,
         ours.name: ours.to_json(),
         bare.name: bare.to_json(),
+        traced.name: traced.to_json(),
         "ratio_to_ceiling": ours.median / bare.median,
+        # What tracing costs: 1 - traced / untraced, medians of the same run (target <= 15%).
+        "tracing_cost": 1 - traced.median / ours.median,
+        "tracing_cost_by_round": [
+            1 - t / o for t, o in zip(traced.rounds, ours.rounds, strict=True)
+        ],
         "ratio_by_round": [o / b for o, b in zip(ours.rounds, bare.rounds, strict=True)],
     }

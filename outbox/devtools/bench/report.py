@@ -71,7 +71,15 @@ def _memory(r: Result) -> list[str]:
 def _http(r: Result) -> list[str]:
     return [
         f"http     worker {_median(r, 'http_worker'):,.0f}/s  bare aiohttp "
-        f"{_median(r, 'http_bare_aiohttp'):,.0f}/s  ratio {r['ratio_to_ceiling']:.0%}"
+        f"{_median(r, 'http_bare_aiohttp'):,.0f}/s  ratio {r['ratio_to_ceiling']:.0%}",
+        *(
+            [
+                f"         traced {_median(r, 'http_worker_traced'):,.0f}/s  tracing costs "
+                f"{r['tracing_cost']:.0%} (target <= 15%)"
+            ]
+            if "tracing_cost" in r
+            else []
+        ),
     ]
 
 
