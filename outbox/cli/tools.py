@@ -135,9 +135,10 @@ def bench_cmd(
     batch form. drain: one worker process vs a raw-SQL claim-and-complete loop.
     http: one worker delivering webhooks (ledger included) to a receiver
     process, without tracing and with every attempt span sampled, vs a bare
-    aiohttp client posting to it. latency: commit-to-receipt at a steady rate. backlog: the first and the last
-    tenth of a 1,000,000-message drain. memory: a worker's peak resident memory
-    at --concurrency 500. transport: httpx vs httpx over aiohttp vs bare aiohttp.
+    aiohttp client posting to it. latency: commit-to-receipt at a steady
+    rate. backlog: the first and the last tenth of a 1,000,000-message drain.
+    memory: a worker's peak resident memory at --concurrency 500. transport:
+    httpx vs httpx over aiohttp vs bare aiohttp.
     stats: SELECT * FROM outbox.stats with 1,000,000 ledger rows in the last
     hour and 100,000 queued messages (written and removed again).
 
