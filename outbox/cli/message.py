@@ -35,7 +35,16 @@ def message_show(
 
     console = Console()
     console.print(f"message {story.id}: [bold]{story.state}[/bold] (endpoint {story.endpoint})")
-    for field in ("key", "attempts", "created_at", "next_attempt_at", "last_error", "held"):
+    shown = (
+        "key",
+        "attempts",
+        "created_at",
+        "next_attempt_at",
+        "last_error",
+        "held",
+        "traceparent",
+    )
+    for field in shown:
         if story.details.get(field) is not None:
             console.print(f"  {field}: {story.details[field]}")
     table = Table("#", "started", "ms", "status", "outcome", "why")

@@ -28,6 +28,13 @@ from outbox.produce.enqueue import enqueue
 @click.option(
     "--header", "headers", multiple=True, metavar="'Name: value'", help="Extra header (repeatable)."
 )
+@click.option(
+    "--traceparent",
+    envvar="TRACEPARENT",
+    help="W3C trace context the receiver's trace joins (default: $TRACEPARENT, as a traced "
+    "parent process passes it).",
+)
+@click.option("--tracestate", envvar="TRACESTATE", help="W3C tracestate (default: $TRACESTATE).")
 @click.pass_context
 def enqueue_cmd(
     ctx: click.Context,
@@ -39,6 +46,8 @@ def enqueue_cmd(
     priority: int,
     deliver_at: datetime | None,
     headers: tuple[str, ...],
+    traceparent: str | None,
+    tracestate: str | None,
 ) -> None:
     """Enqueue one message for ENDPOINT and print its id."""
     body = read_payload(payload)
@@ -55,6 +64,8 @@ def enqueue_cmd(
                 priority=priority,
                 deliver_at=deliver_at,
                 headers=extra,
+                traceparent=traceparent,
+                tracestate=tracestate,
             )
 
     click.echo(str(on_database(ctx, go)))

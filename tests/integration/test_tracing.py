@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import asyncpg
 import pytest
@@ -22,6 +23,7 @@ from outbox.deliver.channels import registry
 from outbox.deliver.otel import OtelTracer
 from outbox.devtools.receiver import Action, Receiver, fail_first
 from outbox.operate.dead import requeue
+from outbox.operate.messages import message_story
 from outbox.produce.trace import trace_problem
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -327,3 +329,41 @@ async def test_a_requeued_dead_letter_keeps_its_trace(
             await until(lambda: len(rx.snapshot()) == 2)
     assert rx.snapshot()[1].headers["traceparent"] == TRACEPARENT
     assert rx.snapshot()[1].headers["webhook-id"] == str(message_id)
+
+
+async def test_a_messages_story_shows_its_trace_context(conn: asyncpg.Connection) -> None:
+    """`outbox message show` names the trace to look up, pending or dead."""
+    await add_endpoint(conn, "hook", "https://example.com/in")
+    async with conn.transaction():
+        message_id = await outbox.enqueue(conn, "hook", {}, traceparent=TRACEPARENT)
+    story = await message_story(conn, message_id)
+    assert story.to_json()["traceparent"] == TRACEPARENT
+    assert story.to_json()["tracestate"] is None
+
+
+async def test_the_enqueue_command_takes_the_context_from_its_flags_or_the_environment(
+    database_url: str, conn: asyncpg.Connection
+) -> None:
+    from click.testing import CliRunner, Result
+
+    from outbox.cli import main
+
+    await add_endpoint(conn, "hook", "https://example.com/in")
+
+    def invoke(*args: str, **env: str) -> Result:
+        environ = {"OUTBOX_DATABASE_URL": database_url, **env}
+        return CliRunner().invoke(main, list(args), env=environ)
+
+    def run(*args: str, **env: str) -> Result:  # in a thread: the command runs its own loop
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(invoke, *args, **env).result()
+
+    flags = run("enqueue", "hook", "--payload", "{}", "--traceparent", TRACEPARENT)
+    assert flags.exit_code == 0, flags.output
+    inherited = run("enqueue", "hook", "--payload", "{}", TRACEPARENT=TRACEPARENT, TRACESTATE="a=1")
+    assert inherited.exit_code == 0, inherited.output
+    bad = run("enqueue", "hook", "--payload", "{}", "--traceparent", "x")
+    assert bad.exit_code != 0
+    assert "traceparent: is not a W3C traceparent" in bad.output
+    stored = await conn.fetch("SELECT traceparent, tracestate FROM outbox.messages ORDER BY seq")
+    assert [tuple(r) for r in stored] == [(TRACEPARENT, None), (TRACEPARENT, "a=1")]

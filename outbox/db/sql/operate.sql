@@ -183,10 +183,11 @@ SELECT count(*) FROM outbox.dead_letters
 SELECT 'unfinished' AS place, endpoint, key, attempts, payload::text AS payload, created_at,
        CASE WHEN lease_token IS NOT NULL THEN 'in flight'
             WHEN available_at > now() THEN 'scheduled' ELSE 'pending' END AS state,
-       available_at AS next_attempt_at, last_error, held
+       available_at AS next_attempt_at, last_error, held, traceparent, tracestate
   FROM outbox.messages WHERE id = $1
 UNION ALL
-SELECT 'dead', endpoint, key, attempts, payload::text, created_at, 'dead', NULL, last_error, NULL
+SELECT 'dead', endpoint, key, attempts, payload::text, created_at, 'dead', NULL, last_error, NULL, traceparent,
+       tracestate
   FROM outbox.dead_letters WHERE message_id = $1;
 
 -- message_attempts --
