@@ -172,7 +172,16 @@ class OtelTracer:
                 name, context, kind, attributes=attributes, links=links or None
             )
             own = span.get_span_context()
-            if own.is_valid:
+            if not own.is_valid:
+                return span
+            if context is not _EMPTY and parent is not None and own.trace_id == parent.trace_id:
+                # A child: the producer's trace id and tracestate, as they were written.
+                assert head.traceparent is not None
+                delivery.trace = (
+                    f"00{head.traceparent[2:36]}{own.span_id:016x}-{own.trace_flags:02x}",
+                    head.tracestate,
+                )
+            else:
                 delivery.trace = onward(own)
             return span
         except Exception:  # tracing must never cost a delivery
