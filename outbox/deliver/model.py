@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +22,7 @@ __all__ = [
     "Finished",
     "Reaped",
     "Rewrite",
+    "put_trace",
 ]
 
 
@@ -67,6 +69,19 @@ class Delivery:
     @property
     def endpoint(self) -> str:
         return self.messages[0].endpoint
+
+
+def put_trace(headers: MutableMapping[str, str], trace: tuple[str | None, str | None]) -> None:
+    """Write a trace context (`Delivery.onward_trace`) into outgoing headers: ours
+    win over a ``traceparent`` or ``tracestate`` given before; none, none written."""
+    traceparent, tracestate = trace
+    if traceparent is None:
+        return
+    headers["traceparent"] = traceparent
+    if tracestate is not None:
+        headers["tracestate"] = tracestate
+    else:
+        headers.pop("tracestate", None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,7 +39,14 @@ from urllib.parse import unquote, urlsplit
 from outbox._redact import redact_text
 from outbox.deliver.channels.deadlines import Deadlines
 from outbox.deliver.channels.spec import ChannelContext
-from outbox.deliver.model import AttemptClock, AttemptResult, Claimed, Delivery, Endpoint
+from outbox.deliver.model import (
+    AttemptClock,
+    AttemptResult,
+    Claimed,
+    Delivery,
+    Endpoint,
+    put_trace,
+)
 from outbox.deliver.policy import Classification, Health, Verdict
 from outbox.settings.template import Template, TemplateError, parse
 
@@ -241,13 +248,7 @@ class BrokerChannel(ABC):
         headers: dict[str, str] = dict(endpoint.headers)
         if message.headers:
             headers.update(json.loads(message.headers))
-        traceparent, tracestate = trace
-        if traceparent is not None:
-            headers["traceparent"] = traceparent
-            if tracestate is not None:
-                headers["tracestate"] = tracestate
-            else:
-                headers.pop("tracestate", None)
+        put_trace(headers, trace)
         headers[ID_HEADER] = text_id = str(message.id)
         if message.key is not None:
             headers[KEY_HEADER] = message.key

@@ -31,7 +31,14 @@ from outbox.deliver.channels.http import (
 from outbox.deliver.channels.signing import signature_header
 from outbox.deliver.channels.spec import ChannelSpec, Telemetry
 from outbox.deliver.channels.urls import HTTP_URL_PATTERN, check_http_url
-from outbox.deliver.model import AttemptClock, AttemptResult, Claimed, Delivery, Endpoint
+from outbox.deliver.model import (
+    AttemptClock,
+    AttemptResult,
+    Claimed,
+    Delivery,
+    Endpoint,
+    put_trace,
+)
 from outbox.deliver.policy import Classification, Verdict, classify_status, parse_retry_after
 
 
@@ -86,13 +93,7 @@ class WebhookChannel(HttpChannel):
         headers = CIMultiDict(endpoint.headers)
         if message.headers:
             headers.update(json.loads(message.headers))
-        traceparent, tracestate = trace
-        if traceparent is not None:
-            headers["traceparent"] = traceparent
-            if tracestate is not None:
-                headers["tracestate"] = tracestate
-            else:
-                headers.popall("tracestate", None)
+        put_trace(headers, trace)
         timestamp = int(time.time())
         headers["content-type"] = "application/json"
         headers["webhook-id"] = str(message.id)
