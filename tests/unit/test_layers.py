@@ -20,6 +20,7 @@ ALLOWED: dict[str, set[str]] = {
     "outbox.db": set(),
     "outbox.produce": {"outbox.db"},
     "outbox.deliver": {"outbox.db"},
+    "outbox.receive": {"outbox.deliver"},
     "outbox.operate": {"outbox.db", "outbox.produce", "outbox.deliver"},
     "outbox.cli": {
         "outbox.db",

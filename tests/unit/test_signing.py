@@ -59,3 +59,11 @@ def test_known_vector_from_the_specification_examples() -> None:
     body = b'{"test": 2432232314}'
     value = sign(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body)
     assert value == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+
+
+def test_a_whsec_secret_without_its_base64_padding_is_the_same_key() -> None:
+    # The reference libraries pad before decoding; a secret pasted without its
+    # trailing "=" must not silently become a different (UTF-8) key.
+    padded = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
+    assert padded.endswith("=")
+    assert sign(padded.rstrip("="), "m", 1, b"{}") == sign(padded, "m", 1, b"{}")

@@ -1,7 +1,8 @@
 """Standard Webhooks signatures: ``v1,`` + base64(HMAC-SHA256(secret, id.timestamp.body)).
 
 A secret may be given as ``whsec_<base64>`` (the Standard Webhooks form: the
-key is the decoded bytes) or as any other string (its UTF-8 bytes are the key).
+key is the decoded bytes, padding optional as in the reference libraries) or
+as any other string (its UTF-8 bytes are the key).
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import hmac
 
 def secret_key(secret: str) -> bytes:
     if secret.startswith("whsec_"):
+        encoded = secret[len("whsec_") :]
         try:
-            return base64.b64decode(secret[len("whsec_") :], validate=True)
+            return base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
         except (binascii.Error, ValueError):
             pass
     return secret.encode()
