@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -12,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import psutil
 
 import outbox
@@ -127,6 +132,8 @@ async def enqueue(
         )
 
 
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
 FAST_RETRIES = {
     "OUTBOX_BACKOFF_BASE": "0.05",
     "OUTBOX_BACKOFF_CAP": "0.2",
@@ -158,6 +165,54 @@ class WorkerProcess:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+
+
+class AppProcess:
+    """An example ASGI app (``examples/<module>.py``) under uvicorn in a child
+    process on a free loopback port; `stop` ends it with SIGTERM."""
+
+    def __init__(self, module: str, env: dict[str, str], *, log_dir: Path) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.log = log_dir / f"{module}-{time.monotonic_ns()}.log"
+        command = [
+            sys.executable, "-m", "uvicorn", f"{module}:app", "--app-dir", str(EXAMPLES),
+            "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning",
+        ]  # fmt: skip
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                command, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT
+            )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def ready(self, within: float = 30.0) -> None:
+        deadline = time.monotonic() + within
+        async with httpx.AsyncClient() as client:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"the app exited: {self.output()}")
+                try:
+                    await client.get(self.url + "/docs", timeout=1)
+                    return
+                except httpx.TransportError:
+                    await asyncio.sleep(0.1)
+        raise AssertionError(f"the app did not answer within {within}s: {self.output()}")
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
 
 
 def children(pid: int) -> list[psutil.Process]:
