@@ -164,6 +164,19 @@ def database_url(pg_server_url: str, template_database: str) -> Iterator[str]:
 
 
 @pytest.fixture
+def blank_database_url(pg_server_url: str) -> Iterator[str]:
+    """URL of an empty database of this test's own (no outbox schema): a receiver's,
+    say; dropped afterwards."""
+    name = _unique_name("outbox_blank")
+    _admin(pg_server_url, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield with_database(pg_server_url, name)
+    finally:
+        drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+        _admin(pg_server_url, drop.format(sql.Identifier(name)))
+
+
+@pytest.fixture
 async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     """An asyncpg connection (`outbox.db.connect`) to this test's database."""
     connection = await connect(database_url)
