@@ -136,3 +136,18 @@ async def test_node_example_commits_order_and_message_together(
     assert str(row["id"]) == message_id
     assert row["payload"] == {"event": "order.created", "order_id": order_id}
     assert row["key"] == "customer-grace"
+
+
+@pytest.mark.parametrize(
+    ("name", "start"),
+    [("fastapi_app.py", '@app.post("/orders"'), ("fastapi_receiver.py", '@app.post("/hooks')],
+)
+def test_the_readme_shows_the_fastapi_handlers_as_they_are_in_the_examples(
+    name: str, start: str
+) -> None:
+    source = (ROOT / "examples" / name).read_text(encoding="utf-8")
+    blocks = [b.split("```", 1)[0] for b in README.split("```python\n")[1:]]
+    shown = [b.strip() for b in blocks if b.startswith(start) and "BackgroundTasks" not in b]
+    assert shown, f"the README shows no handler of {name}"
+    for block in shown:
+        assert block in source
