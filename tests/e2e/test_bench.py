@@ -44,6 +44,21 @@ def test_backlog_reports_first_and_last_tenth_from_the_ledger(database_url: str)
 
 
 @pytest.mark.timeout(300)
+def test_http_reports_the_cost_of_tracing_all_and_one_in_ten(database_url: str) -> None:
+    (result,) = bench(database_url, "http", "--messages", "500", "--rounds", "1")["results"]
+    plain = result["http_worker"]["median"]
+    for name, cost in [("http_worker_traced", "tracing_cost"),
+                       ("http_worker_traced_1_in_10", "tracing_cost_sampled")]:  # fmt: skip
+        rate = result[name]["median"]
+        assert rate > 0
+        assert result[cost] == pytest.approx(1 - rate / plain)
+    assert result["sampled_every"] == 10
+    spans = result["span_costs_us"]
+    # An attempt span is an SDK span and more: its attributes, its parent.
+    assert 0 < spans["sdk_bare_span_us"] < spans["attempt_span_us"] < 10_000
+
+
+@pytest.mark.timeout(300)
 def test_memory_reports_the_workers_peak_rss(database_url: str) -> None:
     (result,) = bench(database_url, "memory", "--messages", "3000", "--rounds", "1")["results"]
     peak = result["memory_peak_rss"]["rounds"][0]

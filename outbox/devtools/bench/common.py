@@ -195,10 +195,12 @@ async def fill_backlog(
     *,
     key: Callable[[int], str] | None = None,
     traced: bool = False,
+    sampled_every: int = 1,
 ) -> None:
     """Replace ``endpoint``'s queue with ``n`` fresh messages (10,000 per call),
     message ``i`` with the key ``key(i)`` if given, and with ``traced`` a trace
-    context of its own (sampled), as from a traced service's requests."""
+    context of its own, as from a traced service's requests: sampled for one
+    message in ``sampled_every``, as a producer sampling at that ratio sets it."""
     from outbox.produce.enqueue import enqueue_many
 
     await conn.execute("DELETE FROM outbox.messages WHERE endpoint = $1", endpoint)
@@ -211,12 +213,16 @@ async def fill_backlog(
                     [
                         {"endpoint": endpoint, "payload": {"i": i}}
                         | ({"key": key(i)} if key else {})
-                        | ({"traceparent": f"00-{i + 1:032x}-{i + 1:016x}-01"} if traced else {})
+                        | ({"traceparent": _traceparent(i, sampled_every)} if traced else {})
                         for i in range(start, min(n, start + 10_000))
                     ],
                 )
             update(min(n, start + 10_000))
     await conn.execute("VACUUM ANALYZE outbox.messages")
+
+
+def _traceparent(i: int, sampled_every: int) -> str:
+    return f"00-{i + 1:032x}-{i + 1:016x}-{'01' if i % sampled_every == 0 else '00'}"
 
 
 async def remaining(conn: Any, endpoint: str) -> int:

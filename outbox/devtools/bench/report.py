@@ -75,7 +75,17 @@ def _http(r: Result) -> list[str]:
         *(
             [
                 f"         traced {_median(r, 'http_worker_traced'):,.0f}/s  tracing costs "
-                f"{r['tracing_cost']:.0%} (target <= 15%)"
+                f"{r['tracing_cost']:.0%} (target <= 15%)",
+                *(
+                    [
+                        f"         1 in {r['sampled_every']} sampled: tracing costs "
+                        f"{r['tracing_cost_sampled']:.0%}; one span costs "
+                        f"{r['span_costs_us']['attempt_span_us']:.0f} µs "
+                        f"(a bare SDK span {r['span_costs_us']['sdk_bare_span_us']:.0f} µs)"
+                    ]
+                    if "tracing_cost_sampled" in r
+                    else []
+                ),
             ]
             if "tracing_cost" in r
             else []
