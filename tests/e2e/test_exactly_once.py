@@ -108,6 +108,10 @@ def receiver_app() -> Any:
     return module.app
 
 
+def write_report(path: Path, figures: dict[str, Any]) -> None:
+    path.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+
+
 async def produce(url: str, committed: list[str], rolled_back: list[str]) -> None:
     conn = await connect(url)
     try:
@@ -202,7 +206,7 @@ async def test_sigkilled_workers_make_duplicates_and_the_inbox_makes_them_harmle
     }
     print("\nexactly-once:", json.dumps(figures))
     if report := os.environ.get("OUTBOX_EXACTLY_ONCE_REPORT"):
-        Path(report).write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+        write_report(Path(report), figures)
     assert dead == 0
     assert set(app.answered) == set(committed)  # every committed message arrived; none else
     assert duplicates > 0, "no kill made a duplicate: the run showed nothing; make it longer"
