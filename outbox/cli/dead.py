@@ -71,6 +71,7 @@ def dead_list(
 @click.option("--endpoint", help="All of this endpoint's.")
 @click.option("--since", metavar="WHEN", help="Dead at or after: a time or an age (2h).")
 @click.option("--until", metavar="WHEN", help="Dead before: a time or an age.")
+@click.option("--error", metavar="TEXT", help="Text in the last error or the reason.")
 @click.option("--all", "everything", is_flag=True, help="Every dead letter.")
 @click.pass_context
 def dead_requeue(
@@ -80,6 +81,7 @@ def dead_requeue(
     endpoint: str | None,
     since: str | None,
     until: str | None,
+    error: str | None,
     everything: bool,
 ) -> None:
     """Send dead letters again: by IDS, by endpoint and time range, or --all.
@@ -94,7 +96,7 @@ def dead_requeue(
         total = None
         if id_list is None:
             total = await operate.count_dead(
-                conn, endpoint=endpoint, since=since_at, until=until_at
+                conn, endpoint=endpoint, since=since_at, until=until_at, error=error
             )
         with Progress("requeueing", total) as advance:
             return await operate.requeue(
@@ -103,6 +105,7 @@ def dead_requeue(
                 endpoint=endpoint,
                 since=since_at,
                 until=until_at,
+                error=error,
                 everything=everything,
                 progress=advance,
             )

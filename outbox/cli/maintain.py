@@ -65,13 +65,16 @@ def prune_cmd(ctx: click.Context, database_url: str | None) -> None:
 @database_option
 @click.pass_context
 def roles_cmd(ctx: click.Context, database_url: str | None) -> None:
-    """Create the roles outbox_producer, outbox_worker and outbox_monitor (if
-    missing) and grant each exactly what it needs in this database.
+    """Create the roles outbox_producer, outbox_worker, outbox_monitor and
+    outbox_operator (if missing) and grant each exactly what it needs in this
+    database.
 
     Then give them to your login roles, e.g. GRANT outbox_producer TO app.
     Needs a role allowed to create roles and to grant on the outbox schema.
     """
     on_database(ctx, operate.apply_roles)
-    click.echo("roles outbox_producer, outbox_worker, outbox_monitor are ready; e.g.")
+    click.echo(
+        "roles outbox_producer, outbox_worker, outbox_monitor, outbox_operator are ready; e.g."
+    )
     click.echo("  GRANT outbox_producer TO app;  GRANT outbox_worker TO worker;")
-    click.echo("  GRANT outbox_monitor TO grafana;")
+    click.echo("  GRANT outbox_monitor TO grafana;  GRANT outbox_operator TO oncall;")

@@ -2,7 +2,8 @@
 -- NOLOGIN group roles; grant them to your login roles:
 --   GRANT outbox_producer TO app;     -- services that enqueue
 --   GRANT outbox_worker TO worker;    -- `outbox worker`
---   GRANT outbox_monitor TO grafana;  -- dashboards, `outbox stats`
+--   GRANT outbox_monitor TO grafana;  -- dashboards, `outbox stats`, `outbox web` read-only
+--   GRANT outbox_operator TO oncall;  -- `outbox web` with actions, `outbox dead`
 -- The functions are SECURITY INVOKER (measured: DEFINER cost ~14 µs per
 -- enqueue), so the producer gets exactly what outbox.enqueue() touches, down
 -- to the column: it can insert messages and read the endpoint names and
@@ -21,10 +22,13 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'outbox_monitor') THEN
         CREATE ROLE outbox_monitor NOLOGIN;
     END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'outbox_operator') THEN
+        CREATE ROLE outbox_operator NOLOGIN;
+    END IF;
 END
 $$;
 -- split --
-GRANT USAGE ON SCHEMA outbox TO outbox_producer, outbox_worker, outbox_monitor;
+GRANT USAGE ON SCHEMA outbox TO outbox_producer, outbox_worker, outbox_monitor, outbox_operator;
 -- split --
 -- PostgreSQL lets PUBLIC execute every new function. The SECURITY DEFINER
 -- ones run with the owner's rights, so only the roles granted below may call
@@ -106,10 +110,27 @@ GRANT EXECUTE ON FUNCTION
     outbox._stats()
     TO outbox_worker;
 -- split --
-GRANT SELECT ON outbox.stats, outbox.throughput, outbox.endpoint_health, outbox.blocked_keys
-    TO outbox_worker, outbox_monitor;
+GRANT SELECT ON outbox.stats, outbox.throughput, outbox.endpoint_health, outbox.blocked_keys,
+    outbox.endpoint_settings
+    TO outbox_worker, outbox_monitor, outbox_operator;
 -- split --
-GRANT EXECUTE ON FUNCTION outbox._stats() TO outbox_monitor;
+GRANT EXECUTE ON FUNCTION outbox._stats() TO outbox_monitor, outbox_operator;
 -- split --
 -- The per-minute rollups behind outbox.throughput: counts and latencies only.
-GRANT SELECT ON outbox.attempt_minutes, outbox.latency_minutes TO outbox_monitor;
+GRANT SELECT ON outbox.attempt_minutes, outbox.latency_minutes TO outbox_monitor, outbox_operator;
+-- split --
+-- The operator: reads what it acts on (messages, dead letters, the ledger, key
+-- blocks; never outbox.endpoints, whose URLs and secrets it sees only through
+-- outbox.endpoint_settings), and changes delivery only through the
+-- functions of schema/operator.sql.
+GRANT SELECT ON outbox.messages, outbox.dead_letters, outbox.attempts, outbox.key_blocks,
+    outbox.endpoint_state
+    TO outbox_operator;
+-- split --
+GRANT EXECUTE ON FUNCTION
+    outbox.requeue_dead(uuid[], text, timestamptz, timestamptz, boolean, text, integer),
+    outbox.purge_dead(double precision, text, integer),
+    outbox.pause_endpoint(text, text),
+    outbox.resume_endpoint(text),
+    outbox.unblock_key(text, text)
+    TO outbox_operator;

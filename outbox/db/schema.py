@@ -37,6 +37,7 @@ FILES = (
     "rollups.sql",
     "views.sql",
     "alerts.sql",
+    "operator.sql",
 )
 SEPARATOR = "\n-- split --\n"
 

@@ -83,16 +83,17 @@ async def requeue(
     endpoint: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    error: str | None = None,
     everything: bool = False,
     progress: Progress | None = None,
 ) -> int:
     """Move dead letters back to the queue, due now, attempts from zero; their
-    history stays in the ledger. By ``ids``, or by filters, or ``everything``
-    (asked for explicitly: no filter at all is not taken to mean "all").
-    Returns how many were requeued."""
-    if ids is not None and (endpoint or since or until or everything):
+    history stays in the ledger. By ``ids``, or by filters (``error``: text in
+    the last error or the reason), or ``everything`` (asked for explicitly: no
+    filter at all is not taken to mean "all"). Returns how many were requeued."""
+    if ids is not None and (endpoint or since or until or error or everything):
         raise InvalidInputError("ids", "give message ids or filters, not both")
-    if ids is None and not (endpoint or since or until or everything):
+    if ids is None and not (endpoint or since or until or error or everything):
         raise InvalidInputError(
             "filter", "say which dead letters: ids, an endpoint, a time range, or all"
         )
@@ -102,7 +103,14 @@ async def requeue(
         async with conn.transaction():
             n = int(
                 await conn.fetchval(
-                    QUERIES["dead_requeue"], id_list, endpoint, since, until, everything, BATCH
+                    QUERIES["dead_requeue"],
+                    id_list,
+                    endpoint,
+                    since,
+                    until,
+                    everything,
+                    error,
+                    BATCH,
                 )
             )
         moved += n
@@ -140,6 +148,9 @@ async def count_dead(
     endpoint: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    error: str | None = None,
 ) -> int:
-    value = await conn.fetchval(QUERIES["dead_count"], endpoint, since, until)
+    """How many dead letters match these filters (``error``: text in the last
+    error or the reason)."""
+    value = await conn.fetchval(QUERIES["dead_count"], endpoint, since, until, error)
     return int(value)

@@ -195,25 +195,23 @@ def _assignments(
 async def pause_endpoint(conn: asyncpg.Connection, name: str, reason: str | None = None) -> None:
     """Stop delivering to ``name`` now; its messages stay parked and spend no attempts."""
     reason = reason or "paused by an operator"
-    if await conn.fetchval(QUERIES["endpoint_pause"], name, reason) is None:
+    if not await conn.fetchval(QUERIES["endpoint_pause"], name, reason):
         raise InvalidInputError("name", f"unknown endpoint {name!r}")
 
 
 async def resume_endpoint(conn: asyncpg.Connection, name: str) -> None:
     """Deliver to ``name`` again: un-pause, re-enable, close its circuit, and restart
     the retry windows of its parked messages."""
-    async with conn.transaction():
-        if await conn.fetchval(QUERIES["endpoint_resume"], name) is None:
-            raise InvalidInputError("name", f"unknown endpoint {name!r}")
-        await conn.execute(QUERIES["endpoint_restart_windows"], name)
+    if not await conn.fetchval(QUERIES["endpoint_resume"], name):
+        raise InvalidInputError("name", f"unknown endpoint {name!r}")
 
 
 async def unblock_key(conn: asyncpg.Connection, name: str, key: str) -> int:
     """Release a key blocked after a dead letter; returns how many messages it frees."""
-    async with conn.transaction():
-        if await conn.fetchval(QUERIES["endpoint_key_blocked"], name, key) is None:
-            raise InvalidInputError("key", f"key {key!r} of endpoint {name!r} is not blocked")
-        return len(await conn.fetch(QUERIES["endpoint_unblock"], name, key))
+    freed = await conn.fetchval(QUERIES["endpoint_unblock"], name, key)
+    if freed is None:
+        raise InvalidInputError("key", f"key {key!r} of endpoint {name!r} is not blocked")
+    return int(freed)
 
 
 async def remove_endpoint(conn: asyncpg.Connection, name: str) -> None:

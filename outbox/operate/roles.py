@@ -1,4 +1,4 @@
-"""Least privilege: `outbox roles` creates three group roles and grants each
+"""Least privilege: `outbox roles` creates four group roles and grants each
 exactly what it needs (``outbox/db/roles.sql``)."""
 
 from __future__ import annotations
@@ -7,11 +7,11 @@ import asyncpg
 
 from outbox.db.queries import roles_statements
 
-ROLES = ("outbox_producer", "outbox_worker", "outbox_monitor")
+ROLES = ("outbox_producer", "outbox_worker", "outbox_monitor", "outbox_operator")
 
 
 async def apply_roles(conn: asyncpg.Connection) -> None:
-    """Create the three group roles if missing and grant each exactly what it
+    """Create the four group roles if missing and grant each exactly what it
     needs in this database (``sql/roles.sql``); safe to run again."""
     async with conn.transaction():
         for statement in roles_statements():

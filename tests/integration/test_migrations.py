@@ -68,7 +68,9 @@ async def test_downgrade_removes_everything_and_upgrade_restores_it(
     before = await outbox_objects(conn)
     assert "messages" in before["tables"]
     assert "enqueue" in before["functions"]
-    assert sorted(before["views"]) == ["blocked_keys", "endpoint_health", "stats", "throughput"]
+    assert sorted(before["views"]) == [
+        "blocked_keys", "endpoint_health", "endpoint_settings", "stats", "throughput",
+    ]  # fmt: skip
 
     # Down to 0002: the stats view loses the columns 0003 added, the throughput view goes.
     await asyncio.to_thread(migrate.downgrade, database_url, "0002")

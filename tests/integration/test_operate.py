@@ -184,6 +184,17 @@ async def test_requeue_by_endpoint_and_range_and_its_guard(
         await operate.requeue(conn, ids=[recent], endpoint="a")
 
 
+async def test_requeue_by_error_text(conn: asyncpg.Connection, run: Any) -> None:
+    await conn.execute("INSERT INTO outbox.endpoints (name, channel) VALUES ('a', 'null')")
+    timed_out = await dead_letter(conn, "a", ago=timedelta(minutes=10), error="timeout: 10 s")
+    await dead_letter(conn, "a", ago=timedelta(minutes=10), error="HTTP 400")
+    assert await operate.count_dead(conn, error="TIMEOUT") == 1
+    result = run("dead", "requeue", "--error", "Timeout")
+    assert result.exit_code == 0, result.output
+    assert "1 dead letter(s) requeued" in result.output
+    assert [r[0] for r in await conn.fetch("SELECT id FROM outbox.messages")] == [timed_out]
+
+
 async def test_requeue_keeps_dead_letters_of_removed_endpoints(conn: asyncpg.Connection) -> None:
     orphan = await dead_letter(conn, "gone-endpoint", ago=timedelta(hours=1))
     assert await operate.requeue(conn, everything=True) == 0

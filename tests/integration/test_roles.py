@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import timedelta
 
 import asyncpg
 import pytest
@@ -123,11 +124,20 @@ async def test_the_monitor_reads_the_views_and_no_table(
         assert len(await monitor.fetch("SELECT * FROM outbox.endpoint_health")) == 2
         await monitor.fetch("SELECT * FROM outbox.throughput")
         await monitor.fetch("SELECT * FROM outbox.blocked_keys")
+        shown = {
+            r["endpoint"]: r for r in await monitor.fetch("SELECT * FROM outbox.endpoint_settings")
+        }
+        assert shown["tg"]["signed"] is True
         for forbidden in (
             "SELECT * FROM outbox.messages",
             "SELECT secret FROM outbox.endpoints",
             "SELECT * FROM outbox.attempts",
             "SELECT * FROM outbox.dead_letters",
+            "SELECT outbox.pause_endpoint('n', 'x')",
+            "SELECT outbox.resume_endpoint('n')",
+            "SELECT outbox.requeue_dead(NULL, NULL, NULL, NULL, true, NULL, 10)",
+            "SELECT outbox.purge_dead(0, NULL, 10)",
+            "SELECT outbox.unblock_key('n', 'k')",
         ):
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
                 await monitor.fetch(forbidden)
@@ -136,3 +146,80 @@ async def test_the_monitor_reads_the_views_and_no_table(
                 await outbox.enqueue(monitor, "n", {})
     finally:
         await monitor.close()
+
+
+async def test_the_operator_acts_only_through_its_functions(
+    database_url: str, conn: asyncpg.Connection, roles: None
+) -> None:
+    await conn.execute(
+        "INSERT INTO outbox.endpoints (name, channel, url, secret, headers, ordered, on_dead)"
+        " VALUES ('crm', 'webhook', 'https://u:pw@crm.example:8443/hook/TOKEN?k=SECRETQ',"
+        " 'whsec_x', '{\"Authorization\": \"Bearer HEADERVALUE\"}', true, 'block')"
+    )
+    await conn.execute(
+        "INSERT INTO outbox.dead_letters (message_id, endpoint, key, payload, attempts, last_error,"
+        " reason, created_at, dead_at) VALUES"
+        " (gen_random_uuid(), 'crm', 'a', '{}', 3, 'HTTP 500', 'too many attempts', now(), now()),"
+        " (gen_random_uuid(), 'crm', 'b', '{}', 1, 'HTTP 400', 'rejected', now(),"
+        "  now() - interval '40 days')"
+    )
+    operator = await as_role(database_url, "outbox_operator")
+    try:
+        assert await operate.count_dead(operator, error="500") == 1
+        assert len(await operate.dead_letters(operator)) == 2
+        assert await operate.requeue(operator, error="http 500") == 1
+        assert await operate.purge(operator, older_than=timedelta(days=30)) == 1
+        await operate.pause_endpoint(operator, "crm", "on call: CRM is down")
+        await operate.resume_endpoint(operator, "crm")
+        with pytest.raises(outbox.InvalidInputError, match="not blocked"):
+            await operate.unblock_key(operator, "crm", "zz")
+        settings = await operator.fetchrow(
+            "SELECT * FROM outbox.endpoint_settings WHERE endpoint = 'crm'"
+        )
+        assert settings["host"] == "crm.example:8443"
+        assert settings["header_names"] == ["Authorization"]
+        assert settings["signed"] is True
+        assert all(
+            word not in str(dict(settings)) for word in ("pw", "TOKEN", "SECRETQ", "HEADERVALUE")
+        )
+        await operator.fetch("SELECT * FROM outbox.attempts")
+        await operator.fetch("SELECT * FROM outbox.messages")
+        for forbidden in (
+            "SELECT url FROM outbox.endpoints",
+            "SELECT secret FROM outbox.endpoints",
+            "UPDATE outbox.endpoints SET url = 'http://evil/'",
+            "DELETE FROM outbox.endpoints",
+            "INSERT INTO outbox.messages (endpoint, payload) VALUES ('crm', '{}')",
+            "UPDATE outbox.messages SET priority = 5",
+            "DELETE FROM outbox.dead_letters",
+            "DELETE FROM outbox.attempts",
+            "UPDATE outbox.config SET max_payload_bytes = 1",
+        ):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await operator.fetch(forbidden)
+    finally:
+        await operator.close()
+    paused = await conn.fetchval("SELECT paused_at FROM outbox.endpoints WHERE name = 'crm'")
+    assert paused is None
+    assert await conn.fetchval("SELECT count(*) FROM outbox.messages WHERE endpoint = 'crm'") == 1
+    assert await conn.fetchval("SELECT count(*) FROM outbox.dead_letters") == 0
+
+
+async def test_public_may_call_no_operator_function(conn: asyncpg.Connection) -> None:
+    # Without `outbox roles`, a login role of the database must not pause or requeue.
+    await conn.execute("DROP ROLE IF EXISTS outbox_test_stranger")
+    await conn.execute("CREATE ROLE outbox_test_stranger")
+    try:
+        await conn.execute("GRANT USAGE ON SCHEMA outbox TO outbox_test_stranger")
+        async with conn.transaction():
+            await conn.execute("SET LOCAL ROLE outbox_test_stranger")
+            for call in (
+                "SELECT outbox.pause_endpoint('n', 'x')",
+                "SELECT outbox.requeue_dead(NULL, NULL, NULL, NULL, true, NULL, 10)",
+            ):
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    async with conn.transaction():
+                        await conn.fetch(call)
+    finally:
+        await conn.execute("REVOKE ALL ON SCHEMA outbox FROM outbox_test_stranger")
+        await conn.execute("DROP ROLE outbox_test_stranger")

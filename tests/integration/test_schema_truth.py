@@ -16,6 +16,7 @@ _FUNCTION = re.compile(r"^CREATE FUNCTION outbox\.(\w+)\(")
 _VIEW = re.compile(r"^CREATE VIEW outbox\.(\w+) AS")
 _TRIGGER = re.compile(r"^CREATE TRIGGER (\w+)\s")
 _COMMENT = re.compile(r"^COMMENT ON (VIEW|FUNCTION) outbox\.(\w+)")
+_REVOKE = re.compile(r"^REVOKE EXECUTE ON FUNCTION outbox\.(\w+)\(.*\)\s+FROM PUBLIC;?$", re.S)
 
 
 def statements() -> Iterator[str]:
@@ -30,13 +31,16 @@ def statements() -> Iterator[str]:
 
 def defined() -> dict[str, dict[str, str]]:
     """What the files define: functions, views, triggers and comments, by name."""
-    found: dict[str, dict[str, str]] = {"function": {}, "view": {}, "trigger": {}, "comment": {}}
+    found: dict[str, dict[str, str]] = {
+        "function": {}, "view": {}, "trigger": {}, "comment": {}, "revoke": {},
+    }  # fmt: skip
     for statement in statements():
         for kind, pattern in (
             ("function", _FUNCTION),
             ("view", _VIEW),
             ("trigger", _TRIGGER),
             ("comment", _COMMENT),
+            ("revoke", _REVOKE),
         ):
             match = pattern.match(statement)
             if match:
@@ -81,9 +85,9 @@ async def differences(conn: asyncpg.Connection) -> list[str]:
     await tx.start()
     try:
         await conn.execute("CREATE SCHEMA truth_check")
-        for kind in ("function", "view", "comment", "trigger"):
+        for kind in ("function", "view", "comment", "trigger", "revoke"):
             for name, statement in files[kind].items():
-                if kind != "comment" and name not in have[kind]:
+                if kind not in ("comment", "revoke") and name not in have[kind]:
                     continue  # reported above
                 try:
                     async with conn.transaction():
@@ -100,6 +104,14 @@ async def differences(conn: asyncpg.Connection) -> list[str]:
 
 async def _same(conn: asyncpg.Connection, kind: str, name: str, statement: str) -> bool:
     """Is the migrated object as the file's statement makes it?"""
+    if kind == "revoke":  # PUBLIC may not call it
+        signature = " ".join(
+            statement.split("ON FUNCTION ", 1)[1].rsplit("FROM PUBLIC", 1)[0].split()
+        )
+        public = await conn.fetchval(
+            "SELECT has_function_privilege('public', $1::regprocedure, 'EXECUTE')", signature
+        )
+        return not public
     if kind == "function":
         await conn.execute(statement.replace(f"outbox.{name}(", f"truth_check.{name}(", 1))
         theirs, ours = await conn.fetchrow(

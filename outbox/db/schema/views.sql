@@ -108,3 +108,23 @@ SELECT e.name AS endpoint,
 -- split --
 COMMENT ON VIEW outbox.endpoint_health IS
 'One row per endpoint: state (active, throttled, circuit_open, probing, paused, disabled), the circuit breaker''s figures, why it is paused or disabled, and how many keys are blocked.';
+-- split --
+-- One row per endpoint: its settings as anyone watching delivery may see
+-- them. Nothing secret: the URL only as its host (paths, queries and user
+-- info often carry tokens), whether it signs rather than its secret, the
+-- names of its headers rather than their values. A view runs with its
+-- owner's rights, so roles that may not read outbox.endpoints (the monitor,
+-- the operator) read this.
+CREATE VIEW outbox.endpoint_settings AS
+SELECT e.name AS endpoint, e.channel,
+       substring(e.url FROM '^[A-Za-z][A-Za-z0-9+.-]*://(?:[^@/?#]*@)?([^/?#]*)') AS host,
+       e.secret IS NOT NULL AS signed,
+       ARRAY(SELECT k FROM jsonb_object_keys(coalesce(e.headers, '{}'::jsonb)) AS k ORDER BY k) AS header_names,
+       e.timeout_ms, e.connect_timeout_ms, e.max_attempts, e.retry_window, e.rate_limit, e.rate_burst,
+       e.key_interval_ms, e.group_key_interval_ms, e.coalesce_ms, e.ordered, e.on_dead, e.breaker_failures,
+       e.breaker_cooldown, e.breaker_max_cooldown, e.disable_after, e.allow_networks, e.target, e.exchange,
+       e.max_len, e.retain, e.created_at, e.updated_at
+  FROM outbox.endpoints AS e;
+-- split --
+COMMENT ON VIEW outbox.endpoint_settings IS
+'One row per endpoint: its settings without anything secret (the URL as its host, whether it signs, its header names without values).';

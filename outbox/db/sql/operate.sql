@@ -27,41 +27,6 @@ RETURNING name;
 -- The channel of endpoint $1 (nothing for an unknown endpoint).
 SELECT channel FROM outbox.endpoints WHERE name = $1;
 
--- endpoint_pause --
--- Stop delivering to an endpoint at once (its messages stay parked; none spends an attempt): $1 name, $2 reason.
-UPDATE outbox.endpoints SET paused_at = now(), paused_reason = $2, updated_at = now() WHERE name = $1 RETURNING name;
-
--- endpoint_resume --
--- Deliver again: clear pause and disable, close the circuit, end a throttle: $1 name.
-WITH state AS (
-    UPDATE outbox.endpoint_state
-       SET circuit = 'closed', consecutive_failures = 0, failing_since = NULL, open_until = NULL,
-           cooldown_seconds = NULL, probe_until = NULL, throttled_until = NULL, updated_at = now()
-     WHERE endpoint = $1)
-UPDATE outbox.endpoints
-   SET paused_at = NULL, paused_reason = NULL, disabled_at = NULL, disabled_reason = NULL, updated_at = now()
- WHERE name = $1
-RETURNING name;
-
--- endpoint_restart_windows --
--- After a resume, parked messages' retry windows start again (time parked must not dead-letter them): $1 name.
-UPDATE outbox.messages
-   SET first_attempt_at = now()
- WHERE endpoint = $1 AND first_attempt_at IS NOT NULL AND lease_token IS NULL;
-
--- endpoint_unblock --
--- Release a key blocked after a dead letter (on_dead = block) and bring its waiting messages back: $1 name, $2 key.
-WITH released AS (
-    DELETE FROM outbox.key_blocks WHERE endpoint = $1 AND key = $2 RETURNING endpoint)
-UPDATE outbox.messages AS m
-   SET available_at = now(), held = NULL
- WHERE m.endpoint = $1 AND m.key = $2 AND m.held IS NOT NULL
-RETURNING m.id;
-
--- endpoint_key_blocked --
--- Whether a key is blocked: $1 name, $2 key.
-SELECT message_id FROM outbox.key_blocks WHERE endpoint = $1 AND key = $2;
-
 -- endpoint_list --
 -- Every endpoint: all its columns (the code shows only the declared settings, never a secret itself), its unfinished
 -- message count, whether a secret rotation is under way, and its health.
@@ -97,6 +62,18 @@ UPDATE outbox.config
        dedupe_window = coalesce(make_interval(secs => $2), dedupe_window)
 RETURNING max_payload_bytes, extract(epoch FROM dedupe_window)::bigint AS dedupe_window_seconds;
 
+-- endpoint_pause --
+-- outbox.pause_endpoint (schema/operator.sql): $1 name, $2 reason; false for an unknown endpoint.
+SELECT outbox.pause_endpoint($1, $2);
+
+-- endpoint_resume --
+-- outbox.resume_endpoint: $1 name; false for an unknown endpoint.
+SELECT outbox.resume_endpoint($1);
+
+-- endpoint_unblock --
+-- outbox.unblock_key: $1 name, $2 key; NULL if the key is not blocked, else how many messages it freed.
+SELECT outbox.unblock_key($1, $2);
+
 -- stats --
 -- outbox.stats with each endpoint's state from outbox.endpoint_health.
 SELECT s.*, h.state
@@ -116,67 +93,22 @@ SELECT message_id, endpoint, key, attempts, last_error, reason, created_at, dead
  LIMIT $4;
 
 -- dead_requeue --
--- Move up to $6 dead letters back to outbox.messages, due now, attempts from zero (the ledger keeps their history): $1 ids,
--- or ($1 NULL) by $2 endpoint, dead at or after $3 and before $4 (NULLs match everything), $5 true for "all" (a guard:
--- with no ids and no filter nothing moves unless it is set). Same id (receivers deduplicate by webhook-id) and, when known,
--- the same number, so a message that blocked its ordered key comes back at the head of it; the key's block goes and its
--- parked messages come back. Dead letters of endpoints that no longer exist stay where they are.
-WITH picked AS (
-    DELETE FROM outbox.dead_letters AS d
-     WHERE d.message_id IN (
-           SELECT x.message_id FROM outbox.dead_letters AS x
-            WHERE EXISTS (SELECT 1 FROM outbox.endpoints AS e WHERE e.name = x.endpoint)
-              AND (($1::uuid[] IS NOT NULL AND x.message_id = ANY ($1::uuid[]))
-                   OR ($1::uuid[] IS NULL
-                       AND ($2::text IS NOT NULL OR $3::timestamptz IS NOT NULL OR $4::timestamptz IS NOT NULL
-                            OR $5::boolean)
-                       AND ($2::text IS NULL OR x.endpoint = $2)
-                       AND ($3::timestamptz IS NULL OR x.dead_at >= $3)
-                       AND ($4::timestamptz IS NULL OR x.dead_at < $4)))
-            ORDER BY x.dead_at
-            LIMIT $6
-              FOR UPDATE SKIP LOCKED)
-    RETURNING d.*),
-unblocked AS (
-    DELETE FROM outbox.key_blocks AS b
-     USING picked AS p
-     WHERE b.endpoint = p.endpoint AND b.key = p.key AND b.message_id = p.message_id
-    RETURNING b.endpoint, b.key),
-released AS (
-    UPDATE outbox.messages AS m
-       SET available_at = now(), held = NULL
-      FROM unblocked AS u
-     WHERE m.endpoint = u.endpoint AND m.key = u.key AND m.held IS NOT NULL),
-requeued AS (
-    INSERT INTO outbox.messages
-        (id, seq, endpoint, payload, headers, key, idempotency_key, priority, available_at, created_at, traceparent,
-         tracestate)
-    OVERRIDING SYSTEM VALUE
-    SELECT p.message_id, coalesce(p.seq, nextval(pg_get_serial_sequence('outbox.messages', 'seq'))), p.endpoint,
-           p.payload, p.headers, p.key, p.idempotency_key, p.priority, now(), p.created_at, p.traceparent, p.tracestate
-      FROM picked AS p
-    RETURNING id)
-SELECT count(*) FROM requeued;
+-- outbox.requeue_dead (schema/operator.sql): $1 ids, $2 endpoint, $3 dead since, $4 dead before, $5 everything,
+-- $6 error text, $7 batch; how many moved.
+SELECT outbox.requeue_dead($1, $2, $3, $4, $5, $6, $7);
 
 -- dead_purge --
--- Delete up to $3 dead letters that died before now - $1 seconds (of endpoint $2, NULL: all); returns how many.
-WITH gone AS (
-    DELETE FROM outbox.dead_letters AS d
-     WHERE d.message_id IN (
-           SELECT x.message_id FROM outbox.dead_letters AS x
-            WHERE x.dead_at < now() - make_interval(secs => $1) AND ($2::text IS NULL OR x.endpoint = $2)
-            ORDER BY x.dead_at
-            LIMIT $3
-              FOR UPDATE SKIP LOCKED)
-    RETURNING 1)
-SELECT count(*) FROM gone;
+-- outbox.purge_dead: $1 older than (seconds), $2 endpoint, $3 batch; how many went.
+SELECT outbox.purge_dead($1, $2, $3);
 
 -- dead_count --
--- How many dead letters a requeue or purge would touch (for progress): $1 endpoint, $2 dead since, $3 dead before.
+-- How many dead letters a requeue or purge would touch (for progress and confirmations): $1 endpoint, $2 dead since,
+-- $3 dead before, $4 text in the last error or reason (case-insensitive).
 SELECT count(*) FROM outbox.dead_letters
  WHERE ($1::text IS NULL OR endpoint = $1)
    AND ($2::timestamptz IS NULL OR dead_at >= $2)
-   AND ($3::timestamptz IS NULL OR dead_at < $3);
+   AND ($3::timestamptz IS NULL OR dead_at < $3)
+   AND ($4::text IS NULL OR strpos(lower(coalesce(last_error, '') || ' ' || coalesce(reason, '')), lower($4)) > 0);
 
 -- message_find --
 -- Where a message is now: unfinished (with its state), dead, or neither (delivered, or unknown): $1 id.
