@@ -7,10 +7,21 @@ Errors print one line naming what was wrong and exit non-zero: 2 for bad
 input, 1 for everything else.
 """
 
-from outbox.cli import config, dead, endpoint, maintain, message, produce, stats, tools, worker
+from outbox.cli import (
+    config,
+    dead,
+    endpoint,
+    maintain,
+    message,
+    produce,
+    stats,
+    tools,
+    web,
+    worker,
+)
 from outbox.cli.app import main
 
 __all__ = ["main"]
 
 # The modules above add their commands to `main` as they are imported.
-_COMMANDS = (config, dead, endpoint, maintain, message, produce, stats, tools, worker)
+_COMMANDS = (config, dead, endpoint, maintain, message, produce, stats, tools, web, worker)

@@ -7,13 +7,13 @@ import json
 import sys
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from outbox.errors import InvalidInputError
 from outbox.operate.dead import BATCH
-from outbox.settings.values import parse_duration
+from outbox.settings.values import parse_duration, parse_when
 
 
 def parse_headers(values: tuple[str, ...], option: str = "--header") -> dict[str, str]:
@@ -59,19 +59,7 @@ def message_id(value: str) -> uuid.UUID:
 
 def when(value: str | None, option: str) -> datetime | None:
     """An ISO 8601 time (UTC if no offset), or an age such as ``2h`` (that long ago)."""
-    if value is None:
-        return None
-    try:
-        return datetime.now(UTC) - parse_duration(value, option)
-    except InvalidInputError:
-        pass
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidInputError(
-            option, f"{value!r} is neither a time (2026-11-22T10:00:00Z) nor an age (2h)"
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return None if value is None else parse_when(value, option)
 
 
 class Progress:

@@ -1,8 +1,8 @@
 """Named SQL statements, loaded once from the files in ``sql/``.
 
 Each file holds what one kind of caller runs (``produce.sql``,
-``deliver.sql``, ``upkeep.sql``, ``operate.sql``, and ``schema.sql`` for
-migrations); ``QUERIES["enqueue"]`` is the text under the
+``deliver.sql``, ``upkeep.sql``, ``operate.sql``, ``web.sql`` for the
+dashboard, and ``schema.sql`` for migrations); ``QUERIES["enqueue"]`` is the text under the
 ``-- enqueue --`` line of whichever file has it (a name is used once across
 all of them).
 """
@@ -13,7 +13,7 @@ import re
 from importlib.resources import files
 
 _HEADER = re.compile(r"^-- ([a-z_]+) --$", re.MULTILINE)
-_FILES = ("produce.sql", "deliver.sql", "upkeep.sql", "operate.sql", "schema.sql")
+_FILES = ("produce.sql", "deliver.sql", "upkeep.sql", "operate.sql", "web.sql", "schema.sql")
 
 
 def _load() -> dict[str, str]:

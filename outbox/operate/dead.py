@@ -55,11 +55,13 @@ async def dead_letters(
     since: datetime | None = None,
     error: str | None = None,
     limit: int = 100,
+    until: datetime | None = None,
 ) -> list[DeadLetter]:
-    """Dead letters, newest first; ``error`` matches text in the last error or the reason."""
+    """Dead letters, newest first, dead at or after ``since`` and before
+    ``until``; ``error`` matches text in the last error or the reason."""
     if limit < 1:
         raise InvalidInputError("limit", "must be at least 1")
-    rows = await conn.fetch(QUERIES["dead_list"], endpoint, since, error, limit)
+    rows = await conn.fetch(QUERIES["dead_list"], endpoint, since, error, limit, until)
     return [
         DeadLetter(
             r["message_id"],

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from outbox.errors import InvalidInputError
 
@@ -24,6 +24,21 @@ def parse_duration(value: str, field: str) -> timedelta:
             field, f"{value!r} is not a duration (e.g. 30s, 15m, 2h, 5d; a bare number is seconds)"
         )
     return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+
+
+def parse_when(value: str, field: str) -> datetime:
+    """An ISO 8601 time (UTC if no offset), or an age such as ``2h`` (that long ago)."""
+    try:
+        return datetime.now(UTC) - parse_duration(value, field)
+    except InvalidInputError:
+        pass
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise InvalidInputError(
+            field, f"{value!r} is neither a time (2026-11-22T10:00:00Z) nor an age (2h)"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def parse_networks(values: Iterable[str]) -> tuple[Network, ...]:

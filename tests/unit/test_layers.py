@@ -21,6 +21,7 @@ ALLOWED: dict[str, set[str]] = {
     "outbox.produce": {"outbox.db"},
     "outbox.deliver": {"outbox.db"},
     "outbox.receive": {"outbox.deliver"},
+    "outbox.web": {"outbox.db", "outbox.operate"},
     "outbox.operate": {"outbox.db", "outbox.produce", "outbox.deliver"},
     "outbox.cli": {
         "outbox.db",
@@ -28,6 +29,7 @@ ALLOWED: dict[str, set[str]] = {
         "outbox.deliver",
         "outbox.operate",
         "outbox.devtools",
+        "outbox.web",
     },
     "outbox.devtools": {
         "outbox.db",

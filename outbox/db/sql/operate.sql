@@ -82,12 +82,13 @@ SELECT s.*, h.state
  ORDER BY s.endpoint;
 
 -- dead_list --
--- Dead letters, newest first: $1 endpoint, $2 dead since, $3 text in the last error or reason (case-insensitive), $4 limit;
--- NULL filters match everything.
+-- Dead letters, newest first: $1 endpoint, $2 dead since, $3 text in the last error or reason (case-insensitive), $4 limit,
+-- $5 dead before; NULL filters match everything.
 SELECT message_id, endpoint, key, attempts, last_error, reason, created_at, dead_at, payload::text AS payload
   FROM outbox.dead_letters
  WHERE ($1::text IS NULL OR endpoint = $1)
    AND ($2::timestamptz IS NULL OR dead_at >= $2)
+   AND ($5::timestamptz IS NULL OR dead_at < $5)
    AND ($3::text IS NULL OR strpos(lower(coalesce(last_error, '') || ' ' || coalesce(reason, '')), lower($3)) > 0)
  ORDER BY dead_at DESC
  LIMIT $4;

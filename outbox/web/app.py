@@ -1,0 +1,130 @@
+"""The dashboard's Starlette application: routes, sign-in, security headers.
+
+`create_app` builds it on a pool of its own (opened in the lifespan). Every
+page but the sign-in and the static files needs a session; every POST also
+needs the session's CSRF token. Responses carry a strict Content Security
+Policy (scripts and styles from this server only) and are not cached.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from importlib.resources import files
+from pathlib import Path
+
+import asyncpg
+import jinja2
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from outbox.db.connect import asyncpg_url
+from outbox.web import actions, data, pages
+from outbox.web.auth import COOKIE, Sessions, csrf_ok
+from outbox.web.render import Renderer
+
+log = logging.getLogger("outbox.web")
+
+PUBLIC_PATHS = ("/login", "/static/")
+HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def create_app(database_url: str, token: str, *, pool_size: int = 4) -> Starlette:
+    """The dashboard for the database at ``database_url``; ``token`` signs in."""
+    sessions = Sessions(token)
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("outbox.web", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        pool = await asyncpg.create_pool(
+            asyncpg_url(database_url), min_size=1, max_size=pool_size,
+            server_settings={"application_name": "outbox web", "jit": "off"},
+        )  # fmt: skip
+        assert pool is not None
+        async with pool.acquire() as conn:
+            app.state.access = await data.access(conn)  # type: ignore[arg-type]
+        app.state.pool = pool
+        log.info("dashboard on the database as %s%s", app.state.access.role,
+                 "" if app.state.access.act else " (read-only)")  # fmt: skip
+        try:
+            yield
+        finally:
+            await pool.close()
+
+    app = Starlette(
+        routes=[
+            Route("/login", pages.login, methods=["GET", "POST"]),
+            Route("/logout", pages.logout, methods=["POST"]),
+            Route("/", pages.overview),
+            Route("/fragments/overview", pages.overview_fragment),
+            Route("/api/throughput", pages.throughput_json),
+            Route("/endpoints/{name}", pages.endpoint),
+            Route("/messages", pages.messages),
+            Route("/messages/{message_id}", pages.message),
+            Route("/dead", pages.dead),
+            Route("/endpoints/{name}/pause", actions.pause, methods=["POST"]),
+            Route("/endpoints/{name}/resume", actions.resume, methods=["POST"]),
+            Route("/endpoints/{name}/unblock", actions.unblock, methods=["POST"]),
+            Route("/dead/requeue", actions.requeue, methods=["POST"]),
+            Route("/dead/purge", actions.purge, methods=["POST"]),
+            Mount("/static", StaticFiles(directory=_static()), name="static"),
+        ],
+        middleware=[Middleware(BaseHTTPMiddleware, dispatch=_guard)],
+        lifespan=lifespan,
+    )
+    app.state.sessions = sessions
+    app.state.render = Renderer(environment)
+    return app
+
+
+def _static() -> Path:
+    return Path(str(files("outbox.web").joinpath("static")))
+
+
+async def _guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    """Sign-in for every page, a CSRF token for every POST, the security headers."""
+    path = request.url.path
+    if not path.startswith(PUBLIC_PATHS):
+        sessions: Sessions = request.app.state.sessions
+        session = sessions.get(request.cookies.get(COOKIE))
+        if session is None:
+            if request.method == "GET" and not path.startswith(("/fragments/", "/api/")):
+                return _headers(RedirectResponse("/login", status_code=303))
+            return _headers(Response("sign in first", status_code=401))
+        request.state.session = session
+        if request.method == "POST":
+            form = await request.form()
+            offered = form.get("csrf")
+            if not csrf_ok(session, offered if isinstance(offered, str) else None):
+                return _headers(HTMLResponse("the form's CSRF token is missing or stale: "
+                                             "reload the page", status_code=403))  # fmt: skip
+    response = await call_next(request)
+    if not path.startswith("/static/"):
+        response.headers["Cache-Control"] = "no-store"
+    return _headers(response)
+
+
+def _headers(response: Response) -> Response:
+    for name, value in HEADERS.items():
+        response.headers[name] = value
+    return response
