@@ -215,6 +215,48 @@ class AppProcess:
                 self.proc.wait(10)
 
 
+class WebProcess:
+    """``outbox web`` in a child process on a free loopback port, signed in with
+    ``token``; `stop` ends it."""
+
+    def __init__(self, database_url: str, token: str, *, log_dir: Path) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.log = log_dir / f"web-{time.monotonic_ns()}.log"
+        env = {**os.environ, "OUTBOX_WEB_TOKEN": token, "OUTBOX_DATABASE_URL": database_url}
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "outbox", "web", "--port", str(self.port)],
+                env=env, stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    async def ready(self, within: float = 30.0) -> None:
+        deadline = time.monotonic() + within
+        async with httpx.AsyncClient() as client:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"outbox web exited: {self.output()}")
+                with contextlib.suppress(httpx.TransportError):
+                    await client.get(self.url + "/login", timeout=1)
+                    return
+                await asyncio.sleep(0.1)
+        raise AssertionError(f"outbox web did not answer within {within}s: {self.output()}")
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
 def children(pid: int) -> list[psutil.Process]:
     try:
         return psutil.Process(pid).children(recursive=True)

@@ -7,10 +7,12 @@ answer with a page that says how many it would touch and asks to confirm."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
 
+from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -20,31 +22,46 @@ from outbox.operate.dead import purge as purge_dead
 from outbox.operate.dead import requeue as requeue_dead
 from outbox.operate.endpoints import pause_endpoint, resume_endpoint, unblock_key
 from outbox.settings.values import parse_duration, parse_when
+from outbox.web.auth import Session, csrf_ok
 from outbox.web.render import back, page, state
 
+Handler = Callable[[Request, FormData], Awaitable[Response]]
 
-async def pause(request: Request) -> Response:
-    if (refused := _refused(request)) is not None:
-        return refused
+
+def posted(handler: Handler, *, acts: bool = True) -> Callable[[Request], Awaitable[Response]]:
+    """A POST route: its form read once, its CSRF token checked (403 if missing
+    or not this session's), and, for an action, the role's right to act (403)."""
+
+    async def route(request: Request) -> Response:
+        form = await request.form()
+        session: Session = request.state.session
+        offered = form.get("csrf")
+        if not csrf_ok(session, offered if isinstance(offered, str) else None):
+            stale = "The form's CSRF token is missing or stale: reload the page."
+            return page(request, "problem.html", status=403, problem=stale)
+        if acts and (refused := _refused(request)) is not None:
+            return refused
+        return await handler(request, form)
+
+    return route
+
+
+async def _pause(request: Request, form: FormData) -> Response:
     name = request.path_params["name"]
-    reason = str((await request.form()).get("reason") or "").strip() or None
+    reason = str(form.get("reason") or "").strip() or None
     return await _run(request, f"/endpoints/{name}", lambda c: pause_endpoint(c, name, reason),
                       f"Paused {name}.")  # fmt: skip
 
 
-async def resume(request: Request) -> Response:
-    if (refused := _refused(request)) is not None:
-        return refused
+async def _resume(request: Request, form: FormData) -> Response:
     name = request.path_params["name"]
     return await _run(request, f"/endpoints/{name}", lambda c: resume_endpoint(c, name),
                       f"Resumed {name}.")  # fmt: skip
 
 
-async def unblock(request: Request) -> Response:
-    if (refused := _refused(request)) is not None:
-        return refused
+async def _unblock(request: Request, form: FormData) -> Response:
     name = request.path_params["name"]
-    key = str((await request.form()).get("key") or "")
+    key = str(form.get("key") or "")
     try:
         async with state(request).pool.acquire() as conn:
             freed = await unblock_key(conn, name, key)
@@ -53,10 +70,7 @@ async def unblock(request: Request) -> Response:
     return back(request, f"/endpoints/{name}", f"Unblocked key {key!r}: {freed} message(s) freed.")
 
 
-async def requeue(request: Request) -> Response:
-    if (refused := _refused(request)) is not None:
-        return refused
-    form = await request.form()
+async def _requeue(request: Request, form: FormData) -> Response:
     filters = {k: str(form.get(k) or "").strip() for k in ("endpoint", "since", "until", "error")}
     to = "/dead?" + urlencode({k: v for k, v in filters.items() if v})
     try:
@@ -83,10 +97,7 @@ async def requeue(request: Request) -> Response:
     return back(request, to, f"Requeued {moved} dead letter(s).")
 
 
-async def purge(request: Request) -> Response:
-    if (refused := _refused(request)) is not None:
-        return refused
-    form = await request.form()
+async def _purge(request: Request, form: FormData) -> Response:
     older = str(form.get("older_than") or "").strip()
     name = str(form.get("endpoint") or "").strip() or None
     try:
@@ -102,6 +113,13 @@ async def purge(request: Request) -> Response:
     except InvalidInputError as exc:
         return _problem(request, str(exc))
     return back(request, "/dead", f"Purged {removed} dead letter(s) older than {older}.")
+
+
+pause = posted(_pause)
+resume = posted(_resume)
+unblock = posted(_unblock)
+requeue = posted(_requeue)
+purge = posted(_purge)
 
 
 async def _run(request: Request, to: str, action: Any, done: str) -> Response:

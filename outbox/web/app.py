@@ -20,13 +20,13 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from outbox.db.connect import asyncpg_url
 from outbox.web import actions, data, pages
-from outbox.web.auth import COOKIE, Sessions, csrf_ok
+from outbox.web.auth import COOKIE, Sessions
 from outbox.web.render import Renderer
 
 log = logging.getLogger("outbox.web")
@@ -102,7 +102,8 @@ def _static() -> Path:
 
 
 async def _guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-    """Sign-in for every page, a CSRF token for every POST, the security headers."""
+    """Sign-in for every page (a POST's CSRF token is checked by `actions.posted`),
+    the security headers on every answer."""
     path = request.url.path
     if not path.startswith(PUBLIC_PATHS):
         sessions: Sessions = request.app.state.sessions
@@ -112,12 +113,6 @@ async def _guard(request: Request, call_next: Callable[[Request], Awaitable[Resp
                 return _headers(RedirectResponse("/login", status_code=303))
             return _headers(Response("sign in first", status_code=401))
         request.state.session = session
-        if request.method == "POST":
-            form = await request.form()
-            offered = form.get("csrf")
-            if not csrf_ok(session, offered if isinstance(offered, str) else None):
-                return _headers(HTMLResponse("the form's CSRF token is missing or stale: "
-                                             "reload the page", status_code=403))  # fmt: skip
     response = await call_next(request)
     if not path.startswith("/static/"):
         response.headers["Cache-Control"] = "no-store"

@@ -7,6 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
@@ -14,6 +15,7 @@ from outbox.errors import InvalidInputError
 from outbox.operate.dead import DeadLetter
 from outbox.settings.values import parse_when
 from outbox.web import data
+from outbox.web.actions import posted
 from outbox.web.auth import COOKIE
 from outbox.web.render import page, session_cookie, state
 
@@ -35,11 +37,14 @@ async def login(request: Request) -> Response:
     return response
 
 
-async def logout(request: Request) -> Response:
+async def _logout(request: Request, form: FormData) -> Response:
     state(request).sessions.sign_out(request.cookies.get(COOKIE))
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(COOKIE, path="/")
     return response
+
+
+logout = posted(_logout, acts=False)
 
 
 async def overview(request: Request) -> Response:
