@@ -15,9 +15,9 @@ from outbox.errors import ConfigurationError
 from outbox.settings import load_settings
 
 # What `outbox bench` runs when no scenario is named (outbox.devtools.bench.suite.DEFAULT),
-# then those it runs only when named: each needs its message broker.
+# then those it runs only when named: each needs its message broker, or the web extra.
 DEFAULT = ("enqueue", "drain", "http", "latency", "backlog", "memory", "transport", "stats")
-SCENARIOS = (*DEFAULT, "nats", "amqp", "redis", "mqtt")
+SCENARIOS = (*DEFAULT, "nats", "amqp", "redis", "mqtt", "web")
 
 
 @contextlib.contextmanager
@@ -47,6 +47,11 @@ def _given_url(database_url: str | None) -> str | None:
 )
 @click.option("--reset", is_flag=True, help="Start the embedded database afresh.")
 @click.option(
+    "--keep", is_flag=True,
+    help="Afterwards, keep the database, workers and receivers running, with the dashboard "
+    "(outbox web), until Ctrl-C.",
+)  # fmt: skip
+@click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
     help="The embedded database's directory [default: a per-user cache directory].",
@@ -58,6 +63,7 @@ def demo_cmd(
     messages: int,
     duration: float,
     reset: bool,
+    keep: bool,
     data_dir: Path | None,
 ) -> None:
     """See outbox work: an embedded PostgreSQL (unless OUTBOX_DATABASE_URL is set),
@@ -65,10 +71,16 @@ def demo_cmd(
     worker processes, live progress, then the stats. About half a minute."""
     with _needs("demo"):
         from outbox.devtools import demo
-    code = run(
-        demo.run(_given_url(database_url), messages=messages, duration=duration, reset=reset,
-                 data_dir=data_dir, say=click.echo)
-    )  # fmt: skip
+    try:
+        code = run(
+            demo.run(_given_url(database_url), messages=messages, duration=duration,
+                     reset=reset, data_dir=data_dir, say=click.echo, keep=keep)
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        if not keep:
+            raise
+        click.echo("stopped")
+        code = 0
     ctx.exit(code)
 
 

@@ -41,7 +41,7 @@ from outbox import operate
 from outbox.db import migrate
 from outbox.db.connect import connect
 from outbox.devtools.fake_telegram import FakeTelegram, reply
-from outbox.devtools.processes import spawn_worker
+from outbox.devtools.processes import spawn_web, spawn_worker
 from outbox.devtools.receiver import OK, Action, Receiver
 from outbox.errors import InvalidInputError
 from outbox.operate.endpoint_config import EndpointConfig
@@ -57,13 +57,18 @@ CREATE TABLE IF NOT EXISTS public.demo_orders (
 """
 
 TRY_SQL = """\
--- Try these (psql "{url}"):
+-- Try these while it runs (psql "{url}"):
 SELECT * FROM outbox.stats;                 -- per endpoint: queue, dead, last hour, latency
 SELECT * FROM outbox.endpoint_health;       -- why an endpoint is not being delivered to
 SELECT endpoint, attempt, outcome, status_code, reason
   FROM outbox.attempts ORDER BY id DESC LIMIT 10;
 SELECT message_id, endpoint, reason FROM outbox.dead_letters;
 -- and: outbox endpoint resume legacy   /   outbox dead requeue --endpoint crm
+"""
+STOPPED = """\
+The embedded PostgreSQL has stopped with the demo. To look around afterwards,
+run `outbox demo --keep`: it keeps the database, the workers, the receivers and
+the dashboard (outbox web) running until Ctrl-C, and prints how to reach them.
 """
 
 
@@ -107,8 +112,11 @@ async def run(
     data_dir: Path | None = None,
     say: Callable[[str], None] = print,
     live: bool = True,
+    keep: bool = False,
 ) -> int:
-    """Run the demo; returns the exit code (0: everything behaved as designed)."""
+    """Run the demo; returns the exit code (0: everything behaved as designed).
+    With ``keep``, everything stays up afterwards, with the dashboard, until
+    the task is cancelled (Ctrl-C)."""
     server = None
     if url is None:
         from outbox.devtools.embedded import EmbeddedPostgres, default_data_dir
@@ -119,15 +127,17 @@ async def run(
         await asyncio.to_thread(server.start)
         url = server.url()
     try:
-        return await _demo(url, messages=messages, duration=duration, say=say, live=live)
+        return await _demo(url, messages=messages, duration=duration, say=say, live=live,
+                           keep=keep, embedded=server is not None)  # fmt: skip
     finally:
         if server is not None:
             await asyncio.to_thread(server.stop)
 
 
 async def _demo(
-    url: str, *, messages: int, duration: float, say: Callable[[str], None], live: bool
-) -> int:
+    url: str, *, messages: int, duration: float, say: Callable[[str], None], live: bool,
+    keep: bool, embedded: bool,
+) -> int:  # fmt: skip
     await asyncio.to_thread(migrate.upgrade, url)
     conn = await connect(url)
     flaky = Flaky()
@@ -150,11 +160,39 @@ async def _demo(
                     f" {len(tally.rolled_back)} notifications (those must never arrive)"
                 )
                 await _watch(conn, duration, say, live)
+                if not keep:
+                    await _stop(workers)
+                code = await _report(conn, url, tally, rx, tg, say)
+                say(TRY_SQL.format(url=_shown(url)) if keep or not embedded else STOPPED)
+                if keep:
+                    await _keep(url, say)
+                return code
             finally:
                 await _stop(workers)
-            return await _report(conn, url, tally, rx, tg, say)
     finally:
         await conn.close()
+
+
+async def _keep(url: str, say: Callable[[str], None]) -> None:
+    """``outbox web`` on this database until cancelled (Ctrl-C), its link printed."""
+    import secrets
+    import socket
+
+    token = secrets.token_urlsafe(24)
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", 8080))
+        except OSError:
+            probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    web = spawn_web(url, port, token)
+    try:
+        say(f"dashboard: http://localhost:{port}/login?token={token}")
+        say("the database, the workers, the receivers and the dashboard keep running: "
+            "Ctrl-C stops them all")  # fmt: skip
+        await asyncio.Event().wait()
+    finally:
+        await _stop(web)
 
 
 async def _reset_demo(conn: asyncpg.Connection, rx: Receiver, tg: FakeTelegram) -> None:
@@ -303,7 +341,6 @@ async def _report(
         console = Console()
         console.width = max(console.width, 150)
         console.print(stats_table(await operate.stats(conn)))
-    say(TRY_SQL.format(url=_shown(url)))
     return 0 if not leaked and not lost else 1
 
 

@@ -38,3 +38,13 @@ def spawn_worker(
         stdout=output,
         stderr=subprocess.STDOUT if output is not None else None,
     )
+
+
+def spawn_web(database_url: str, port: int, token: str) -> subprocess.Popen[bytes]:
+    """Start ``outbox web`` on 127.0.0.1:``port`` for ``database_url``, signed in
+    with ``token``; both travel in its environment, not on its command line."""
+    env = {**os.environ, "OUTBOX_DATABASE_URL": database_url, "OUTBOX_WEB_TOKEN": token}
+    return subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "outbox", "web", "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib.resources import files
 from pathlib import Path
@@ -113,7 +114,10 @@ async def _guard(request: Request, call_next: Callable[[Request], Awaitable[Resp
                 return _headers(RedirectResponse("/login", status_code=303))
             return _headers(Response("sign in first", status_code=401))
         request.state.session = session
+    started = time.perf_counter()
     response = await call_next(request)
+    spent = (time.perf_counter() - started) * 1000
+    response.headers["Server-Timing"] = f"app;dur={spent:.2f}"  # what `outbox bench web` reads
     if not path.startswith("/static/"):
         response.headers["Cache-Control"] = "no-store"
     return _headers(response)

@@ -103,3 +103,16 @@ def test_soak_reports_each_minute(database_url: str) -> None:
     assert len(last["worker_rss_mb"]) == 1
     assert 20 < last["worker_rss_mb"][0] < 2000
     assert report["summary"]["worker_restarts"] == 0
+
+
+@pytest.mark.timeout(300)
+async def test_web_reports_each_pages_server_time(database_url: str) -> None:
+    from outbox.devtools.bench import web
+
+    result = await web.run(database_url, attempts=20_000, queued=2_000, dead=500, rounds=2)
+    assert result["target_ms"] == 100
+    for name in web.PAGES:
+        figure = result[f"{name}_ms"]
+        assert len(figure["server_runs"]) == 2
+        # The server's own time is part of the client's round trip.
+        assert 0 < figure["server_median"] <= figure["client_median"]

@@ -101,6 +101,17 @@ def _broker(r: Result) -> list[str]:
     ]
 
 
+def _web(r: Result) -> list[str]:
+    lines = [f"web      {r['attempts']:,} ledger rows in the last hour, {r['queued']:,} queued, "
+             f"{r['dead']:,} dead: server time per page, median of {r['rounds']} "
+             f"(target < {r['target_ms']:.0f} ms for the overview and dead letters)"]  # fmt: skip
+    for key, value in r.items():
+        if key.endswith("_ms") and isinstance(value, dict):
+            lines.append(f"         {key[:-3]:<22} {value['server_median']:7.1f} ms "
+                         f"(round trip {value['client_median']:.1f} ms)")  # fmt: skip
+    return lines
+
+
 def _stats(r: Result) -> list[str]:
     return [
         f"stats    SELECT * FROM outbox.stats: {r['stats_ms']['median']:.1f} ms (median of "
@@ -124,6 +135,7 @@ _LINES: dict[str, Callable[[Result], list[str]]] = {
     "memory": _memory,
     "http": _http,
     "stats": _stats,
+    "web": _web,
     "transport": _transport,
     "nats": _broker,
     "amqp": _broker,

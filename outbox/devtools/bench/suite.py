@@ -22,14 +22,17 @@ from outbox.devtools.bench import (
     memory,
     stats,
     transport,
+    web,
 )
 from outbox.devtools.embedded import EmbeddedPostgres
 
 # What `outbox bench` runs when no scenario is named.
 DEFAULT = ("enqueue", "drain", "http", "latency", "backlog", "memory", "transport", "stats")
-# Only when named: each needs its broker running (outbox.devtools.bench.brokers).
+# Only when named: each needs its broker running (outbox.devtools.bench.brokers),
+# and the dashboard's (the web extra).
 BROKERS = brokers.NAMES
-SCENARIOS = DEFAULT + BROKERS
+NAMED = (*BROKERS, "web")
+SCENARIOS = DEFAULT + NAMED
 Progress = Callable[[str, float], None]
 
 
@@ -102,6 +105,8 @@ async def _scenario(url: str, name: str, o: Options, progress: Progress) -> dict
         return await memory.run(url, rounds=o.rounds, progress=progress, **sized)
     if name == "stats":
         return await stats.run(url, progress=progress)
+    if name == "web":
+        return await web.run(url, progress=progress)
     if name == "http":
         return await http.run(url, rounds=o.rounds, progress=progress, **sized)
     if name in BROKERS:
