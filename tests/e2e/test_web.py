@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlencode
 
 import asyncpg
 import httpx
@@ -23,6 +24,7 @@ pytestmark = pytest.mark.e2e
 TOKEN = "web-test-token-3f9a8c"
 SECRET = "whsec_c2lnbmluZy1zZWNyZXQtdGhhdC1tdXN0LW5vdC1zaG93"
 XSS = "<script>alert('xss')</script>"
+FORM = {"content-type": "application/x-www-form-urlencoded"}
 
 
 async def seed(conn: asyncpg.Connection) -> dict[str, uuid.UUID]:
@@ -166,9 +168,15 @@ async def test_dead_letters_requeue_one_a_selection_or_all_that_match_and_purge(
         )
         assert done.status_code == 303
         assert await conn.fetchval("SELECT count(*) FROM outbox.messages WHERE id = $1", ids["new"])
-        # One by id (the selection form posts the same way).
-        await client.post("/dead/requeue", data={"csrf": csrf, "id": str(ids["xss"])})
-        assert await conn.fetchval("SELECT count(*) FROM outbox.dead_letters") == 1
+        # A selection: the checked ids (one, as a row's own button sends it, or several).
+        picked = [("csrf", csrf), ("id", str(ids["xss"])), ("id", str(ids["old"]))]
+        await client.post("/dead/requeue", content=urlencode(picked), headers=FORM)
+        assert await conn.fetchval("SELECT count(*) FROM outbox.dead_letters") == 0
+        await conn.execute(
+            "INSERT INTO outbox.dead_letters (message_id, endpoint, payload, attempts,"
+            " created_at, dead_at) VALUES (gen_random_uuid(), 'crm', '{}', 1, now(),"
+            " now() - interval '40 days')"
+        )
         bad = await client.post("/dead/requeue", data={"csrf": csrf, "id": "nope"})
         assert bad.status_code == 400
         assert "is not a message id" in bad.text
