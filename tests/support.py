@@ -219,7 +219,7 @@ class WebProcess:
     """``outbox web`` in a child process on a free loopback port, signed in with
     ``token``; `stop` ends it."""
 
-    def __init__(self, database_url: str, token: str, *, log_dir: Path) -> None:
+    def __init__(self, database_url: str, token: str, *args: str, log_dir: Path) -> None:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
@@ -227,7 +227,7 @@ class WebProcess:
         env = {**os.environ, "OUTBOX_WEB_TOKEN": token, "OUTBOX_DATABASE_URL": database_url}
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "outbox", "web", "--port", str(self.port)],
+                [sys.executable, "-m", "outbox", "web", "--port", str(self.port), *args],
                 env=env, stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
         self.url = f"http://127.0.0.1:{self.port}"

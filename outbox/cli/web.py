@@ -8,17 +8,26 @@ import os
 import click
 
 from outbox.cli.app import database_option, main, url_for
-from outbox.errors import ConfigurationError
+from outbox.errors import ConfigurationError, InvalidInputError
 
 TOKEN_VARIABLE = "OUTBOX_WEB_TOKEN"
+MIN_TOKEN_CHARS = 16
 
 
 @main.command("web")
 @database_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--secure-cookies/--no-secure-cookies", default=None,
+    help="Send the session cookie over HTTPS only (behind a TLS proxy) [default: on unless "
+    "listening on loopback].",
+)  # fmt: skip
 @click.pass_context
-def web_cmd(ctx: click.Context, database_url: str | None, host: str, port: int) -> None:
+def web_cmd(
+    ctx: click.Context, database_url: str | None, host: str, port: int,
+    secure_cookies: bool | None,
+) -> None:  # fmt: skip
     """Serve the dashboard: delivery at a glance, dead letters, actions.
 
     Every page needs a sign-in with a token: $OUTBOX_WEB_TOKEN, or one made
@@ -37,7 +46,12 @@ def web_cmd(ctx: click.Context, database_url: str | None, host: str, port: int) 
         ) from None
     url = url_for(ctx)
     given = os.environ.get(TOKEN_VARIABLE, "").strip()
+    if given and len(given) < MIN_TOKEN_CHARS:
+        raise InvalidInputError(
+            TOKEN_VARIABLE, f"must be at least {MIN_TOKEN_CHARS} characters (it signs in to it all)"
+        )
     token = given or new_token()
+    secure = not _loopback(host) if secure_cookies is None else secure_cookies
     if not _loopback(host):
         click.echo(
             f"warning: listening on {host}, beyond this machine: put TLS in front of it",
@@ -51,7 +65,8 @@ def web_cmd(ctx: click.Context, database_url: str | None, host: str, port: int) 
         click.echo(f"outbox web on {link}\nsign in: {link}login?token={token}")
     # No access log: its lines hold query strings, and /login?token= is one.
     config = uvicorn.Config(
-        create_app(url, token), host=host, port=port, log_level="warning",
+        create_app(url, token, secure_cookies=secure), host=host, port=port,
+        log_level="warning",
         access_log=False, proxy_headers=False, server_header=False,
     )  # fmt: skip
     server = uvicorn.Server(config)

@@ -119,13 +119,20 @@ GRANT EXECUTE ON FUNCTION outbox._stats() TO outbox_monitor, outbox_operator;
 -- The per-minute rollups behind outbox.throughput: counts and latencies only.
 GRANT SELECT ON outbox.attempt_minutes, outbox.latency_minutes TO outbox_monitor, outbox_operator;
 -- split --
--- The operator: reads what it acts on (messages, dead letters, the ledger, key
--- blocks; never outbox.endpoints, whose URLs and secrets it sees only through
+-- The operator: reads what it acts on (messages and dead letters but for their
+-- headers, the ledger, key blocks; never outbox.endpoints, whose URLs and secrets it sees only through
 -- outbox.endpoint_settings), and changes delivery only through the
 -- functions of schema/operator.sql.
-GRANT SELECT ON outbox.messages, outbox.dead_letters, outbox.attempts, outbox.key_blocks,
-    outbox.endpoint_state
-    TO outbox_operator;
+GRANT SELECT ON outbox.attempts, outbox.key_blocks, outbox.endpoint_state TO outbox_operator;
+-- split --
+-- Not `headers`: a message's own headers may carry credentials (Authorization).
+GRANT SELECT (id, seq, endpoint, payload, key, idempotency_key, priority, attempts, available_at, created_at,
+              lease_token, lease_expires_at, leased_by, first_attempt_at, last_error, held, traceparent, tracestate)
+    ON outbox.messages TO outbox_operator;
+-- split --
+GRANT SELECT (message_id, endpoint, payload, key, idempotency_key, priority, attempts, last_error, reason,
+              created_at, dead_at, seq, traceparent, tracestate)
+    ON outbox.dead_letters TO outbox_operator;
 -- split --
 GRANT EXECUTE ON FUNCTION
     outbox.requeue_dead(uuid[], text, timestamptz, timestamptz, boolean, text, integer),

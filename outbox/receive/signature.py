@@ -81,8 +81,8 @@ def verify(
     seconds) is for tests.
     """
     secrets = [secret] if isinstance(secret, str) else list(secret)
-    if not secrets or not all(isinstance(s, str) and s for s in secrets):
-        raise ValueError("verify() needs at least one non-empty secret")
+    if not secrets or not all(isinstance(s, str) and secret_key(s) for s in secrets):
+        raise ValueError("verify() needs at least one non-empty secret (and no empty whsec_ key)")
     raw = body.encode() if isinstance(body, str) else bytes(body)
     webhook_id, timestamp, signatures = _read_headers(headers)
     clock = time.time() if now is None else now

@@ -23,7 +23,10 @@ def parse_duration(value: str, field: str) -> timedelta:
         raise InvalidInputError(
             field, f"{value!r} is not a duration (e.g. 30s, 15m, 2h, 5d; a bare number is seconds)"
         )
-    return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    try:
+        return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    except OverflowError:
+        raise InvalidInputError(field, f"{value!r} is too long a duration") from None
 
 
 def parse_when(value: str, field: str) -> datetime:
@@ -32,13 +35,15 @@ def parse_when(value: str, field: str) -> datetime:
         return datetime.now(UTC) - parse_duration(value, field)
     except InvalidInputError:
         pass
+    except OverflowError:
+        raise InvalidInputError(field, f"{value!r} reaches before year 1") from None
     try:
         moment = datetime.fromisoformat(value.strip())
-    except ValueError:
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError):
         raise InvalidInputError(
             field, f"{value!r} is neither a time (2026-11-22T10:00:00Z) nor an age (2h)"
         ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def parse_networks(values: Iterable[str]) -> tuple[Network, ...]:

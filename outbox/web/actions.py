@@ -22,6 +22,7 @@ from outbox.operate.dead import purge as purge_dead
 from outbox.operate.dead import requeue as requeue_dead
 from outbox.operate.endpoints import pause_endpoint, resume_endpoint, unblock_key
 from outbox.settings.values import parse_duration, parse_when
+from outbox.web import inputs
 from outbox.web.auth import Session, csrf_ok
 from outbox.web.render import back, page, state
 
@@ -34,6 +35,11 @@ def posted(handler: Handler, *, acts: bool = True) -> Callable[[Request], Awaita
 
     async def route(request: Request) -> Response:
         form = await request.form()
+        try:
+            for name, value in [*form.multi_items(), *request.path_params.items()]:
+                inputs.text(value, name)
+        except InvalidInputError as exc:
+            return _problem(request, str(exc))
         session: Session = request.state.session
         offered = form.get("csrf")
         if not csrf_ok(session, offered if isinstance(offered, str) else None):

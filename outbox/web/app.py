@@ -25,7 +25,9 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from outbox.db.connect import asyncpg_url
+from outbox._redact import redact_text, redact_url
+from outbox.db.connect import DB_ERRORS, asyncpg_url
+from outbox.errors import DatabaseError
 from outbox.web import actions, data, pages
 from outbox.web.auth import COOKIE, Sessions
 from outbox.web.render import Renderer
@@ -33,6 +35,7 @@ from outbox.web.render import Renderer
 log = logging.getLogger("outbox.web")
 
 PUBLIC_PATHS = ("/login", "/static/")
+_CONNECT_ERRORS: tuple[type[BaseException], ...] = (*DB_ERRORS, ValueError)
 HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -46,8 +49,12 @@ HEADERS = {
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def create_app(database_url: str, token: str, *, pool_size: int = 4) -> Starlette:
-    """The dashboard for the database at ``database_url``; ``token`` signs in."""
+def create_app(
+    database_url: str, token: str, *, pool_size: int = 4, secure_cookies: bool = False
+) -> Starlette:
+    """The dashboard for the database at ``database_url``; ``token`` signs in.
+    ``secure_cookies``: the session cookie is sent over HTTPS only (behind a TLS
+    proxy; the dashboard itself speaks plain HTTP)."""
     sessions = Sessions(token)
     environment = jinja2.Environment(
         loader=jinja2.PackageLoader("outbox.web", "templates"),
@@ -57,10 +64,17 @@ def create_app(database_url: str, token: str, *, pool_size: int = 4) -> Starlett
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        pool = await asyncpg.create_pool(
-            asyncpg_url(database_url), min_size=1, max_size=pool_size,
-            server_settings={"application_name": "outbox web", "jit": "off"},
-        )  # fmt: skip
+        try:
+            pool = await asyncpg.create_pool(
+                asyncpg_url(database_url), min_size=1, max_size=pool_size,
+                server_settings={"application_name": "outbox web", "jit": "off"},
+            )  # fmt: skip
+        except _CONNECT_ERRORS as exc:
+            where = redact_url(database_url)
+            if isinstance(exc, ValueError):  # its text may quote a piece of the URL
+                raise DatabaseError(f"cannot connect to {where}: the URL is malformed") from None
+            problem = redact_text(str(exc), (database_url,))
+            raise DatabaseError(f"cannot connect to {where}: {problem}") from None
         assert pool is not None
         async with pool.acquire() as conn:
             app.state.access = await data.access(conn)  # type: ignore[arg-type]
@@ -94,6 +108,7 @@ def create_app(database_url: str, token: str, *, pool_size: int = 4) -> Starlett
         lifespan=lifespan,
     )
     app.state.sessions = sessions
+    app.state.secure_cookies = secure_cookies
     app.state.render = Renderer(environment)
     return app
 

@@ -3,6 +3,7 @@ dead letters; and the sign-in."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import datetime
 from typing import Any
@@ -14,12 +15,13 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from outbox.errors import InvalidInputError
 from outbox.operate.dead import DeadLetter
 from outbox.settings.values import parse_when
-from outbox.web import data
+from outbox.web import data, inputs
 from outbox.web.actions import posted
 from outbox.web.auth import COOKIE
 from outbox.web.render import page, session_cookie, state
 
 DEAD_SHOWN = 200
+_FAILED_SIGN_IN = asyncio.Lock()
 
 
 async def login(request: Request) -> Response:
@@ -31,9 +33,12 @@ async def login(request: Request) -> Response:
         return page(request, "login.html", problem=None)
     session_id = state(request).sessions.sign_in(offered if isinstance(offered, str) else "")
     if session_id is None:
+        async with _FAILED_SIGN_IN:  # one wrong guess a second, however many are sent
+            await asyncio.sleep(1.0)
         return page(request, "login.html", status=401, problem="That is not the dashboard's token.")
     response = RedirectResponse("/", status_code=303)
-    session_cookie(response, session_id, secure=request.url.scheme == "https")
+    secure = state(request).secure_cookies or request.url.scheme == "https"
+    session_cookie(response, session_id, secure=secure)
     return response
 
 
@@ -62,14 +67,20 @@ async def overview_fragment(request: Request) -> Response:
 
 async def throughput_json(request: Request) -> Response:
     """Per minute of the last hour, for the chart: ``{minute, delivered, failed}``."""
-    name = request.query_params.get("endpoint") or None
+    try:
+        name = inputs.text(request.query_params.get("endpoint"), "endpoint") or None
+    except InvalidInputError as exc:
+        return JSONResponse({"error": str(exc)}, status_code=400)
     async with state(request).pool.acquire() as conn:
         series = await data.throughput(conn, name)
     return JSONResponse(series)
 
 
 async def endpoint(request: Request) -> Response:
-    name = request.path_params["name"]
+    try:
+        name = inputs.text(request.path_params["name"], "endpoint")
+    except InvalidInputError as exc:
+        return _missing(request, str(exc))
     access: data.Access = state(request).access
     async with state(request).pool.acquire() as conn:
         found = await data.endpoint(conn, name)
@@ -83,10 +94,11 @@ async def endpoint(request: Request) -> Response:
 async def messages(request: Request) -> Response:
     access: data.Access = state(request).access
     query = request.query_params
-    filters = {k: (query.get(k) or "").strip() for k in ("id", "key", "endpoint", "state")}
+    filters = dict.fromkeys(("id", "key", "endpoint", "state"), "")
     problem, found = None, None
     if access.read_messages:
         try:
+            filters = {k: inputs.text(query.get(k), k) for k in filters}
             message_id = _uuid(filters["id"]) if filters["id"] else None
             if filters["state"] and filters["state"] not in data.STATES:
                 raise InvalidInputError("state", f"must be one of {', '.join(data.STATES)}")
@@ -121,11 +133,12 @@ async def dead(request: Request) -> Response:
     if not access.read_messages:
         return _cannot_read(request)
     query = request.query_params
-    filters = {k: (query.get(k) or "").strip() for k in ("endpoint", "since", "until", "error")}
+    filters = dict.fromkeys(("endpoint", "since", "until", "error"), "")
     problem: str | None = None
     letters: list[DeadLetter] = []
     total = 0
     try:
+        filters = {k: inputs.text(query.get(k), k) for k in filters}
         since = _when(filters["since"], "since")
         until = _when(filters["until"], "until")
         async with state(request).pool.acquire() as conn:

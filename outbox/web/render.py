@@ -37,7 +37,7 @@ class Renderer:
     def page(self, request: Request, template: str, status: int = 200, **values: Any) -> Response:
         session: Session | None = getattr(request.state, "session", None)
         flash = None
-        if session is not None:
+        if session is not None and not template.startswith("_"):  # not in a refreshed part
             flash, session.flash = session.flash, None
         access = getattr(request.app.state, "access", None)
         body = self._environment.get_template(template).render(

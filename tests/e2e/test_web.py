@@ -296,3 +296,51 @@ async def test_the_chart_data_counts_the_last_hour(
     assert series["failed"][-1] == 2
     assert sum(series["delivered"]) == 7  # two hours ago is not in the last hour
     assert timedelta(seconds=series["minute"][1] - series["minute"][0]) == timedelta(minutes=1)
+
+
+async def test_bad_input_is_a_clear_400_never_a_500(
+    web: WebProcess, conn: asyncpg.Connection
+) -> None:
+    await seed(conn)
+    async with signed_in(web) as client:
+        for path, params in [
+            ("/dead", {"error": "a\x00b"}),
+            ("/dead", {"since": "99999999999d"}),
+            ("/dead", {"until": "0001-01-01T00:00:00+14:00"}),
+            ("/messages", {"key": "\x00"}),
+            ("/messages", {"id": "not-a-uuid"}),
+            ("/messages", {"state": "lost"}),
+            ("/api/throughput", {"endpoint": "\x00"}),
+        ]:
+            answer = await client.get(path, params=params)
+            assert answer.status_code == 400, (path, params, answer.status_code)
+        assert (await client.get("/endpoints/%00")).status_code == 404
+        csrf = csrf_of((await client.get("/dead")).text)
+        for path, form in [
+            ("/endpoints/ops/pause", {"reason": "x\x00"}),
+            ("/dead/purge", {"older_than": "1000000000000d"}),
+            ("/dead/purge", {"older_than": "soon"}),
+            ("/dead/requeue", {"scope": "matching", "since": "99999999999d"}),
+        ]:
+            answer = await client.post(path, data={"csrf": csrf, **form})
+            assert answer.status_code == 400, (path, form, answer.status_code)
+    assert await paused_at(conn, "ops") is None
+    assert await conn.fetchval("SELECT count(*) FROM outbox.dead_letters") == 3
+
+
+async def test_the_cookie_is_https_only_when_asked(database_url: str, tmp_path: Path) -> None:
+    process = WebProcess(database_url, TOKEN, "--secure-cookies", log_dir=tmp_path)
+    try:
+        await process.ready()
+        async with httpx.AsyncClient(base_url=process.url) as client:
+            answer = await client.get("/login", params={"token": TOKEN})
+        assert "secure" in answer.headers["set-cookie"].lower().split("; ")
+    finally:
+        process.stop()
+
+
+async def test_a_short_token_is_refused_at_start(database_url: str, tmp_path: Path) -> None:
+    process = WebProcess(database_url, "short", log_dir=tmp_path)
+    assert process.proc.wait(30) == 2
+    assert "OUTBOX_WEB_TOKEN: must be at least 16 characters" in process.output()
+    assert "short" not in process.output().replace("OUTBOX_WEB_TOKEN", "")

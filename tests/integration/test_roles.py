@@ -182,8 +182,21 @@ async def test_the_operator_acts_only_through_its_functions(
         assert all(
             word not in str(dict(settings)) for word in ("pw", "TOKEN", "SECRETQ", "HEADERVALUE")
         )
+        # A password holding '@': the host is after the last one, as URL parsers read it.
+        await conn.execute(
+            "INSERT INTO outbox.endpoints (name, channel, url)"
+            " VALUES ('at', 'webhook', 'https://u:p@ss@crm.example/hook')"
+        )
+        host = await operator.fetchval(
+            "SELECT host FROM outbox.endpoint_settings WHERE endpoint = 'at'"
+        )
+        assert host == "crm.example"
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await operator.fetch("SELECT headers FROM outbox.messages")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await operator.fetch("SELECT headers FROM outbox.dead_letters")
         await operator.fetch("SELECT * FROM outbox.attempts")
-        await operator.fetch("SELECT * FROM outbox.messages")
+        await operator.fetch("SELECT id, payload, key, attempts FROM outbox.messages")
         for forbidden in (
             "SELECT url FROM outbox.endpoints",
             "SELECT secret FROM outbox.endpoints",

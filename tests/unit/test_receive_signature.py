@@ -123,7 +123,7 @@ def test_rotation_either_side() -> None:
 
 
 def test_no_secret_is_a_programming_error() -> None:
-    for secret in ([], "", [""]):
+    for secret in ([], "", [""], "whsec_", [SECRET, "whsec_"]):
         with pytest.raises(ValueError, match="non-empty secret"):
             verify(signed(), BODY, secret, now=NOW)
 

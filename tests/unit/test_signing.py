@@ -67,3 +67,25 @@ def test_a_whsec_secret_without_its_base64_padding_is_the_same_key() -> None:
     padded = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
     assert padded.endswith("=")
     assert sign(padded.rstrip("="), "m", 1, b"{}") == sign(padded, "m", 1, b"{}")
+
+
+def test_a_whsec_secret_with_no_key_is_refused() -> None:
+    import pytest
+
+    from outbox.deliver.channels.signing import check_secret
+
+    with pytest.raises(ValueError, match="needs its base64 key"):
+        check_secret("whsec_")
+    check_secret("whsec_" + base64.b64encode(b"k").decode())
+    check_secret("whsec_====")  # not base64: its text is the key, as before
+    check_secret("plain")
+
+
+def test_a_webhook_endpoint_with_an_empty_whsec_key_is_refused() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    from outbox import EndpointConfig
+
+    with pytest.raises(ValidationError, match="needs its base64 key"):
+        EndpointConfig(name="x", channel="webhook", url="https://a.example/", secret="whsec_")

@@ -110,14 +110,14 @@ COMMENT ON VIEW outbox.endpoint_health IS
 'One row per endpoint: state (active, throttled, circuit_open, probing, paused, disabled), the circuit breaker''s figures, why it is paused or disabled, and how many keys are blocked.';
 -- split --
 -- One row per endpoint: its settings as anyone watching delivery may see
--- them. Nothing secret: the URL only as its host (paths, queries and user
--- info often carry tokens), whether it signs rather than its secret, the
+-- them. Nothing secret: the URL only as its host, after the last '@' as URL
+-- parsers read it (paths, queries and user info often carry tokens), whether it signs rather than its secret, the
 -- names of its headers rather than their values. A view runs with its
 -- owner's rights, so roles that may not read outbox.endpoints (the monitor,
 -- the operator) read this.
 CREATE VIEW outbox.endpoint_settings AS
 SELECT e.name AS endpoint, e.channel,
-       substring(e.url FROM '^[A-Za-z][A-Za-z0-9+.-]*://(?:[^@/?#]*@)?([^/?#]*)') AS host,
+       substring(e.url FROM '^[A-Za-z][A-Za-z0-9+.-]*://(?:[^/?#]*@)?([^/?#@]*)') AS host,
        e.secret IS NOT NULL AS signed,
        ARRAY(SELECT k FROM jsonb_object_keys(coalesce(e.headers, '{}'::jsonb)) AS k ORDER BY k) AS header_names,
        e.timeout_ms, e.connect_timeout_ms, e.max_attempts, e.retry_window, e.rate_limit, e.rate_burst,

@@ -5,8 +5,8 @@
 -- web_access --
 -- What the connected role may do: read messages and dead letters, act (the operator's functions).
 SELECT current_user AS role,
-       has_table_privilege('outbox.dead_letters', 'SELECT')
-         AND has_table_privilege('outbox.messages', 'SELECT')
+       has_column_privilege('outbox.dead_letters', 'payload', 'SELECT')
+         AND has_column_privilege('outbox.messages', 'payload', 'SELECT')
          AND has_table_privilege('outbox.attempts', 'SELECT') AS read_messages,
        has_function_privilege('outbox.requeue_dead(uuid[], text, timestamptz, timestamptz, boolean, text, integer)',
                               'EXECUTE')

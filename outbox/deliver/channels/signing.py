@@ -23,6 +23,13 @@ def secret_key(secret: str) -> bytes:
     return secret.encode()
 
 
+def check_secret(secret: str) -> None:
+    """Refuse a signing secret that gives an empty key (``whsec_`` with nothing
+    after it): anyone could sign with it. Never shows the secret."""
+    if not secret_key(secret):
+        raise ValueError("a whsec_ signing secret needs its base64 key after the prefix")
+
+
 def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
     """The ``webhook-signature`` value for one secret."""
     signed = f"{message_id}.{timestamp}.".encode() + body

@@ -28,7 +28,7 @@ from outbox.deliver.channels.http import (
     ssrf_refusal,
     transport_failure,
 )
-from outbox.deliver.channels.signing import signature_header
+from outbox.deliver.channels.signing import check_secret, signature_header
 from outbox.deliver.channels.spec import ChannelSpec, Telemetry
 from outbox.deliver.channels.urls import HTTP_URL_PATTERN, check_http_url
 from outbox.deliver.model import (
@@ -113,5 +113,6 @@ SPEC = ChannelSpec(
     url="required",
     url_pattern=HTTP_URL_PATTERN,
     check_url=check_http_url,
+    check_secret=check_secret,
     telemetry=Telemetry("http"),
 )
