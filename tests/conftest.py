@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import psycopg
 import pytest
+from pgbouncer import PgBouncer
 from psycopg import sql
 from support import WorkerProcess, children
 
@@ -184,6 +185,16 @@ async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
         yield connection
     finally:
         await connection.close()
+
+
+@pytest.fixture
+def pgbouncer(pg_server_url: str) -> Iterator[PgBouncer]:
+    """A PgBouncer in transaction mode in front of the test server (`pgbouncer.PgBouncer`)."""
+    bouncer = PgBouncer(pg_server_url)
+    try:
+        yield bouncer
+    finally:
+        bouncer.stop()
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
-from outbox._redact import redact_url
+from outbox._redact import redact_text, redact_url
 from outbox.db.connect import DB_ERRORS, asyncpg_url
 from outbox.deliver import tracing
 from outbox.deliver.channels import registry
@@ -75,6 +75,19 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     left open is still rolled back: asyncpg does that before calling this."""
 
 
+def refusal(exc: BaseException, url: str) -> str:
+    """Why a connection failed, as the server or the network said it (without
+    the URL's password), with a hint where the cause is known."""
+    said = redact_text(str(exc), (url,)).strip()
+    reason = f"{said} ({type(exc).__name__})" if said else type(exc).__name__
+    if "unsupported startup parameter" in said:
+        reason += (
+            "; a connection pooler (PgBouncer) refuses the session settings a worker sends "
+            "at connect: point the worker at PostgreSQL itself (see the README, Deploying)"
+        )
+    return reason
+
+
 async def _create_pool(url: str, stop: asyncio.Event) -> asyncpg.Pool | None:
     """A pool, retrying while the database is unreachable (until stopped)."""
     delay = 0.2
@@ -92,9 +105,9 @@ async def _create_pool(url: str, stop: asyncio.Event) -> asyncpg.Pool | None:
             return pool
         except DB_ERRORS as exc:
             log.warning(
-                "cannot reach %s (%s); retrying in %.1fs",
+                "cannot reach %s: %s; retrying in %.1fs",
                 redact_url(url),
-                type(exc).__name__,
+                refusal(exc, url),
                 delay,
             )
             with contextlib.suppress(TimeoutError):
