@@ -167,41 +167,42 @@ class WorkerProcess:
             self.proc.wait(10)
 
 
-class AppProcess:
-    """An example ASGI app (``examples/<module>.py``) under uvicorn in a child
-    process on a free loopback port; `stop` ends it with SIGTERM."""
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
-    def __init__(self, module: str, env: dict[str, str], *, log_dir: Path) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.log = log_dir / f"{module}-{time.monotonic_ns()}.log"
-        command = [
-            sys.executable, "-m", "uvicorn", f"{module}:app", "--app-dir", str(EXAMPLES),
-            "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning",
-        ]  # fmt: skip
+
+class HttpProcess:
+    """An HTTP server in a child process on a free loopback port, its output kept
+    in a file; `ready` waits until ``probe`` answers, `stop` ends it with SIGTERM."""
+
+    probe = "/"
+
+    def __init__(self, command: list[str], env: dict[str, str], name: str, log_dir: Path) -> None:
+        self.log = log_dir / f"{name}-{time.monotonic_ns()}.log"
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
                 command, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT
             )
 
+    async def ready(self, within: float = 30.0) -> None:
+        deadline = time.monotonic() + within
+        async with httpx.AsyncClient() as client:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"it exited: {self.output()}")
+                with contextlib.suppress(httpx.TransportError):
+                    await client.get(self.url + self.probe, timeout=1)
+                    return
+                await asyncio.sleep(0.1)
+        raise AssertionError(f"it did not answer within {within}s: {self.output()}")
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    async def ready(self, within: float = 30.0) -> None:
-        deadline = time.monotonic() + within
-        async with httpx.AsyncClient() as client:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise AssertionError(f"the app exited: {self.output()}")
-                try:
-                    await client.get(self.url + "/docs", timeout=1)
-                    return
-                except httpx.TransportError:
-                    await asyncio.sleep(0.1)
-        raise AssertionError(f"the app did not answer within {within}s: {self.output()}")
-
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
@@ -215,46 +216,30 @@ class AppProcess:
                 self.proc.wait(10)
 
 
-class WebProcess:
-    """``outbox web`` in a child process on a free loopback port, signed in with
-    ``token``; `stop` ends it."""
+class AppProcess(HttpProcess):
+    """An example ASGI app (``examples/<module>.py``) under uvicorn."""
+
+    probe = "/docs"
+
+    def __init__(self, module: str, env: dict[str, str], *, log_dir: Path) -> None:
+        self.port = free_port()
+        command = [
+            sys.executable, "-m", "uvicorn", f"{module}:app", "--app-dir", str(EXAMPLES),
+            "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning",
+        ]  # fmt: skip
+        super().__init__(command, env, module, log_dir)
+
+
+class WebProcess(HttpProcess):
+    """``outbox web`` on ``database_url``, signed in with ``token``."""
+
+    probe = "/login"
 
     def __init__(self, database_url: str, token: str, *args: str, log_dir: Path) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.log = log_dir / f"web-{time.monotonic_ns()}.log"
-        env = {**os.environ, "OUTBOX_WEB_TOKEN": token, "OUTBOX_DATABASE_URL": database_url}
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "outbox", "web", "--port", str(self.port), *args],
-                env=env, stdout=out, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    async def ready(self, within: float = 30.0) -> None:
-        deadline = time.monotonic() + within
-        async with httpx.AsyncClient() as client:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise AssertionError(f"outbox web exited: {self.output()}")
-                with contextlib.suppress(httpx.TransportError):
-                    await client.get(self.url + "/login", timeout=1)
-                    return
-                await asyncio.sleep(0.1)
-        raise AssertionError(f"outbox web did not answer within {within}s: {self.output()}")
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        self.port = free_port()
+        command = [sys.executable, "-m", "outbox", "web", "--port", str(self.port), *args]
+        env = {"OUTBOX_WEB_TOKEN": token, "OUTBOX_DATABASE_URL": database_url}
+        super().__init__(command, env, "web", log_dir)
 
 
 def children(pid: int) -> list[psutil.Process]:

@@ -46,7 +46,22 @@ HEADERS = {
     "X-Frame-Options": "DENY",
 }
 
-Endpoint = Callable[[Request], Awaitable[Response]]
+ROUTES = [
+    Route("/login", pages.login, methods=["GET", "POST"]),
+    Route("/logout", pages.logout, methods=["POST"]),
+    Route("/", pages.overview),
+    Route("/fragments/overview", pages.overview_fragment),
+    Route("/api/throughput", pages.throughput_json),
+    Route("/endpoints/{name}", pages.endpoint),
+    Route("/messages", pages.messages),
+    Route("/messages/{message_id}", pages.message),
+    Route("/dead", pages.dead),
+    Route("/endpoints/{name}/pause", actions.pause, methods=["POST"]),
+    Route("/endpoints/{name}/resume", actions.resume, methods=["POST"]),
+    Route("/endpoints/{name}/unblock", actions.unblock, methods=["POST"]),
+    Route("/dead/requeue", actions.requeue, methods=["POST"]),
+    Route("/dead/purge", actions.purge, methods=["POST"]),
+]
 
 
 def create_app(
@@ -55,12 +70,26 @@ def create_app(
     """The dashboard for the database at ``database_url``; ``token`` signs in.
     ``secure_cookies``: the session cookie is sent over HTTPS only (behind a TLS
     proxy; the dashboard itself speaks plain HTTP)."""
-    sessions = Sessions(token)
     environment = jinja2.Environment(
         loader=jinja2.PackageLoader("outbox.web", "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
     )
+    app = Starlette(
+        routes=[*ROUTES, Mount("/static", StaticFiles(directory=_static()), name="static")],
+        middleware=[Middleware(BaseHTTPMiddleware, dispatch=_guard)],
+        lifespan=_lifespan(database_url, pool_size),
+    )
+    app.state.sessions = Sessions(token)
+    app.state.secure_cookies = secure_cookies
+    app.state.render = Renderer(environment)
+    return app
+
+
+def _lifespan(
+    database_url: str, pool_size: int
+) -> Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]]:
+    """The app's pool (and what its role may do), for as long as it serves."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -86,31 +115,7 @@ def create_app(
         finally:
             await pool.close()
 
-    app = Starlette(
-        routes=[
-            Route("/login", pages.login, methods=["GET", "POST"]),
-            Route("/logout", pages.logout, methods=["POST"]),
-            Route("/", pages.overview),
-            Route("/fragments/overview", pages.overview_fragment),
-            Route("/api/throughput", pages.throughput_json),
-            Route("/endpoints/{name}", pages.endpoint),
-            Route("/messages", pages.messages),
-            Route("/messages/{message_id}", pages.message),
-            Route("/dead", pages.dead),
-            Route("/endpoints/{name}/pause", actions.pause, methods=["POST"]),
-            Route("/endpoints/{name}/resume", actions.resume, methods=["POST"]),
-            Route("/endpoints/{name}/unblock", actions.unblock, methods=["POST"]),
-            Route("/dead/requeue", actions.requeue, methods=["POST"]),
-            Route("/dead/purge", actions.purge, methods=["POST"]),
-            Mount("/static", StaticFiles(directory=_static()), name="static"),
-        ],
-        middleware=[Middleware(BaseHTTPMiddleware, dispatch=_guard)],
-        lifespan=lifespan,
-    )
-    app.state.sessions = sessions
-    app.state.secure_cookies = secure_cookies
-    app.state.render = Renderer(environment)
-    return app
+    return lifespan
 
 
 def _static() -> Path:
