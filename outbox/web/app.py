@@ -8,6 +8,7 @@ Policy (scripts and styles from this server only) and are not cached.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -81,6 +82,7 @@ def create_app(
         lifespan=_lifespan(database_url, pool_size),
     )
     app.state.sessions = Sessions(token)
+    app.state.failed_sign_in = asyncio.Lock()
     app.state.secure_cookies = secure_cookies
     app.state.render = Renderer(environment)
     return app

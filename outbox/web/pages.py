@@ -21,7 +21,6 @@ from outbox.web.auth import COOKIE
 from outbox.web.render import page, session_cookie, state
 
 DEAD_SHOWN = 200
-_FAILED_SIGN_IN = asyncio.Lock()
 
 
 async def login(request: Request) -> Response:
@@ -33,7 +32,7 @@ async def login(request: Request) -> Response:
         return page(request, "login.html", problem=None)
     session_id = state(request).sessions.sign_in(offered if isinstance(offered, str) else "")
     if session_id is None:
-        async with _FAILED_SIGN_IN:  # one wrong guess a second, however many are sent
+        async with state(request).failed_sign_in:  # one wrong guess a second, however many are sent
             await asyncio.sleep(1.0)
         return page(request, "login.html", status=401, problem="That is not the dashboard's token.")
     response = RedirectResponse("/", status_code=303)
