@@ -24,7 +24,8 @@ __all__ = ["EndpointConfig", "EndpointUpdate", "channel_problem"]
 class _Config(BaseModel):
     """What every endpoint has; its settings come from the declaration."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # hide_input_in_errors: a refused endpoint's error must not print its secret.
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     name: EndpointName
     channel: str
@@ -122,7 +123,8 @@ def _config_model() -> type[_Config]:
 class _Update(BaseModel):
     """Changes to an endpoint: only the settings given change."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # hide_input_in_errors: a refused endpoint's error must not print its secret.
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     def changes(self) -> dict[str, Any]:
         """The settings given, by name (``clear``, ``secret_grace`` apart)."""

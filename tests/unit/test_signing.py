@@ -89,3 +89,17 @@ def test_a_webhook_endpoint_with_an_empty_whsec_key_is_refused() -> None:
 
     with pytest.raises(ValidationError, match="needs its base64 key"):
         EndpointConfig(name="x", channel="webhook", url="https://a.example/", secret="whsec_")
+
+
+def test_a_refused_endpoint_never_prints_its_secret() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    from outbox import EndpointConfig
+
+    secret = "whsec_" + base64.b64encode(b"s3").decode()  # short: a repr would show it whole
+    for url in (None, "not a url", "ftp://a.example/"):  # None: refused for the whole model
+        with pytest.raises(ValidationError) as caught:
+            EndpointConfig(name="x", channel="webhook", url=url, secret=secret)
+        assert secret not in str(caught.value)
+        assert secret[6:] not in repr(caught.value)
