@@ -145,12 +145,15 @@ FAST_RETRIES = {
 class WorkerProcess:
     """``outbox worker`` in a child process, its output kept in a file."""
 
-    def __init__(self, url: str, *args: str, log_dir: Path) -> None:
+    def __init__(
+        self, url: str, *args: str, log_dir: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.log = log_dir / f"worker-{time.monotonic_ns()}.log"
         with self.log.open("wb") as out:
             self.proc = spawn_worker(
-                url, "--poll-interval", "0.1", *args, log_level="INFO", env=FAST_RETRIES, output=out
-            )
+                url, "--poll-interval", "0.1", *args, log_level="INFO",
+                env={**FAST_RETRIES, **(env or {})}, output=out,
+            )  # fmt: skip
 
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)

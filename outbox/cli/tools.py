@@ -112,6 +112,15 @@ def demo_cmd(
 @click.option("--rate", type=float, default=500.0, show_default=True, help="latency: messages/s.")
 @click.option("--seconds", type=float, default=10.0, show_default=True, help="latency: duration.")
 @click.option(
+    "--no-listen",
+    is_flag=True,
+    help="latency: the worker polls only (outbox worker --no-listen), every --poll-interval.",
+)
+@click.option(
+    "--poll-interval", type=click.FloatRange(min=0.001), default=None,
+    help="latency: the worker's --poll-interval [default: its own].",
+)  # fmt: skip
+@click.option(
     "--broker-url",
     "broker_urls",
     multiple=True,
@@ -136,6 +145,8 @@ def bench_cmd(
     backlog_messages: int,
     rate: float,
     seconds: float,
+    no_listen: bool,
+    poll_interval: float | None,
     broker_urls: tuple[str, ...],
     concurrency: int,
     as_json: bool,
@@ -173,7 +184,12 @@ def bench_cmd(
         urls = tuple((brokers.broker_for(u), u) for u in broker_urls)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--broker-url") from None
-    options = suite.Options(rounds, messages, backlog_messages, rate, seconds, urls, concurrency)
+    worker_args: tuple[str, ...] = ("--no-listen",) if no_listen else ()
+    if poll_interval is not None:
+        worker_args += ("--poll-interval", str(poll_interval))
+    options = suite.Options(
+        rounds, messages, backlog_messages, rate, seconds, urls, concurrency, worker_args
+    )
 
     def progress(name: str, value: float) -> None:
         if not as_json:

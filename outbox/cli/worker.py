@@ -22,11 +22,18 @@ FLAGS = (
     "metrics_port",
     "log_format",
     "trace_spans",
+    "listen",
 )
 
 
 def _option(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     field = Settings.model_fields[name]
+    flag = f"--{name.replace('_', '-')}"
+    if field.annotation is bool:
+        return click.option(
+            f"{flag}/--no-{flag[2:]}", default=None,
+            help=f"{field.description} (OUTBOX_{name.upper()}) [default: {field.default}]",
+        )  # fmt: skip
     kind: Any = field.annotation
     choices = get_args(kind)
     if choices and all(isinstance(c, str) for c in choices):
@@ -35,7 +42,7 @@ def _option(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         kind = int
     default = "" if field.default is None else f" [default: {field.default}]"
     return click.option(
-        f"--{name.replace('_', '-')}",
+        flag,
         type=kind,
         help=f"{field.description} (OUTBOX_{name.upper()}){default}",
     )
@@ -69,8 +76,13 @@ def worker_cmd(ctx: click.Context, /, database_url: str | None, **flags: Any) ->
 
         child_args: list[str] = []
         for name, value in overrides.items():
-            if name not in ("processes", "metrics_port"):  # the supervisor serves metrics
-                child_args += [f"--{name.replace('_', '-')}", str(value)]
+            flag = f"--{name.replace('_', '-')}"
+            if name in ("processes", "metrics_port"):  # the supervisor serves metrics
+                continue
+            if isinstance(value, bool):
+                child_args.append(flag if value else f"--no-{flag[2:]}")
+            else:
+                child_args += [flag, str(value)]
         supervisor = Supervisor(
             child_args,
             settings.processes,

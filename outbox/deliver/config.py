@@ -35,6 +35,9 @@ class WorkerConfig:
     metrics_port: int | None = None
     # Attempt spans (outbox.deliver.tracing): child, link or off.
     trace_spans: Literal["child", "link", "off"] = "child"
+    # Wake-ups: LISTEN (on listen_url, if given, else the worker's URL), or poll only.
+    listen: bool = True
+    listen_url: str | None = field(default=None, repr=False)  # may hold a password
     # The loop's own tuning.
     flush_interval: float = 0.02
     flush_max: int = 500
@@ -80,6 +83,8 @@ class WorkerConfig:
             allow_networks=settings.allowed_networks(),
             metrics_port=settings.metrics_port,
             trace_spans=settings.trace_spans,
+            listen=settings.listen,
+            listen_url=settings.listen_url.get_secret_value() if settings.listen_url else None,
             **tuning,
         )
 

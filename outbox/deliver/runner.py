@@ -184,9 +184,8 @@ async def run_worker(url: str, config: WorkerConfig, *, worker_id: str | None = 
     metrics = Metrics() if config.metrics_port is not None or multiprocess() else None
     observers = () if metrics is None else (metrics,)
     tracer = open_tracer(config)
-    worker = Worker(
-        store, channels, config, listen=make_listener(url), observers=observers, tracer=tracer
-    )
+    listen = make_listener(config.listen_url or url) if config.listen else None
+    worker = Worker(store, channels, config, listen=listen, observers=observers, tracer=tracer)
     if stop.is_set():
         worker.stop()
     log.info("worker %s started (concurrency %d)", store.worker_id, config.concurrency)

@@ -78,6 +78,20 @@ class Settings(BaseSettings):
             "the supervisor serves all children's)."
         ),
     )
+    listen: bool = Field(
+        True,
+        description=(
+            "LISTEN for producers' wake-ups; off: poll only, every --poll-interval (for a "
+            "connection pooler in transaction mode, which cannot hold a LISTEN)."
+        ),
+    )
+    listen_url: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Where to LISTEN when not on the worker's own URL: a direct connection to "
+            "PostgreSQL when the worker's goes through a pooler."
+        ),
+    )
     trace_spans: Literal["child", "link", "off"] = Field(
         "child",
         description=(

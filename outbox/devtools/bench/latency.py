@@ -26,7 +26,9 @@ def _percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=1000, method="inclusive")[round(q * 1000) - 1]
 
 
-async def one_round(url: str, rate: float, seconds: float) -> dict[str, Any]:
+async def one_round(
+    url: str, rate: float, seconds: float, worker_args: tuple[str, ...] = ()
+) -> dict[str, Any]:
     conn = await connect(url)
     committed: dict[str, float] = {}
     with Receiver() as rx:
@@ -37,13 +39,9 @@ async def one_round(url: str, rate: float, seconds: float) -> dict[str, Any]:
         # A worker of an earlier run may have left wakeup_until ahead: reset it,
         # so that "ready" below means this run's worker is listening.
         await conn.execute("UPDATE outbox.config SET wakeup_until = '-infinity'")
-        proc = spawn_worker(url, "--concurrency", "100")
+        proc = spawn_worker(url, "--concurrency", "100", *worker_args)
         try:
-            deadline = time.monotonic() + 30
-            while not await conn.fetchval("SELECT wakeup_until > now() FROM outbox.config"):
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the worker did not become ready")
-                await asyncio.sleep(0.05)
+            await _ready(conn, rx, listening="--no-listen" not in worker_args)
             total = int(rate * seconds)
             start = time.monotonic()
             for k in range(total):
@@ -70,6 +68,22 @@ async def one_round(url: str, rate: float, seconds: float) -> dict[str, Any]:
     }
 
 
+async def _ready(conn: Any, rx: Receiver, *, listening: bool) -> None:
+    """Until the worker listens (it asks producers for wake-ups), or, polling
+    only, has delivered a first message (which the latencies leave out)."""
+    deadline = time.monotonic() + 30
+    if not listening:
+        async with conn.transaction():
+            first = str(await enqueue(conn, ENDPOINT, {"warm-up": True}))
+        if not rx.wait_for(lambda: first in rx.ids(), timeout=30):
+            raise RuntimeError("the worker did not become ready")
+        return
+    while not await conn.fetchval("SELECT wakeup_until > now() FROM outbox.config"):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the worker did not become ready")
+        await asyncio.sleep(0.05)
+
+
 async def run(
     url: str,
     *,
@@ -77,16 +91,19 @@ async def run(
     seconds: float = 10.0,
     rounds: int = 3,
     progress: Any = None,
+    worker_args: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """Each percentile is the median of its value in ``rounds`` separate runs."""
+    """Each percentile is the median of its value in ``rounds`` separate runs;
+    ``worker_args`` go to the worker (``--no-listen``: it polls only)."""
     runs: list[dict[str, Any]] = []
     for _ in range(rounds):
-        runs.append(await one_round(url, rate, seconds))
+        runs.append(await one_round(url, rate, seconds, worker_args))
         if progress:
             progress("latency p50 ms", runs[-1]["p50_ms"])
             progress("latency p99 ms", runs[-1]["p99_ms"])
     result: dict[str, Any] = {
         "scenario": "latency",
+        "worker_args": list(worker_args),
         "rate_per_second": rate,
         "seconds": seconds,
         "messages": sum(r["messages"] for r in runs),

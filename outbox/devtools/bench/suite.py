@@ -45,6 +45,7 @@ class Options:
     seconds: float = 10.0  # latency
     broker_urls: tuple[tuple[str, str], ...] = ()  # (broker, URL): else brokers.URLS
     concurrency: int = 100  # brokers: the worker's --concurrency, and the bare client's in flight
+    worker_args: tuple[str, ...] = ()  # latency: more flags for its worker (--no-listen ...)
 
 
 class MeasuredDatabase:
@@ -97,8 +98,9 @@ async def _scenario(url: str, name: str, o: Options, progress: Progress) -> dict
         return await drain.run(url, rounds=o.rounds, progress=progress, **sized)
     if name == "latency":
         return await latency.run(
-            url, rate=o.rate, seconds=o.seconds, rounds=o.rounds, progress=progress
-        )
+            url, rate=o.rate, seconds=o.seconds, rounds=o.rounds, progress=progress,
+            worker_args=o.worker_args,
+        )  # fmt: skip
     if name == "backlog":
         return await backlog.run(url, messages=o.backlog, rounds=o.rounds, progress=progress)
     if name == "memory":
