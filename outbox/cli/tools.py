@@ -7,6 +7,7 @@ import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -178,18 +179,12 @@ def bench_cmd(
     started in a temporary directory.
     """
     with _needs("bench"):
-        from outbox.devtools.bench import brokers, common, report, suite
+        from outbox.devtools.bench import common, report, suite
     common.BARS = not as_json
-    try:
-        urls = tuple((brokers.broker_for(u), u) for u in broker_urls)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--broker-url") from None
-    worker_args: tuple[str, ...] = ("--no-listen",) if no_listen else ()
-    if poll_interval is not None:
-        worker_args += ("--poll-interval", str(poll_interval))
-    options = suite.Options(
-        rounds, messages, backlog_messages, rate, seconds, urls, concurrency, worker_args
-    )
+    options = _bench_options(
+        rounds, messages, backlog_messages, rate, seconds, no_listen, poll_interval,
+        broker_urls, concurrency,
+    )  # fmt: skip
 
     def progress(name: str, value: float) -> None:
         if not as_json:
@@ -202,6 +197,23 @@ def bench_cmd(
     with suite.MeasuredDatabase(_given_url(database_url)) as url:
         results = run_fast(suite.run(url, scenarios, options, progress=progress, starting=starting))
     click.echo(json.dumps(results, indent=2, default=str) if as_json else report.render(results))
+
+
+def _bench_options(
+    rounds: int, messages: int | None, backlog: int, rate: float, seconds: float,
+    no_listen: bool, poll_interval: float | None, broker_urls: tuple[str, ...], concurrency: int,
+) -> Any:  # fmt: skip
+    """The scenarios' options from `outbox bench`'s flags."""
+    from outbox.devtools.bench import brokers, suite
+
+    try:
+        urls = tuple((brokers.broker_for(u), u) for u in broker_urls)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--broker-url") from None
+    worker_args: tuple[str, ...] = ("--no-listen",) if no_listen else ()
+    if poll_interval is not None:
+        worker_args += ("--poll-interval", str(poll_interval))
+    return suite.Options(rounds, messages, backlog, rate, seconds, urls, concurrency, worker_args)
 
 
 @main.command("soak")
