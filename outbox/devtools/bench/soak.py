@@ -107,6 +107,8 @@ def render_minute(m: Minute) -> str:
     )
 
 
+START_SHARE = 0.25
+
 _MINUTE = """
 SELECT coalesce(sum(delivered), 0) AS delivered, coalesce(sum(failed), 0) AS failed,
        max(p50_latency_ms) AS p50, max(p95_latency_ms) AS p95
@@ -172,16 +174,23 @@ async def run(
     stop = asyncio.Event()
     counter = [0]
     soak = Soak([], rate, workers, concurrency, fail_share, 0)
+    now: datetime
     try:
         await add_endpoint(conn, target, ENDPOINT)
-        fleet.start(workers)
-        producer = asyncio.create_task(_produce(url, rate, stop, counter))
         # Lines follow wall-clock minutes, as outbox.throughput does, read a
         # second into the next one (the last results are flushed by then).
         # One line per wall-clock minute, ceil(minutes) of them; the first
-        # covers the part of a minute the run started in.
+        # covers the part of a minute the run started in, so a run starts at
+        # least START_SHARE of a minute before the next one (else it waits for
+        # it): a first line of a few seconds would hold the workers' start only.
+        now = await conn.fetchval("SELECT clock_timestamp()")
+        left = 60 - now.second - now.microsecond / 1e6
+        if left < 60 * START_SHARE:
+            await asyncio.sleep(left)
+        fleet.start(workers)
+        producer = asyncio.create_task(_produce(url, rate, stop, counter))
         while len(soak.minutes) < math.ceil(minutes):
-            now: datetime = await conn.fetchval("SELECT clock_timestamp()")
+            now = await conn.fetchval("SELECT clock_timestamp()")
             await asyncio.sleep(61 - now.second - now.microsecond / 1e6)
             if producer.done():
                 producer.result()  # raise what stopped it
