@@ -23,6 +23,7 @@ FLAGS = (
     "log_format",
     "trace_spans",
     "listen",
+    "pooled",
 )
 
 
@@ -71,6 +72,9 @@ def worker_cmd(ctx: click.Context, /, database_url: str | None, **flags: Any) ->
     from outbox.deliver.logs import configure
 
     configure(settings.log_level, settings.log_format)
+    from outbox.deliver.config import WorkerConfig
+
+    config = WorkerConfig.from_settings(settings)  # refuses settings that do not go together
     if settings.processes > 1:
         from outbox.deliver.supervisor import Supervisor
 
@@ -91,8 +95,6 @@ def worker_cmd(ctx: click.Context, /, database_url: str | None, **flags: Any) ->
             metrics_port=settings.metrics_port,
         )
         ctx.exit(supervisor.run())
-    from outbox.deliver.config import WorkerConfig
     from outbox.deliver.runner import run_worker
 
-    config = WorkerConfig.from_settings(settings)
     ctx.exit(run_fast(run_worker(url, config, worker_id=settings.worker_id)))

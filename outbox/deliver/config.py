@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from outbox.deliver.policy import RetryPolicy
+from outbox.errors import ConfigurationError
 from outbox.settings import Settings
 from outbox.settings import endpoint as declared
 
@@ -38,6 +39,8 @@ class WorkerConfig:
     # Wake-ups: LISTEN (on listen_url, if given, else the worker's URL), or poll only.
     listen: bool = True
     listen_url: str | None = field(default=None, repr=False)  # may hold a password
+    # Through a pooler in transaction mode (outbox.deliver.session).
+    pooled: bool = False
     # The loop's own tuning.
     flush_interval: float = 0.02
     flush_max: int = 500
@@ -59,6 +62,13 @@ class WorkerConfig:
     fallback_policy: RetryPolicy = field(init=False)
 
     def __post_init__(self) -> None:
+        if self.pooled and self.listen and not self.listen_url:
+            raise ConfigurationError(
+                "a worker through a pooler (OUTBOX_POOLED) cannot LISTEN on its own URL "
+                "(the pooler hands its connection to other clients between transactions): "
+                "set OUTBOX_LISTEN_URL to a direct URL of PostgreSQL, or poll only with "
+                "--no-listen (OUTBOX_LISTEN=false)"
+            )
         policy = RetryPolicy(
             _default("max_attempts"),
             _default("retry_window"),
@@ -84,6 +94,7 @@ class WorkerConfig:
             metrics_port=settings.metrics_port,
             trace_spans=settings.trace_spans,
             listen=settings.listen,
+            pooled=settings.pooled,
             listen_url=settings.listen_url.get_secret_value() if settings.listen_url else None,
             **tuning,
         )

@@ -1,7 +1,8 @@
 """Retention: the ledger, dead letters and spent idempotency keys are pruned
 by age (``outbox.config.attempts_retention``, ``dead_letters_retention`` and
 ``dedupe_window``), in small batches, each its own short transaction, by one
-pruner at a time across the fleet (a session advisory lock). Workers do it
+pruner at a time across the fleet (an advisory lock each batch takes in its
+transaction). Workers do it
 every few minutes; ``outbox prune`` does it now.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
@@ -34,6 +35,18 @@ class Pruned:
         return self.attempts + self.dead_letters + self.idempotency_keys
 
 
+class _BusyError(Exception):
+    """Another pruner holds the lock."""
+
+
+async def _locked(conn: Conn, method: str, query: str, *args: Any) -> Any:
+    """One batch as its own transaction, under the fleet's prune lock."""
+    async with conn.transaction():
+        if not await conn.fetchval(QUERIES["prune_lock"]):
+            raise _BusyError
+        return await getattr(conn, method)(QUERIES[query], *args)
+
+
 async def prune(
     conn: Conn,
     *,
@@ -43,49 +56,38 @@ async def prune(
 ) -> Pruned | None:
     """Prune what is past retention; None if another pruner is at it.
 
+    Each batch is a transaction of its own that first takes the fleet's prune
+    lock (nothing is held between them, so this works through a pooler in
+    transaction mode); a pruner that finds the lock taken stops there.
     ``max_batches`` bounds the work per table (a worker's periodic run);
     without it everything due goes."""
-    if not await conn.fetchval(QUERIES["prune_lock"]):
-        return None
-    try:
-        attempts = 0
-        for _ in _rounds(max_batches):
-            row = await conn.fetchrow(QUERIES["prune_attempts"], batch)
-            assert row is not None
-            attempts += row["deleted"]
-            if progress is not None and row["deleted"]:
-                progress("attempts", row["deleted"])
-            if row["reached_young"] or not row["deleted"]:
-                break
-        await conn.fetchval(QUERIES["prune_rollups"])
-        dead = await _drain(
-            conn, "prune_dead_letters", "dead_letters", batch, max_batches, progress
-        )
-        keys = await _drain(
-            conn, "prune_idempotency_keys", "idempotency_keys", batch, max_batches, progress
-        )
-        return Pruned(attempts, dead, keys)
-    finally:
-        await conn.fetchval(QUERIES["prune_unlock"])
+    done = {"attempts": 0, "dead_letters": 0, "idempotency_keys": 0}
 
-
-async def _drain(
-    conn: Conn,
-    query: str,
-    what: str,
-    batch: int,
-    max_batches: int | None,
-    progress: Callable[[str, int], None] | None,
-) -> int:
-    total = 0
-    for _ in _rounds(max_batches):
-        n = int(await conn.fetchval(QUERIES[query], batch))
-        total += n
+    def note(what: str, n: int) -> None:
+        done[what] += n
         if progress is not None and n:
             progress(what, n)
-        if n < batch:
-            break
-    return total
+
+    try:
+        for _ in _rounds(max_batches):
+            row = await _locked(conn, "fetchrow", "prune_attempts", batch)
+            note("attempts", row["deleted"])
+            if row["reached_young"] or not row["deleted"]:
+                break
+        await _locked(conn, "fetchval", "prune_rollups")
+        for query, what in (
+            ("prune_dead_letters", "dead_letters"),
+            ("prune_idempotency_keys", "idempotency_keys"),
+        ):
+            for _ in _rounds(max_batches):
+                n = int(await _locked(conn, "fetchval", query, batch))
+                note(what, n)
+                if n < batch:
+                    break
+    except _BusyError:
+        if not any(done.values()):
+            return None
+    return Pruned(done["attempts"], done["dead_letters"], done["idempotency_keys"])
 
 
 def _rounds(limit: int | None) -> range:

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 
 from outbox._redact import redact_text, redact_url
-from outbox.db.connect import DB_ERRORS, asyncpg_url
+from outbox.db.connect import DB_ERRORS
 from outbox.deliver import tracing
 from outbox.deliver.channels import registry
 from outbox.deliver.channels.spec import Channel, ChannelContext
@@ -22,29 +22,13 @@ from outbox.deliver.config import WorkerConfig
 from outbox.deliver.listen import make_listener
 from outbox.deliver.metrics import Metrics, multiprocess, render_registry
 from outbox.deliver.probes import serve
+from outbox.deliver.session import open_pool
 from outbox.deliver.store import PostgresStore
 from outbox.deliver.tracing import Tracer
 from outbox.deliver.worker import Worker
 
 log = logging.getLogger("outbox.worker")
 
-# The worker's statements each have one right plan: walk messages_first_idx or
-# messages_retry_idx (or messages_lease_idx) in order and stop after the
-# batch. The hot table's statistics are always stale (a bulk enqueue lands
-# between two autoanalyze runs); with 50,000 fresh rows and old statistics the
-# planner chose a bitmap scan that sorted the whole backlog on every claim
-# (22 ms per claim, and growing with the backlog) instead of 0.5 ms. These
-# settings apply only to the worker's own connections.
-WORKER_SESSION_SETTINGS = {
-    "enable_seqscan": "off",
-    "enable_bitmapscan": "off",
-    "enable_sort": "off",
-    # With sorts disabled, any plan that must sort costs ~1e10, which is past
-    # jit_above_cost: each such statement was JIT-compiled (~110 ms, every time).
-    "jit": "off",
-    "application_name": "outbox-worker",
-    "synchronous_commit": "off",
-}
 METRICS_REFRESH = 5.0
 Stopper = Callable[[], Awaitable[None]]
 
@@ -65,16 +49,6 @@ def open_channels(config: WorkerConfig) -> dict[str, Channel]:
     return {name: spec.open(context) for name, spec in registry.channels().items()}
 
 
-async def _keep_session(conn: asyncpg.Connection) -> None:
-    """Return a connection to the pool as it is. asyncpg's default reset (advisory
-    unlock, CLOSE ALL, UNLISTEN, RESET ALL) is a round trip on every release, 5%
-    of a worker's time under load; worker connections keep no state between
-    uses: session settings are the connection's own (server_settings), the
-    advisory locks vacuum and prune take are released in ``finally`` blocks,
-    and LISTEN runs on a connection of its own outside the pool. A transaction
-    left open is still rolled back: asyncpg does that before calling this."""
-
-
 def refusal(exc: BaseException, url: str) -> str:
     """Why a connection failed, as the server or the network said it (without
     the URL's password), with a hint where the cause is known."""
@@ -83,26 +57,18 @@ def refusal(exc: BaseException, url: str) -> str:
     if "unsupported startup parameter" in said:
         reason += (
             "; a connection pooler (PgBouncer) refuses the session settings a worker sends "
-            "at connect: point the worker at PostgreSQL itself (see the README, Deploying)"
+            "at connect: run the worker with --pooled (OUTBOX_POOLED=1), or point it at "
+            "PostgreSQL itself (see the README, Production)"
         )
     return reason
 
 
-async def _create_pool(url: str, stop: asyncio.Event) -> asyncpg.Pool | None:
+async def _create_pool(url: str, stop: asyncio.Event, *, pooled: bool) -> asyncpg.Pool | None:
     """A pool, retrying while the database is unreachable (until stopped)."""
     delay = 0.2
     while not stop.is_set():
         try:
-            pool = await asyncpg.create_pool(
-                asyncpg_url(url),
-                min_size=1,
-                max_size=4,
-                command_timeout=60,
-                server_settings=WORKER_SESSION_SETTINGS,
-                reset=_keep_session,
-            )
-            assert pool is not None
-            return pool
+            return await open_pool(url, pooled=pooled)
         except DB_ERRORS as exc:
             log.warning(
                 "cannot reach %s: %s; retrying in %.1fs",
@@ -174,12 +140,15 @@ async def run_worker(url: str, config: WorkerConfig, *, worker_id: str | None = 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
 
-    pool = await _create_pool(url, stop)
+    pool = await _create_pool(url, stop, pooled=config.pooled)
     if pool is None:
         return 0
     channels = open_channels(config)
     store = PostgresStore(
-        pool, worker_id=worker_id or default_worker_id(), lease_seconds=config.lease_seconds
+        pool,
+        worker_id=worker_id or default_worker_id(),
+        lease_seconds=config.lease_seconds,
+        pooled=config.pooled,
     )
     metrics = Metrics() if config.metrics_port is not None or multiprocess() else None
     observers = () if metrics is None else (metrics,)

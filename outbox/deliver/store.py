@@ -3,11 +3,13 @@
 The worker loop, the recorder and upkeep talk to the database only through
 `Store`, so a store in memory can drive them in unit tests. `PostgresStore`
 runs the named statements of ``outbox/db/sql/deliver.sql`` and
-``upkeep.sql`` on an asyncpg pool; every call is one short transaction.
+``upkeep.sql`` on an asyncpg pool; every call is one short transaction
+(pooled: one that sets the worker's settings first, `outbox.deliver.session`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Sequence
@@ -15,10 +17,12 @@ from typing import Any, Protocol
 
 import asyncpg
 
+from outbox.db.connect import DB_ERRORS
 from outbox.db.queries import QUERIES
 from outbox.deliver.health import HealthReport
 from outbox.deliver.model import Claimed, Delivery, Finished, Reaped
 from outbox.deliver.retention import Pruned, prune
+from outbox.deliver.session import POOLED_BEGIN
 
 
 class Store(Protocol):
@@ -64,16 +68,35 @@ class Store(Protocol):
 class PostgresStore:
     """`Store` on an asyncpg pool."""
 
-    def __init__(self, pool: asyncpg.Pool, *, worker_id: str, lease_seconds: float) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, *, worker_id: str, lease_seconds: float, pooled: bool = False
+    ) -> None:
         self.pool = pool
         self.worker_id = worker_id
         self.lease_seconds = lease_seconds
+        self.pooled = pooled
+
+    async def _fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        """Run one named statement as its own transaction; its rows."""
+        if not self.pooled:
+            return await self.pool.fetch(query, *args)
+        async with self.pool.acquire() as conn:
+            await conn.execute(POOLED_BEGIN)
+            try:
+                rows = await conn.fetch(query, *args)
+            except BaseException:
+                if not conn.is_closed() and conn.is_in_transaction():
+                    with contextlib.suppress(*DB_ERRORS):
+                        await conn.execute("ROLLBACK")
+                raise
+            await conn.execute("COMMIT")
+            return rows
 
     async def claim(
         self, limit: int, *, horizon: float = 1.0, first_share: float = 0.5
     ) -> list[Delivery]:
         token = uuid.uuid4()
-        rows = await self.pool.fetch(
+        rows = await self._fetch(
             QUERIES["claim"], limit, token, self.lease_seconds, self.worker_id, horizon, first_share
         )
         return deliveries(rows, token, time.monotonic())
@@ -81,7 +104,7 @@ class PostgresStore:
     async def finish(self, done: Sequence[Finished]) -> int:
         if not done:
             return 0
-        rows = await self.pool.fetch(
+        rows = await self._fetch(
             QUERIES["finish"],
             [f.id for f in done],
             [f.token for f in done],
@@ -101,15 +124,13 @@ class PostgresStore:
 
     async def release(self, claimed: Sequence[Claimed]) -> None:
         if claimed:
-            await self.pool.execute(
+            await self._fetch(
                 QUERIES["release"], [c.id for c in claimed], [c.token for c in claimed]
             )
 
     async def reap(self, limit: int) -> list[Reaped]:
         token = uuid.uuid4()
-        rows = await self.pool.fetch(
-            QUERIES["reap"], limit, token, self.lease_seconds, self.worker_id
-        )
+        rows = await self._fetch(QUERIES["reap"], limit, token, self.lease_seconds, self.worker_id)
         return [
             Reaped(
                 r["id"],
@@ -124,11 +145,11 @@ class PostgresStore:
         ]
 
     async def endpoints(self) -> list[asyncpg.Record]:
-        return await self.pool.fetch(QUERIES["worker_endpoints"])
+        return await self._fetch(QUERIES["worker_endpoints"])
 
     async def report_health(self, reports: Sequence[HealthReport]) -> None:
         if reports:
-            await self.pool.execute(
+            await self._fetch(
                 QUERIES["report_health"],
                 [r.endpoint for r in reports],
                 [r.ok for r in reports],
@@ -141,31 +162,39 @@ class PostgresStore:
             )
 
     async def request_wakeups(self, seconds: float) -> None:
-        await self.pool.execute(QUERIES["request_wakeups"], seconds)
+        await self._fetch(QUERIES["request_wakeups"], seconds)
 
     async def prune(self, max_batches: int) -> Pruned | None:
-        """Retention, bounded: see `outbox.deliver.retention`. None if another worker is at it."""
+        """Retention, bounded: see `outbox.deliver.retention` (each batch its own
+        transaction). None if another worker is at it."""
         async with self.pool.acquire() as conn:
             return await prune(conn, max_batches=max_batches)
 
     async def prune_key_limits(self, batch: int = 1000) -> int:
-        result = await self.pool.execute(QUERIES["key_limits_prune"], batch)
-        return int(result.split()[-1])
+        rows = await self._fetch(QUERIES["key_limits_prune"], batch)
+        return int(rows[0][0])
 
     async def vacuum_if_needed(self, min_dead: int) -> bool:
         """VACUUM the hot table when its dead rows pass ``min_dead`` (and a fifth
-        of its live rows), one worker at a time. True if this call vacuumed."""
-        row = await self.pool.fetchrow(QUERIES["hot_table_dead_tuples"])
+        of its live rows), one worker at a time (another one's vacuum is
+        skipped, not waited for). True if this call vacuumed; `NotPermittedError`
+        if this role may not vacuum the table."""
+        rows = await self._fetch(QUERIES["hot_table_dead_tuples"])
+        row = rows[0] if rows else None
         if row is None or row["dead"] < max(min_dead, row["live"] // 5):
             return False
+        said: list[Any] = []
+
+        def heard(_conn: Any, message: Any) -> None:
+            said.append(message)
+
         async with self.pool.acquire() as conn:
-            if not await conn.fetchval(QUERIES["vacuum_lock"]):
-                return False
+            conn.add_log_listener(heard)
             try:
-                await conn.execute(QUERIES["vacuum_hot_table"])
+                await conn.execute(QUERIES["vacuum_hot_table"])  # never in a transaction
             finally:
-                await conn.fetchval(QUERIES["vacuum_unlock"])
-        return True
+                conn.remove_log_listener(heard)
+        return vacuumed(said)
 
     async def stats(self) -> list[dict[str, Any]]:
         return [dict(r) for r in await self.pool.fetch(QUERIES["stats"])]
@@ -175,6 +204,23 @@ class PostgresStore:
 
     async def reconnect(self) -> None:
         await self.pool.expire_connections()
+
+
+class NotPermittedError(Exception):
+    """This role may not do that (its warning, as PostgreSQL gave it)."""
+
+
+def vacuumed(warnings: Sequence[Any]) -> bool:
+    """Did a ``VACUUM (SKIP_LOCKED)`` run, from the warnings it raised? Skipped
+    (lock_not_available, 55P03: another vacuum is at it): False. Any other
+    warning is PostgreSQL skipping a table this role may not vacuum (it warns
+    rather than fails): `NotPermittedError`."""
+    for warning in warnings:
+        if getattr(warning, "sqlstate", None) == "55P03":
+            return False
+        if str(getattr(warning, "severity_en", None) or warning.severity) == "WARNING":
+            raise NotPermittedError(str(warning.message))
+    return True
 
 
 def deliveries(rows: Sequence[Any], token: uuid.UUID, now: float) -> list[Delivery]:

@@ -27,7 +27,7 @@ from outbox.deliver.endpoints import EndpointCache
 from outbox.deliver.observe import Observer
 from outbox.deliver.outcome import lost_lease
 from outbox.deliver.recorder import Backoff, Recorder
-from outbox.deliver.store import Store
+from outbox.deliver.store import NotPermittedError, Store
 
 log = logging.getLogger("outbox.worker")
 
@@ -89,9 +89,10 @@ class Upkeep:
                 await self.store.prune_key_limits()
                 if await self.store.vacuum_if_needed(self.config.vacuum_min_dead):
                     log.info("vacuumed outbox.messages")
-            except asyncpg.InsufficientPrivilegeError:
+            except (asyncpg.InsufficientPrivilegeError, NotPermittedError) as exc:
                 log.warning(
-                    "cannot VACUUM outbox.messages (not its owner); leaving it to autovacuum"
+                    "cannot VACUUM outbox.messages (%s); leaving it to autovacuum",
+                    exc if isinstance(exc, NotPermittedError) else "not its owner",
                 )
                 return
             except DB_ERRORS as exc:

@@ -85,6 +85,14 @@ class Settings(BaseSettings):
             "connection pooler in transaction mode, which cannot hold a LISTEN)."
         ),
     )
+    pooled: bool = Field(
+        False,
+        description=(
+            "The worker's URL goes through a connection pooler in transaction mode "
+            "(PgBouncer): its settings are set per transaction and prepared statements are "
+            "not cached. LISTEN then needs OUTBOX_LISTEN_URL, or --no-listen."
+        ),
+    )
     listen_url: SecretStr | None = Field(
         default=None,
         description=(

@@ -11,7 +11,7 @@ from support import FAST, add_endpoint, running_worker, until
 
 import outbox
 from outbox import operate
-from outbox.deliver.runner import WORKER_SESSION_SETTINGS
+from outbox.deliver.session import WORKER_SESSION_SETTINGS
 from outbox.devtools.receiver import Action, Receiver, always
 
 

@@ -21,7 +21,7 @@ import outbox
 from outbox.deliver.channels.null import NullChannel
 from outbox.deliver.model import Finished
 from outbox.deliver.policy import Outcome
-from outbox.deliver.runner import WORKER_SESSION_SETTINGS
+from outbox.deliver.session import WORKER_SESSION_SETTINGS
 from outbox.deliver.store import PostgresStore
 from outbox.deliver.worker import Worker
 from outbox.devtools.receiver import OK, Action, Receiver, always, fail_first

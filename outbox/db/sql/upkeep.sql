@@ -6,31 +6,28 @@
 -- (outbox.db.queries.QUERIES). Values are always bound parameters.
 
 -- key_limits_prune --
--- Forget per-key interval state long past (keys are many; a key seen again starts fresh): $1 batch size.
-DELETE FROM outbox.key_limits AS k
- USING (SELECT endpoint, key FROM outbox.key_limits
-         WHERE next_at < now() - interval '1 hour' AND holder IS NULL
-         ORDER BY next_at
-         LIMIT $1) AS old
- WHERE k.endpoint = old.endpoint AND k.key = old.key AND k.next_at < now() - interval '1 hour';
+-- Forget per-key interval state long past (keys are many; a key seen again starts fresh): $1 batch size. Returns how many.
+WITH gone AS (
+    DELETE FROM outbox.key_limits AS k
+     USING (SELECT endpoint, key FROM outbox.key_limits
+             WHERE next_at < now() - interval '1 hour' AND holder IS NULL
+             ORDER BY next_at
+             LIMIT $1) AS old
+     WHERE k.endpoint = old.endpoint AND k.key = old.key AND k.next_at < now() - interval '1 hour'
+    RETURNING 1)
+SELECT count(*) FROM gone;
 
 -- hot_table_dead_tuples --
 -- Dead and live row estimates of outbox.messages, from the statistics collector (kept even when autovacuum is off).
 SELECT coalesce(n_dead_tup, 0) AS dead, coalesce(n_live_tup, 0) AS live
   FROM pg_stat_user_tables WHERE relid = 'outbox.messages'::regclass;
 
--- vacuum_lock --
--- One worker at a time vacuums the hot table: a session-level try-lock on a fixed key (released by vacuum_unlock).
-SELECT pg_try_advisory_lock(1869968482, 2);
-
--- vacuum_unlock --
--- Release vacuum_lock.
-SELECT pg_advisory_unlock(1869968482, 2);
-
 -- vacuum_hot_table --
 -- Claims leave dead index entries in front of messages_claim_idx until vacuum removes them; with autovacuum off (or behind)
 -- they made claims slow enough to raise p99 latency from ~30 ms to ~700 ms. Cheap: the table holds only unfinished rows.
-VACUUM (ANALYZE) outbox.messages;
+-- One worker at a time, with no lock held across statements (a pooler may run each on another connection): SKIP_LOCKED
+-- skips the table, with a warning, while another vacuum holds it. A role that may not vacuum it gets a warning too.
+VACUUM (SKIP_LOCKED, ANALYZE) outbox.messages;
 
 -- prune_attempts --
 -- Delete ledger rows older than outbox.config.attempts_retention, oldest first, up to $1 per call. Ids grow with time, so
@@ -82,9 +79,6 @@ WITH gone AS (
 SELECT count(*) FROM gone;
 
 -- prune_lock --
--- One pruner at a time across the fleet: a session-level try-lock on a fixed key (released by prune_unlock).
-SELECT pg_try_advisory_lock(1869968482, 4);
-
--- prune_unlock --
--- Release prune_lock.
-SELECT pg_advisory_unlock(1869968482, 4);
+-- One pruner at a time across the fleet: a try-lock on a fixed key, taken first in each batch's transaction and gone at
+-- its end (nothing held across transactions, which a pooler in transaction mode would hand to other clients).
+SELECT pg_try_advisory_xact_lock(1869968482, 4);

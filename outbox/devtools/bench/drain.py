@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from outbox.db.connect import connect
-from outbox.deliver.runner import WORKER_SESSION_SETTINGS
+from outbox.deliver.session import WORKER_SESSION_SETTINGS
 from outbox.devtools.bench.common import Figure, drain_rate, ensure_endpoint, fill_backlog
 from outbox.devtools.processes import spawn_worker
 
