@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
+from outbox._redact import redact_text
 from outbox.db.connect import DB_ERRORS
 from outbox.deliver import outcome
 from outbox.deliver.channels.spec import Channel
@@ -115,7 +116,7 @@ class Worker:
 
     async def run(self) -> None:
         """Run until `stop()`; returns once everything claimed is recorded or handed back."""
-        await self.endpoints.refresh(force=True)
+        await self._first_refresh()
         await self._warm_channels()
         unlisten = await self._start_listening()
         deliverers = [
@@ -141,6 +142,23 @@ class Worker:
             if unlisten is not None:
                 with contextlib.suppress(*DB_ERRORS):
                     await unlisten()
+
+    async def _first_refresh(self) -> None:
+        """Load the endpoints, retrying while the database cannot answer: through a
+        pooler the pool opens (the pooler answers) while PostgreSQL is still down."""
+        delay = 0.2
+        while True:
+            try:
+                await self.endpoints.refresh(force=True)
+                return
+            except DB_ERRORS as exc:
+                log.warning(
+                    "cannot load endpoints: %s; retrying in %.1fs", redact_text(str(exc)), delay
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+                return  # stopped meanwhile: nothing was claimed
+            delay = min(delay * 2, 5.0)
 
     async def _warm_channels(self) -> None:
         """Let channels that can (the brokers') open their endpoints' connections

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
+
 from outbox.deliver.config import WorkerConfig
 from outbox.deliver.health import HealthReport
 from outbox.deliver.model import (
@@ -195,3 +197,40 @@ async def test_a_channel_that_raises_loses_nothing_the_policy_retries_it() -> No
     assert (first.outcome, first.error) == (Outcome.RETRYING, "RuntimeError: channel error")
     assert first.reason.startswith("internal: RuntimeError; retry #2 in")
     assert second.outcome is Outcome.DELIVERED
+
+
+async def test_a_database_that_cannot_answer_at_start_is_waited_for() -> None:
+    """Through a pooler the pool opens while PostgreSQL is still down: the first
+    load of the endpoints fails, and the worker must wait, not die."""
+
+    class DownAtFirst(MemoryStore):
+        failures = 2
+
+        async def endpoints(self) -> Sequence[Any]:
+            if self.failures:
+                self.failures -= 1
+                raise asyncpg.CannotConnectNowError("the database system is starting up")
+            return await super().endpoints()
+
+    store = DownAtFirst([endpoint_row("hook")])
+    [message_id] = store.add("hook")
+    channel = Script(200)
+    worker = Worker(store, {"script": channel}, CONFIG)
+    task = asyncio.create_task(worker.run())
+    await until(lambda: any(f.outcome is Outcome.DELIVERED for f in store.ledger), within=10)
+    worker.stop()
+    await task
+    assert store.failures == 0
+    assert channel.sent == {message_id: 1}
+
+
+async def test_a_stop_while_waiting_for_the_database_ends_the_run() -> None:
+    class Down(MemoryStore):
+        async def endpoints(self) -> Sequence[Any]:
+            raise asyncpg.CannotConnectNowError("the database system is starting up")
+
+    worker = Worker(Down([]), {"script": Script(200)}, CONFIG)
+    task = asyncio.create_task(worker.run())
+    await asyncio.sleep(0.3)
+    worker.stop()
+    await asyncio.wait_for(task, 5)
