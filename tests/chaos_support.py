@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
-from support import FAST_RETRIES, WorkerProcess
+from support import FAST_RETRIES, WorkerProcess, worker_route
 
 import outbox
 from outbox.devtools.processes import spawn_worker
@@ -282,12 +282,13 @@ class ChaosWorker(WorkerProcess):
     def __init__(self, url: str, *, log_dir: Path) -> None:
         self.log = log_dir / f"worker-{time.monotonic_ns()}.log"
         with self.log.open("wb") as out:
+            worker_url, routed = worker_route(url)
             self.proc = spawn_worker(
-                url,
+                worker_url,
                 *("--concurrency", "30", "--batch-size", "50", "--poll-interval", "0.1"),
                 *("--lease-seconds", str(LEASE_SECONDS)),
                 log_level="WARNING",
-                env=WORKER_ENV,
+                env={**WORKER_ENV, **routed},
                 output=out,
             )
         self.started = time.time()

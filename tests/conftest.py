@@ -10,6 +10,11 @@ The server is chosen once per session, first match wins:
 
 The choice is shown in the pytest header. Migrations run once, into a template
 database; each test then gets ``CREATE DATABASE ... TEMPLATE`` of it.
+
+With ``OUTBOX_TEST_THROUGH_PGBOUNCER`` set, one PgBouncer in transaction mode
+sits in front of that server for the session, and the workers the tests start
+connect through it (`support.worker_route`); producers and the tests' own
+checks still connect directly.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import psycopg
 import pytest
+import support
 from pgbouncer import PgBouncer
 from psycopg import sql
 from support import WorkerProcess, children
@@ -37,6 +43,7 @@ from outbox.db import migrate
 from outbox.db.connect import asyncpg_url, connect
 
 URL_VARIABLE = "OUTBOX_TEST_DATABASE_URL"
+POOLER_VARIABLE = "OUTBOX_TEST_THROUGH_PGBOUNCER"
 CONTAINER_IMAGE = "postgres:16-alpine"
 
 
@@ -99,7 +106,8 @@ def pytest_report_header(config: pytest.Config) -> str:
         "docker": f"testcontainers {CONTAINER_IMAGE} (a Docker engine answered)",
         "embedded": "embedded PostgreSQL (outbox.devtools.embedded) in a temporary dir under /tmp",
     }
-    return f"outbox test database: {descriptions[_backend()]}"
+    through = " (workers through PgBouncer)" if os.environ.get(POOLER_VARIABLE) else ""
+    return f"outbox test database: {descriptions[_backend()]}{through}"
 
 
 @pytest.fixture(scope="session")
@@ -194,6 +202,21 @@ def pgbouncer(pg_server_url: str) -> Iterator[PgBouncer]:
     try:
         yield bouncer
     finally:
+        bouncer.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _workers_through_pgbouncer(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The session's PgBouncer for the workers, with ``OUTBOX_TEST_THROUGH_PGBOUNCER``."""
+    if not os.environ.get(POOLER_VARIABLE):
+        yield
+        return
+    bouncer = PgBouncer(request.getfixturevalue("pg_server_url"))
+    support.POOLER.append(bouncer)
+    try:
+        yield
+    finally:
+        support.POOLER.clear()
         bouncer.stop()
 
 

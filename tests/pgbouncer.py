@@ -33,6 +33,7 @@ class PgBouncer:
                 pytest.fail(message)
             pytest.skip(message)
         parts = urlsplit(server_url)
+        self.server = (parts.hostname or "127.0.0.1", parts.port or 5432)
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
@@ -47,6 +48,10 @@ class PgBouncer:
             f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\nunix_socket_dir =\n"
             f"auth_type = trust\nauth_file = {self.dir / 'users.txt'}\n"
             f"pool_mode = {pool_mode}\nmax_client_conn = 200\ndefault_pool_size = 20\n"
+            # After a failed server login PgBouncer refuses every client for this long
+            # (default 15 s): a restarted PostgreSQL would stay unreachable that much
+            # longer. The README's production settings say the same.
+            "server_login_retry = 1\n"
             f"logfile = {self.dir / 'pgbouncer.log'}\npidfile = {self.dir / 'pgbouncer.pid'}\n"
         )
         command = [BINARY, str(self.dir / "pgbouncer.ini")]
@@ -67,6 +72,11 @@ class PgBouncer:
 
     def url(self, database: str) -> str:
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/{database}"
+
+    def serves(self, url: str) -> bool:
+        """Is ``url`` on the server this PgBouncer is in front of?"""
+        parts = urlsplit(url)
+        return (parts.hostname or "127.0.0.1", parts.port or 5432) == self.server
 
     def log(self) -> str:
         path = self.dir / "pgbouncer.log"

@@ -13,7 +13,8 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -28,12 +29,33 @@ from outbox.deliver.channels.telegram import TelegramChannel
 from outbox.deliver.channels.webhook import WebhookChannel
 from outbox.deliver.config import WorkerConfig
 from outbox.deliver.listen import make_listener
-from outbox.deliver.runner import WORKER_SESSION_SETTINGS
+from outbox.deliver.session import open_pool
 from outbox.deliver.store import PostgresStore
 from outbox.deliver.tracing import Tracer
 from outbox.deliver.worker import Worker
 from outbox.devtools.processes import spawn_worker
 from outbox.settings import Settings
+
+if TYPE_CHECKING:
+    from pgbouncer import PgBouncer
+
+# The suite's pass through a pooler (OUTBOX_TEST_THROUGH_PGBOUNCER, CI's second
+# pass): conftest starts one PgBouncer in transaction mode for the session and
+# puts it here (the chaos test adds one in front of its own server). The
+# workers the tests start, in this process or as processes, then reach their
+# database through it (--pooled), with LISTEN on a direct connection
+# (OUTBOX_LISTEN_URL), as in production behind PgBouncer.
+POOLER: list[PgBouncer] = []
+
+
+def worker_route(url: str) -> tuple[str, dict[str, str]]:
+    """Where a test's worker connects for database ``url``, and the settings that
+    go with it: ``url`` itself, or the session's PgBouncer (see `POOLER`)."""
+    for bouncer in POOLER:
+        if bouncer.serves(url):
+            database = urlsplit(url).path.lstrip("/")
+            return bouncer.url(database), {"OUTBOX_POOLED": "1", "OUTBOX_LISTEN_URL": url}
+    return url, {}  # not a server with a PgBouncer in front (a test's own): direct
 
 
 def worker_config(**changes: Any) -> WorkerConfig:
@@ -78,11 +100,19 @@ async def running_worker(
     server_settings: dict[str, str] | None = None,
     tracer: Tracer | None = None,
 ) -> AsyncIterator[Worker]:
-    pool = await asyncpg.create_pool(
-        url, min_size=1, max_size=4, server_settings=server_settings or WORKER_SESSION_SETTINGS
-    )
+    if server_settings is None:  # through the session's pooler, if there is one
+        worker_url, _ = worker_route(url)
+        pooled = worker_url != url
+        pool = await open_pool(worker_url, pooled=pooled)
+    else:  # settings of the test's own (a role): straight to the server
+        pooled = False
+        pool = await asyncpg.create_pool(
+            url, min_size=1, max_size=4, server_settings=server_settings
+        )
     assert pool is not None
-    store = PostgresStore(pool, worker_id="test-worker", lease_seconds=config.lease_seconds)
+    store = PostgresStore(
+        pool, worker_id="test-worker", lease_seconds=config.lease_seconds, pooled=pooled
+    )
     channels = worker_channels(config.concurrency, allow)
     worker = Worker(
         store,
@@ -150,9 +180,10 @@ class WorkerProcess:
     ) -> None:
         self.log = log_dir / f"worker-{time.monotonic_ns()}.log"
         with self.log.open("wb") as out:
+            worker_url, routed = worker_route(url)
             self.proc = spawn_worker(
-                url, "--poll-interval", "0.1", *args, log_level="INFO",
-                env={**FAST_RETRIES, **(env or {})}, output=out,
+                worker_url, "--poll-interval", "0.1", *args, log_level="INFO",
+                env={**FAST_RETRIES, **routed, **(env or {})}, output=out,
             )  # fmt: skip
 
     def signal(self, sig: int) -> None:

@@ -14,6 +14,7 @@ import sys
 from typing import Any
 
 import pytest
+from pgbouncer import PgBouncer
 
 pytestmark = pytest.mark.e2e
 
@@ -78,6 +79,18 @@ def test_latency_reports_medians_of_its_rounds(database_url: str) -> None:
         values = sorted(r[key] for r in result["rounds"])
         assert result[key] == pytest.approx(sum(values) / 2)
         assert 0 < result[key] < 1000
+
+
+@pytest.mark.timeout(300)
+def test_latency_with_the_worker_through_pgbouncer(database_url: str, pgbouncer: PgBouncer) -> None:
+    through = pgbouncer.url(database_url.rsplit("/", 1)[1])
+    args = ("latency", "--rate", "50", "--seconds", "1", "--rounds", "1", "--worker-url", through,
+            "--poll-interval", "5")  # fmt: skip
+    (result,) = bench(database_url, *args)["results"]
+    assert result["received"] == result["messages"] == 50
+    assert result["worker_through"] == through
+    assert 0 < result["p99_ms"] < 1000  # woken through the direct listener (polls: 5 s)
+    assert f"login attempt: db={database_url.rsplit('/', 1)[1]}" in pgbouncer.log()
 
 
 @pytest.mark.timeout(300)

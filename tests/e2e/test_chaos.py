@@ -67,6 +67,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+import support
 from chaos_support import (
     BY_NAME,
     DESTINATIONS,
@@ -84,6 +85,7 @@ from chaos_support import (
     produce,
     receipts_by_id,
 )
+from pgbouncer import PgBouncer
 from support import WorkerProcess
 
 from outbox.db import migrate
@@ -110,10 +112,17 @@ def own_server() -> Iterator[EmbeddedPostgres]:
     data = Path(tempfile.mkdtemp(prefix="outbox-chaos-", dir="/tmp"))
     server = EmbeddedPostgres(data / "pgdata")
     server.start()
+    # The suite's pass through PgBouncer: the workers reach this server through one too.
+    bouncer = PgBouncer(server.url()) if os.environ.get("OUTBOX_TEST_THROUGH_PGBOUNCER") else None
+    if bouncer is not None:
+        support.POOLER.append(bouncer)
     try:
         yield server
     finally:
         try:
+            if bouncer is not None:
+                support.POOLER.remove(bouncer)
+                bouncer.stop()
             server.stop("immediate")
         finally:
             shutil.rmtree(data, ignore_errors=True)
@@ -430,6 +439,7 @@ async def test_chaos_nothing_committed_is_lost_nothing_rolled_back_is_sent(
         "producing_seconds": round(produced - producing, 1),
         "draining_seconds": round(drained - produced, 1),
         "elapsed_seconds": round(elapsed, 1),
+        "workers_through_pgbouncer": bool(os.environ.get("OUTBOX_TEST_THROUGH_PGBOUNCER")),
     }
     print("\nchaos figures:\n" + json.dumps(figures, indent=2))
     if REPORT:

@@ -1,21 +1,31 @@
 """Through a real PgBouncer (transaction pooling), in front of the test server.
 
-What works today: producers (asyncpg with its statement cache off, and plain
-SQL). What does not yet: a worker, which sends session settings at connect
-that PgBouncer refuses; it must then say why, not just "cannot reach".
+Producers (asyncpg with its statement cache off, SQLAlchemy async and sync
+with the settings the README gives, plain SQL) and workers (``--pooled``, with
+LISTEN on a direct connection or none) work through it. A worker pointed at it
+without ``--pooled`` says why it cannot connect, not just "cannot reach".
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
+import uuid
 from pathlib import Path
 
 import asyncpg
 import pytest
+import sqlalchemy
 from pgbouncer import PgBouncer
-from support import WorkerProcess
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
+from support import WorkerProcess, until
 
 import outbox
+from outbox.devtools.receiver import Receiver
 
 pytestmark = pytest.mark.e2e
 
@@ -38,6 +48,100 @@ async def test_producers_enqueue_through_pgbouncer(
     finally:
         await pooled.close()
     assert await conn.fetchval("SELECT count(*) FROM outbox.messages") == 4
+
+
+async def _none_left(conn: asyncpg.Connection) -> bool:
+    return bool(await conn.fetchval("SELECT count(*) = 0 FROM outbox.messages"))
+
+
+def _unique_statement_name() -> str:
+    return f"__asyncpg_{uuid.uuid4()}__"
+
+
+async def test_sqlalchemy_producers_enqueue_through_pgbouncer(
+    database_url: str, conn: asyncpg.Connection, pgbouncer: PgBouncer
+) -> None:
+    """The README's settings: async (asyncpg) with no statement cache and unique
+    names for the statements SQLAlchemy still prepares; sync (psycopg) with
+    server-side prepares off. Enough transactions that psycopg would otherwise
+    prepare (its threshold is 5) and that each lands on other server connections."""
+    await conn.execute("INSERT INTO outbox.endpoints (name, channel) VALUES ('n', 'null')")
+    through = pgbouncer.url(database_of(database_url)).split("://", 1)[1]
+    engine = create_async_engine(
+        f"postgresql+asyncpg://{through}",
+        poolclass=NullPool,
+        connect_args={
+            "statement_cache_size": 0,
+            "prepared_statement_cache_size": 0,
+            "prepared_statement_name_func": _unique_statement_name,
+        },
+    )
+    sync_engine = sqlalchemy.create_engine(
+        f"postgresql+psycopg://{through}", connect_args={"prepare_threshold": None}
+    )
+    try:
+        for i in range(8):
+            async with engine.begin() as c:
+                await outbox.enqueue(c, "n", {"async": i})
+                await outbox.enqueue_many(c, [{"endpoint": "n", "payload": {"many": i}}])
+            with Session(sync_engine) as session, session.begin():
+                outbox.enqueue_sync(session, "n", {"sync": i})
+    finally:
+        await engine.dispose()
+        sync_engine.dispose()
+    assert await conn.fetchval("SELECT count(*) FROM outbox.messages") == 24
+
+
+async def test_a_pooled_worker_delivers_through_pgbouncer(
+    database_url: str, conn: asyncpg.Connection, pgbouncer: PgBouncer,
+    workers: list[WorkerProcess], tmp_path: Path,
+) -> None:  # fmt: skip
+    """--pooled, LISTEN on a direct URL: every message delivered once, woken (not
+    polled), and the worker's statements went through PgBouncer."""
+    with Receiver() as rx:
+        await conn.execute(
+            "INSERT INTO outbox.endpoints (name, channel, url) VALUES ('hook', 'webhook', $1)",
+            rx.url(),
+        )
+        worker = WorkerProcess(
+            pgbouncer.url(database_of(database_url)), "--pooled", "--poll-interval", "5",
+            log_dir=tmp_path, env={"OUTBOX_LISTEN_URL": database_url},
+        )  # fmt: skip
+        workers.append(worker)
+        async with conn.transaction():
+            await outbox.enqueue_many(
+                conn, [{"endpoint": "hook", "payload": {"i": i}} for i in range(200)]
+            )
+        await until(lambda: len(rx.snapshot()) >= 200, within=30)
+        started = time.monotonic()
+        async with conn.transaction():
+            await outbox.enqueue(conn, "hook", {"woken": True})
+        await until(lambda: len(rx.snapshot()) >= 201, within=10)
+        took = time.monotonic() - started
+    assert took < 2.5, worker.output()  # woken through the direct listener; polls are 5 s apart
+    ids = [r.headers["webhook-id"] for r in rx.snapshot()]
+    assert len(set(ids)) == 201
+    # Results are recorded in batches, just after the deliveries.
+    await until(lambda: _none_left(conn), within=10)
+    delivered = "SELECT count(*) FROM outbox.attempts WHERE outcome = 'delivered'"
+    assert await conn.fetchval(delivered) == 201
+    assert f"login attempt: db={database_of(database_url)}" in pgbouncer.log()
+    assert "unsupported startup parameter" not in pgbouncer.log()
+
+
+def test_pooled_needs_a_listen_url_or_no_listen(database_url: str, pgbouncer: PgBouncer) -> None:
+    env = {
+        **os.environ,
+        "OUTBOX_DATABASE_URL": pgbouncer.url(database_of(database_url)),
+        "OUTBOX_POOLED": "1",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "outbox", "worker"], env=env, capture_output=True, timeout=60,
+        text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "OUTBOX_LISTEN_URL" in done.stderr, done.stderr
+    assert "--no-listen" in done.stderr
 
 
 def test_a_worker_through_pgbouncer_says_why_it_cannot_connect(
