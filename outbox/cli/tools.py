@@ -4,6 +4,7 @@ and measuring outbox (`outbox.devtools`, in the ``demo`` and ``bench`` extras)."
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -122,6 +123,13 @@ def demo_cmd(
     help="latency: the worker's --poll-interval [default: its own].",
 )  # fmt: skip
 @click.option(
+    "--worker-url",
+    metavar="URL",
+    default=None,
+    help="latency: the worker connects here (a PgBouncer in front of the database), "
+    "with --pooled; it LISTENs on the database's own URL unless --no-listen.",
+)
+@click.option(
     "--broker-url",
     "broker_urls",
     multiple=True,
@@ -148,6 +156,7 @@ def bench_cmd(
     seconds: float,
     no_listen: bool,
     poll_interval: float | None,
+    worker_url: str | None,
     broker_urls: tuple[str, ...],
     concurrency: int,
     as_json: bool,
@@ -185,6 +194,7 @@ def bench_cmd(
         rounds, messages, backlog_messages, rate, seconds, no_listen, poll_interval,
         broker_urls, concurrency,
     )  # fmt: skip
+    options = dataclasses.replace(options, worker_url=worker_url)
 
     def progress(name: str, value: float) -> None:
         if not as_json:

@@ -3,7 +3,9 @@
 A worker process runs with wake-ups on; one producer commits single-message
 transactions at a steady rate; the receiver (a thread of this process)
 stamps each arrival. Latency is arrival time minus commit time, on the same
-clock.
+clock. With a worker URL of its own (a PgBouncer in front of the database),
+the worker runs ``--pooled`` there and LISTENs, unless told not to, on the
+database's own URL.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import statistics
 import time
 from typing import Any
 
+from outbox._redact import redact_url
 from outbox.db.connect import connect
 from outbox.devtools.bench.common import ensure_endpoint
 from outbox.devtools.processes import spawn_worker
@@ -27,7 +30,11 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 async def one_round(
-    url: str, rate: float, seconds: float, worker_args: tuple[str, ...] = ()
+    url: str,
+    rate: float,
+    seconds: float,
+    worker_args: tuple[str, ...] = (),
+    worker_url: str | None = None,
 ) -> dict[str, Any]:
     conn = await connect(url)
     committed: dict[str, float] = {}
@@ -39,7 +46,13 @@ async def one_round(
         # A worker of an earlier run may have left wakeup_until ahead: reset it,
         # so that "ready" below means this run's worker is listening.
         await conn.execute("UPDATE outbox.config SET wakeup_until = '-infinity'")
-        proc = spawn_worker(url, "--concurrency", "100", *worker_args)
+        if worker_url is None:
+            proc = spawn_worker(url, "--concurrency", "100", *worker_args)
+        else:
+            proc = spawn_worker(
+                worker_url, "--pooled", "--concurrency", "100", *worker_args,
+                env={"OUTBOX_LISTEN_URL": url},
+            )  # fmt: skip
         try:
             await _ready(conn, rx, listening="--no-listen" not in worker_args)
             total = int(rate * seconds)
@@ -92,18 +105,21 @@ async def run(
     rounds: int = 3,
     progress: Any = None,
     worker_args: tuple[str, ...] = (),
+    worker_url: str | None = None,
 ) -> dict[str, Any]:
     """Each percentile is the median of its value in ``rounds`` separate runs;
-    ``worker_args`` go to the worker (``--no-listen``: it polls only)."""
+    ``worker_args`` go to the worker (``--no-listen``: it polls only);
+    ``worker_url``: where the worker connects, pooled (see the module)."""
     runs: list[dict[str, Any]] = []
     for _ in range(rounds):
-        runs.append(await one_round(url, rate, seconds, worker_args))
+        runs.append(await one_round(url, rate, seconds, worker_args, worker_url))
         if progress:
             progress("latency p50 ms", runs[-1]["p50_ms"])
             progress("latency p99 ms", runs[-1]["p99_ms"])
     result: dict[str, Any] = {
         "scenario": "latency",
         "worker_args": list(worker_args),
+        "worker_through": None if worker_url is None else redact_url(worker_url),
         "rate_per_second": rate,
         "seconds": seconds,
         "messages": sum(r["messages"] for r in runs),

@@ -46,6 +46,7 @@ class Options:
     broker_urls: tuple[tuple[str, str], ...] = ()  # (broker, URL): else brokers.URLS
     concurrency: int = 100  # brokers: the worker's --concurrency, and the bare client's in flight
     worker_args: tuple[str, ...] = ()  # latency: more flags for its worker (--no-listen ...)
+    worker_url: str | None = None  # latency: the worker's own URL (a pooler's), --pooled
 
 
 class MeasuredDatabase:
@@ -99,7 +100,7 @@ async def _scenario(url: str, name: str, o: Options, progress: Progress) -> dict
     if name == "latency":
         return await latency.run(
             url, rate=o.rate, seconds=o.seconds, rounds=o.rounds, progress=progress,
-            worker_args=o.worker_args,
+            worker_args=o.worker_args, worker_url=o.worker_url,
         )  # fmt: skip
     if name == "backlog":
         return await backlog.run(url, messages=o.backlog, rounds=o.rounds, progress=progress)
