@@ -4,7 +4,6 @@ and measuring outbox (`outbox.devtools`, in the ``demo`` and ``bench`` extras)."
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -147,20 +146,8 @@ def demo_cmd(
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def bench_cmd(
-    database_url: str | None,
-    scenarios: tuple[str, ...],
-    rounds: int,
-    messages: int | None,
-    backlog_messages: int,
-    rate: float,
-    seconds: float,
-    no_listen: bool,
-    poll_interval: float | None,
-    worker_url: str | None,
-    broker_urls: tuple[str, ...],
-    concurrency: int,
-    as_json: bool,
-) -> None:  # fmt: skip
+    database_url: str | None, scenarios: tuple[str, ...], as_json: bool, **flags: Any
+) -> None:
     """Measure outbox against its ceilings (default: every scenario but the
     broker ones, which run only when named).
 
@@ -190,11 +177,7 @@ def bench_cmd(
     with _needs("bench"):
         from outbox.devtools.bench import common, report, suite
     common.BARS = not as_json
-    options = _bench_options(
-        rounds, messages, backlog_messages, rate, seconds, no_listen, poll_interval,
-        broker_urls, concurrency,
-    )  # fmt: skip
-    options = dataclasses.replace(options, worker_url=worker_url)
+    options = _bench_options(**flags)
 
     def progress(name: str, value: float) -> None:
         if not as_json:
@@ -210,8 +193,9 @@ def bench_cmd(
 
 
 def _bench_options(
-    rounds: int, messages: int | None, backlog: int, rate: float, seconds: float,
-    no_listen: bool, poll_interval: float | None, broker_urls: tuple[str, ...], concurrency: int,
+    *, rounds: int, messages: int | None, backlog_messages: int, rate: float, seconds: float,
+    no_listen: bool, poll_interval: float | None, worker_url: str | None,
+    broker_urls: tuple[str, ...], concurrency: int,
 ) -> Any:  # fmt: skip
     """The scenarios' options from `outbox bench`'s flags."""
     from outbox.devtools.bench import brokers, suite
@@ -223,7 +207,10 @@ def _bench_options(
     worker_args: tuple[str, ...] = ("--no-listen",) if no_listen else ()
     if poll_interval is not None:
         worker_args += ("--poll-interval", str(poll_interval))
-    return suite.Options(rounds, messages, backlog, rate, seconds, urls, concurrency, worker_args)
+    return suite.Options(
+        rounds, messages, backlog_messages, rate, seconds, urls, concurrency, worker_args,
+        worker_url,
+    )  # fmt: skip
 
 
 @main.command("soak")

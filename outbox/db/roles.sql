@@ -34,7 +34,8 @@ GRANT USAGE ON SCHEMA outbox TO outbox_producer, outbox_worker, outbox_monitor, 
 -- ones run with the owner's rights, so only the roles granted below may call
 -- them: outbox._stats() would otherwise show a producer the figures that
 -- SELECT on outbox.stats denies it.
-REVOKE EXECUTE ON FUNCTION outbox._stats(), outbox._message_unfinished(uuid) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION outbox._stats(), outbox._message_unfinished(uuid), outbox._database_health()
+    FROM PUBLIC;
 -- split --
 -- The producer: outbox.enqueue() and outbox.enqueue_many().
 GRANT EXECUTE ON FUNCTION
@@ -107,14 +108,17 @@ GRANT EXECUTE ON FUNCTION
     outbox._take_key(text, uuid, text, bigint, boolean, double precision, double precision, timestamptz),
     outbox._report_health(text[], integer[], integer[], integer[], text[], double precision[], text[],
                           timestamptz[]),
-    outbox._stats()
+    outbox._stats(),
+    outbox._database_health(),
+    outbox._alert_horizon(double precision),
+    outbox._alert(text, text, text)
     TO outbox_worker;
 -- split --
 GRANT SELECT ON outbox.stats, outbox.throughput, outbox.endpoint_health, outbox.blocked_keys,
-    outbox.endpoint_settings
+    outbox.endpoint_settings, outbox.database_health
     TO outbox_worker, outbox_monitor, outbox_operator;
 -- split --
-GRANT EXECUTE ON FUNCTION outbox._stats() TO outbox_monitor, outbox_operator;
+GRANT EXECUTE ON FUNCTION outbox._stats(), outbox._database_health() TO outbox_monitor, outbox_operator;
 -- split --
 -- The per-minute rollups behind outbox.throughput: counts and latencies only.
 GRANT SELECT ON outbox.attempt_minutes, outbox.latency_minutes TO outbox_monitor, outbox_operator;

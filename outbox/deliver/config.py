@@ -41,6 +41,8 @@ class WorkerConfig:
     listen_url: str | None = field(default=None, repr=False)  # may hold a password
     # Through a pooler in transaction mode (outbox.deliver.session).
     pooled: bool = False
+    # The vacuum watchdog (outbox.deliver.upkeep): what holds the horizon this long is alerted.
+    vacuum_alert_seconds: float = 300.0
     # The loop's own tuning.
     flush_interval: float = 0.02
     flush_max: int = 500
@@ -95,6 +97,7 @@ class WorkerConfig:
             trace_spans=settings.trace_spans,
             listen=settings.listen,
             pooled=settings.pooled,
+            vacuum_alert_seconds=settings.vacuum_alert_seconds,
             listen_url=settings.listen_url.get_secret_value() if settings.listen_url else None,
             **tuning,
         )

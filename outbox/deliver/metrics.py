@@ -93,6 +93,7 @@ class Metrics:
             multiprocess_mode="max",
             **kw,
         )
+        self.vacuum_held_back, self.dead_rows = _database_gauges(kw)
         self._per_endpoint: dict[str, tuple[Any, Any]] = {}
 
     # -- the worker's Observer (outbox.deliver.observe) -------------------------------
@@ -125,6 +126,31 @@ class Metrics:
             self.oldest_pending.labels(name).set(row["oldest_pending_seconds"] or 0)
             self.pending.labels(name).set(row["pending"] or 0)
             self.held_back.labels(name).set(0 if row.get("state") in (None, "active") else 1)
+
+    def database(self, health: dict[str, Any] | None) -> None:
+        """Refresh the vacuum watchdog's gauges from ``outbox.database_health``."""
+        if health is not None:
+            self.vacuum_held_back.set(health["holder_seconds"] or 0)
+            self.dead_rows.set(health["dead_rows"] or 0)
+
+
+def _database_gauges(kw: dict[str, Any]) -> tuple[Gauge, Gauge]:
+    """The vacuum watchdog's gauges (from ``outbox.database_health``)."""
+    return (
+        Gauge(
+            "outbox_vacuum_held_back_seconds",
+            "How long the oldest transaction holding back the hot table's vacuum has been "
+            "open (0: none; a replication slot has no age: see outbox.database_health).",
+            multiprocess_mode="max",
+            **kw,
+        ),
+        Gauge(
+            "outbox_hot_table_dead_rows",
+            "Dead rows in outbox.messages, as the statistics collector estimates them.",
+            multiprocess_mode="max",
+            **kw,
+        ),
+    )
 
 
 def render_registry(registry: CollectorRegistry | None = None) -> tuple[bytes, str]:

@@ -94,6 +94,7 @@ async def _start_metrics(
         while True:
             with contextlib.suppress(*DB_ERRORS):
                 metrics.endpoints(await store.stats())
+                metrics.database(await store.database_health())
             await asyncio.sleep(METRICS_REFRESH)
 
     task = asyncio.create_task(refresh(), name="metrics-refresh")

@@ -55,6 +55,12 @@ class Store(Protocol):
 
     async def vacuum_if_needed(self, min_dead: int) -> bool: ...
 
+    async def database_health(self) -> dict[str, Any] | None:
+        """``outbox.database_health``: the hot table's dead rows and what holds vacuum back."""
+
+    async def alert_horizon(self, seconds: float) -> bool:
+        """Alert if vacuum has been held back more than ``seconds``; whether it was."""
+
     async def stats(self) -> list[dict[str, Any]]:
         """``outbox.stats`` with each endpoint's state (for the metrics)."""
 
@@ -195,6 +201,14 @@ class PostgresStore:
             finally:
                 conn.remove_log_listener(heard)
         return vacuumed(said)
+
+    async def database_health(self) -> dict[str, Any] | None:
+        rows = await self._fetch(QUERIES["database_health"])
+        return dict(rows[0]) if rows else None
+
+    async def alert_horizon(self, seconds: float) -> bool:
+        rows = await self._fetch(QUERIES["alert_horizon"], seconds)
+        return bool(rows[0][0])
 
     async def stats(self) -> list[dict[str, Any]]:
         return [dict(r) for r in await self.pool.fetch(QUERIES["stats"])]

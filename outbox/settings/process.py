@@ -54,6 +54,14 @@ class Settings(BaseSettings):
         30.0, ge=0, description="How long a stopping worker lets deliveries in flight finish."
     )
     reap_interval: float = Field(5.0, gt=0, description="How often expired leases are reclaimed.")
+    vacuum_alert_seconds: float = Field(
+        300.0,
+        gt=0,
+        description=(
+            "The vacuum watchdog: alert (and log) when a transaction, prepared transaction "
+            "or replication slot has held back the vacuum of outbox.messages this long."
+        ),
+    )
     backoff_base: float = Field(2.0, gt=0, description="First retry delay, seconds (doubles).")
     backoff_cap: float = Field(7200.0, gt=0, description="Longest retry delay, seconds.")
     worker_id: str | None = Field(None, description="Name in the ledger; default host:pid.")

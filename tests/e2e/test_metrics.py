@@ -152,3 +152,26 @@ async def test_a_supervisor_serves_the_sum_of_its_children(
         supervisor.signal(signal.SIGTERM)
         assert supervisor.wait(30) == 0, supervisor.output()
     assert len(rx.ids()) == 300
+
+
+async def test_a_transaction_held_open_shows_in_the_vacuum_gauge(
+    database_url: str, conn: asyncpg.Connection, workers: list[WorkerProcess], tmp_path: Path
+) -> None:
+    port = free_port()
+    holder = await asyncpg.connect(database_url)
+    try:
+        await holder.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        await holder.fetchval("SELECT 1")
+        await asyncio.sleep(1.5)
+        worker = WorkerProcess(database_url, "--metrics-port", str(port), log_dir=tmp_path)
+        workers.append(worker)
+        text = await until_served(port, "/metrics", "outbox_vacuum_held_back_seconds ")
+        for _ in range(100):  # the gauges refresh every few seconds
+            if sample(text, "outbox_vacuum_held_back_seconds") >= 1.5:
+                break
+            await asyncio.sleep(0.1)
+            _, text = await asyncio.to_thread(get, port, "/metrics")
+        assert sample(text, "outbox_vacuum_held_back_seconds") >= 1.5
+        assert "outbox_hot_table_dead_rows " in text
+    finally:
+        await holder.close()

@@ -113,6 +113,12 @@ class MemoryStore:
     async def vacuum_if_needed(self, min_dead: int) -> bool:
         return False
 
+    async def database_health(self) -> dict[str, Any] | None:
+        return None
+
+    async def alert_horizon(self, seconds: float) -> bool:
+        return False
+
     async def stats(self) -> list[dict[str, Any]]:
         return []
 

@@ -93,3 +93,33 @@ $fn$;
 -- split --
 CREATE TRIGGER endpoints_alert AFTER UPDATE OF paused_at, disabled_at ON outbox.endpoints
 FOR EACH ROW EXECUTE FUNCTION outbox._alert_endpoint_state();
+-- split --
+-- The vacuum watchdog's alert (a worker calls it every few seconds): when the
+-- holder of outbox.database_health has held the horizon for more than
+-- p_seconds, or is a replication slot no one is using, say who (pid, age,
+-- when its query started; never its text). Returns whether it was over.
+CREATE FUNCTION outbox._alert_horizon(p_seconds double precision) RETURNS boolean
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    h record;
+BEGIN
+    SELECT * INTO h FROM outbox._database_health();
+    IF h.holder IS NULL OR NOT (h.holder_seconds > p_seconds
+                                OR (h.holder = 'replication slot' AND h.holder_state = 'inactive')) THEN
+        RETURN false;
+    END IF;
+    PERFORM outbox._alert('vacuum_held_back', 'outbox.messages',
+        format('outbox: vacuum of outbox.messages in database %s is held back by %s%s%s, %s; '
+               '%s dead row(s) so far',
+               current_database(), h.holder,
+               CASE WHEN h.holder_pid IS NOT NULL THEN format(' pid %s', h.holder_pid) ELSE '' END,
+               CASE WHEN coalesce(h.holder_name, '') <> '' THEN format(' (%s, %s)', h.holder_name, h.holder_state)
+                    ELSE format(' (%s)', h.holder_state) END,
+               CASE WHEN h.holder_since IS NOT NULL
+                    THEN format('open for %s s since %s, its last query started %s',
+                                round(h.holder_seconds), h.holder_since, coalesce(h.holder_query_start::text, '-'))
+                    ELSE format('holding an xmin %s transactions old', h.holder_xmin_age) END,
+               h.dead_rows));
+    RETURN true;
+END
+$fn$;

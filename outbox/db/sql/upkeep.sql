@@ -22,6 +22,14 @@ SELECT count(*) FROM gone;
 SELECT coalesce(n_dead_tup, 0) AS dead, coalesce(n_live_tup, 0) AS live
   FROM pg_stat_user_tables WHERE relid = 'outbox.messages'::regclass;
 
+-- database_health --
+-- The hot table's dead rows and what holds its vacuum back (outbox.database_health).
+SELECT * FROM outbox.database_health;
+
+-- alert_horizon --
+-- The vacuum watchdog: alert when the holder has held the horizon for more than $1 seconds; whether it had.
+SELECT outbox._alert_horizon($1);
+
 -- vacuum_hot_table --
 -- Claims leave dead index entries in front of messages_claim_idx until vacuum removes them; with autovacuum off (or behind)
 -- they made claims slow enough to raise p99 latency from ~30 ms to ~700 ms. Cheap: the table holds only unfinished rows.
