@@ -249,9 +249,12 @@ class Worker:
             self._listen is not None
             and now - self._wakeups_requested > self.config.wakeup_seconds / 3
         ):
-            # Producers NOTIFY only while outbox.config.wakeup_until is ahead.
+            # Producers NOTIFY only while outbox.config.wakeup_until is ahead: past
+            # the poll below too (a window shorter than the poll lapsed during it).
             with contextlib.suppress(*DB_ERRORS):
-                await self.store.request_wakeups(self.config.wakeup_seconds)
+                await self.store.request_wakeups(
+                    self.config.poll_interval + self.config.wakeup_seconds
+                )
                 self._wakeups_requested = now
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), self.config.poll_interval)

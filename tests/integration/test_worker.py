@@ -540,3 +540,19 @@ async def test_a_connection_broken_mid_protocol_does_not_kill_the_worker(
         await asyncio.wait_for(task, 20)
         await pool.close()
     assert BrokenOnce.failed == 2
+
+
+async def test_the_wake_up_window_outlasts_the_poll(
+    database_url: str, conn: asyncpg.Connection
+) -> None:
+    """Producers NOTIFY only while outbox.config.wakeup_until is ahead: a window
+    shorter than the poll lapsed while the worker waited (a message enqueued then
+    waited for the next poll)."""
+    config = replace(FAST, poll_interval=3.0, wakeup_seconds=1.0)
+    async with running_worker(database_url, config, listen=True):
+        await until(
+            lambda: conn.fetchval(
+                "SELECT wakeup_until > now() + interval '2.5 seconds' FROM outbox.config"
+            ),
+            within=5,
+        )
