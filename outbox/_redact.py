@@ -19,20 +19,17 @@ _BOT_TOKEN = re.compile(r"(?<![0-9])\d{5,}:[A-Za-z0-9_-]{30,}")
 
 
 def redact_url(url: str) -> str:
-    """Return ``url`` with any password replaced by ``***``."""
+    """Return ``url`` with any password replaced by ``***`` (multi-host URLs too:
+    ``postgresql://u:pw@h1:5432,h2:5432/db``)."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return redact_text(url)
-    if parts.password is None:
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    if not at or ":" not in userinfo:
         return redact_text(url)
-    host = parts.hostname or ""
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    netloc = f"{parts.username or ''}:{_MASK}@{host}"
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    return redact_text(urlunsplit(parts._replace(netloc=netloc)))
+    user = userinfo.split(":", 1)[0]
+    return redact_text(urlunsplit(parts._replace(netloc=f"{user}:{_MASK}@{hosts}")))
 
 
 def redact_text(text: str, secrets: tuple[str, ...] = ()) -> str:

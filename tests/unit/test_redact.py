@@ -12,6 +12,11 @@ from outbox._redact import redact_text, redact_url
     [
         ("postgresql://app:pw@db:5432/x", "postgresql://app:***@db:5432/x"),
         ("postgresql://app@db/x", "postgresql://app@db/x"),
+        (  # a multi-host URL (failover): urlsplit cannot read its port
+            "postgresql://app:pw@h1:5432,h2:5433/x?target_session_attrs=read-write",
+            "postgresql://app:***@h1:5432,h2:5433/x?target_session_attrs=read-write",
+        ),
+        ("postgresql://app:p@ss@db/x", "postgresql://app:***@db/x"),
         ("postgresql://app:p%40ss@[::1]:5432/x", "postgresql://app:***@[::1]:5432/x"),
         (
             "postgresql://db/x?password=pw&sslmode=require",
