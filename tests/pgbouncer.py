@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -76,7 +76,18 @@ class PgBouncer:
     def serves(self, url: str) -> bool:
         """Is ``url`` on the server this PgBouncer is in front of?"""
         parts = urlsplit(url)
-        return (parts.hostname or "127.0.0.1", parts.port or 5432) == self.server
+        try:
+            return (parts.hostname or "127.0.0.1", parts.port or 5432) == self.server
+        except ValueError:  # a multi-host URL (the failover test's own servers)
+            return False
+
+    def route(self, url: str) -> str:
+        """``url`` (on the server behind this PgBouncer) through it: same user,
+        password and database, this PgBouncer's address."""
+        parts = urlsplit(url)
+        userinfo = parts.netloc.rpartition("@")[0]
+        netloc = f"{userinfo}@127.0.0.1:{self.port}" if userinfo else f"127.0.0.1:{self.port}"
+        return urlunsplit(parts._replace(netloc=netloc))
 
     def log(self) -> str:
         path = self.dir / "pgbouncer.log"

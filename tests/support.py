@@ -14,7 +14,6 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -53,8 +52,7 @@ def worker_route(url: str) -> tuple[str, dict[str, str]]:
     go with it: ``url`` itself, or the session's PgBouncer (see `POOLER`)."""
     for bouncer in POOLER:
         if bouncer.serves(url):
-            database = urlsplit(url).path.lstrip("/")
-            return bouncer.url(database), {"OUTBOX_POOLED": "1", "OUTBOX_LISTEN_URL": url}
+            return bouncer.route(url), {"OUTBOX_POOLED": "1", "OUTBOX_LISTEN_URL": url}
     return url, {}  # not a server with a PgBouncer in front (a test's own): direct
 
 

@@ -113,6 +113,11 @@ async def test_a_pooled_worker_delivers_through_pgbouncer(
                 conn, [{"endpoint": "hook", "payload": {"i": i}} for i in range(200)]
             )
         await until(lambda: len(rx.snapshot()) >= 200, within=30)
+        # Idle now, it has asked producers to wake it (before that, a producer
+        # would not NOTIFY and the message would wait for the poll).
+        await until(
+            lambda: conn.fetchval("SELECT wakeup_until > now() FROM outbox.config"), within=10
+        )
         started = time.monotonic()
         async with conn.transaction():
             await outbox.enqueue(conn, "hook", {"woken": True})
