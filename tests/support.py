@@ -56,6 +56,20 @@ def worker_route(url: str) -> tuple[str, dict[str, str]]:
     return url, {}  # not a server with a PgBouncer in front (a test's own): direct
 
 
+def fleet_route(named: dict[str, str]) -> tuple[str, dict[str, str], tuple[str, ...]]:
+    """A fleet's databases (name: URL) as OUTBOX_DATABASE_URLS, with the settings and
+    flags that go with them: through the session's pooler, if there is one, polling
+    (one OUTBOX_LISTEN_URL cannot serve several databases)."""
+    entries, pooled = [], False
+    for name, url in named.items():
+        routed, extra = worker_route(url)
+        pooled = pooled or bool(extra)
+        entries.append(f"{name}={routed}")
+    if pooled:
+        return " ".join(entries), {"OUTBOX_POOLED": "1"}, ("--no-listen",)
+    return " ".join(entries), {}, ()
+
+
 def worker_config(**changes: Any) -> WorkerConfig:
     """A worker's config as `Settings` makes it, with these changes (settings or the
     loop's own tuning)."""
@@ -171,14 +185,24 @@ FAST_RETRIES = {
 
 
 class WorkerProcess:
-    """``outbox worker`` in a child process, its output kept in a file."""
+    """``outbox worker`` in a child process, its output kept in a file. ``url`` may
+    be a dict of names to URLs: a fleet of several databases (`fleet_route`)."""
 
     def __init__(
-        self, url: str, *args: str, log_dir: Path, env: dict[str, str] | None = None
+        self,
+        url: str | dict[str, str],
+        *args: str,
+        log_dir: Path,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.log = log_dir / f"worker-{time.monotonic_ns()}.log"
         with self.log.open("wb") as out:
-            worker_url, routed = worker_route(url)
+            if isinstance(url, dict):
+                urls, routed, flags = fleet_route(url)
+                worker_url, routed = "", {**routed, "OUTBOX_DATABASE_URLS": urls}
+                args = (*flags, *args)
+            else:
+                worker_url, routed = worker_route(url)
             self.proc = spawn_worker(
                 worker_url, "--poll-interval", "0.1", *args, log_level="INFO",
                 env={**FAST_RETRIES, **routed, **(env or {})}, output=out,

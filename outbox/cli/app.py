@@ -17,6 +17,7 @@ import click
 from outbox.db.connect import connection
 from outbox.errors import InvalidInputError, OutboxError
 from outbox.settings import load_settings
+from outbox.settings.databases import Database
 
 T = TypeVar("T")
 
@@ -51,6 +52,23 @@ def main() -> None:
 def database_option(func: Callable[..., Any]) -> Callable[..., Any]:
     """``--database-url``, which every command takes."""
     return click.option("--database-url", default=None, metavar="URL", help=_DB_HELP)(func)
+
+
+def databases_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--database-url``, repeatable, for the commands that serve several databases."""
+    return click.option(
+        "--database-url",
+        "database_urls",
+        multiple=True,
+        metavar="[NAME=]URL",
+        help="PostgreSQL URL, NAME=URL to name it; repeat for several databases "
+        "[default: $OUTBOX_DATABASE_URLS, else $OUTBOX_DATABASE_URL]",
+    )(func)
+
+
+def databases_for(ctx: click.Context) -> list[Database]:
+    """The databases given, else ``OUTBOX_DATABASE_URLS``, else ``OUTBOX_DATABASE_URL``."""
+    return load_settings().databases(ctx.params.get("database_urls") or ())
 
 
 def url_for(ctx: click.Context) -> str:

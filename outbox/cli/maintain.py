@@ -7,34 +7,41 @@ import asyncpg
 import click
 
 from outbox import operate
-from outbox.cli.app import database_option, main, on_database, url_for
+from outbox.cli.app import database_option, databases_for, databases_option, main, on_database, run
 from outbox.db import migrate as migrations
+from outbox.db.connect import connection
 from outbox.deliver import retention
 from outbox.errors import OutboxError
 from outbox.settings import load_settings
 
 
 @main.command("migrate")
-@database_option
+@databases_option
 @click.pass_context
-def migrate_cmd(ctx: click.Context, database_url: str | None) -> None:
-    """Create or upgrade the outbox schema (idempotent).
+def migrate_cmd(ctx: click.Context, database_urls: tuple[str, ...]) -> None:
+    """Create or upgrade the outbox schema (idempotent), in each database given
+    (--database-url repeated, or OUTBOX_DATABASE_URLS), one after another.
 
     Also writes OUTBOX_MAX_PAYLOAD_BYTES and OUTBOX_DEDUPE_WINDOW_SECONDS to
     outbox.config when they are set.
     """
-    migrations.upgrade(url_for(ctx))
+    databases = databases_for(ctx)
     settings = load_settings()
-    if settings.max_payload_bytes is not None or settings.dedupe_window_seconds is not None:
-        on_database(
-            ctx,
-            lambda conn: operate.set_config(
-                conn,
-                max_payload_bytes=settings.max_payload_bytes,
-                dedupe_window_seconds=settings.dedupe_window_seconds,
-            ),
-        )
-    click.echo(f"outbox schema is at revision {migrations.head_revision()}")
+    for database in databases:
+        migrations.upgrade(database.url)
+        if settings.max_payload_bytes is not None or settings.dedupe_window_seconds is not None:
+
+            async def configure(url: str = database.url) -> None:
+                async with connection(url) as conn:
+                    await operate.set_config(
+                        conn,
+                        max_payload_bytes=settings.max_payload_bytes,
+                        dedupe_window_seconds=settings.dedupe_window_seconds,
+                    )
+
+            run(configure())
+        where = f" in {database.name}" if len(databases) > 1 else ""
+        click.echo(f"outbox schema is at revision {migrations.head_revision()}{where}")
 
 
 @main.command("prune")

@@ -8,7 +8,8 @@ from typing import Any, get_args
 
 import click
 
-from outbox.cli.app import database_option, main, run_fast, url_for
+from outbox.cli.app import databases_option, main, run_fast
+from outbox.errors import ConfigurationError
 from outbox.settings import Settings, load_settings
 
 # The settings `outbox worker` takes as flags, in the order --help shows them.
@@ -56,26 +57,39 @@ def worker_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @main.command("worker")
-@database_option
+@databases_option
 @worker_options
 @click.pass_context
-def worker_cmd(ctx: click.Context, /, database_url: str | None, **flags: Any) -> None:
+def worker_cmd(ctx: click.Context, /, database_urls: tuple[str, ...], **flags: Any) -> None:
     """Deliver messages until SIGTERM/SIGINT, then stop gracefully.
 
     A first signal stops claiming, hands back claimed-but-unstarted messages,
     lets deliveries in flight finish (--shutdown-grace) and exits 0; a second
     signal exits at once (leases then expire and other workers retry).
+
+    Given several databases (--database-url repeated, or OUTBOX_DATABASE_URLS),
+    it runs --processes worker processes for each, under one supervisor.
     """
-    url = url_for(ctx)
     overrides = {k: v for k, v in flags.items() if v is not None}
     settings = load_settings(**overrides)
+    databases = settings.databases(database_urls)
     from outbox.deliver.logs import configure
 
-    configure(settings.log_level, settings.log_format)
+    configure(
+        settings.log_level,
+        settings.log_format,
+        database=databases[0].name if len(databases) == 1 else None,
+    )
     from outbox.deliver.config import WorkerConfig
 
     config = WorkerConfig.from_settings(settings)  # refuses settings that do not go together
-    if settings.processes > 1:
+    if len(databases) > 1 and settings.listen_url is not None:
+        raise ConfigurationError(
+            "OUTBOX_LISTEN_URL is one database's listener and this worker serves "
+            f"{len(databases)}: run one `outbox worker` per database to give each its "
+            "listener, or poll (--no-listen)"
+        )
+    if settings.processes > 1 or len(databases) > 1:
         from outbox.deliver.supervisor import Supervisor
 
         child_args: list[str] = []
@@ -91,10 +105,15 @@ def worker_cmd(ctx: click.Context, /, database_url: str | None, **flags: Any) ->
             child_args,
             settings.processes,
             settings.shutdown_grace,
-            database_url=url,
+            databases=databases,
             metrics_port=settings.metrics_port,
         )
         ctx.exit(supervisor.run())
     from outbox.deliver.runner import run_worker
 
-    ctx.exit(run_fast(run_worker(url, config, worker_id=settings.worker_id)))
+    (database,) = databases
+    ctx.exit(
+        run_fast(
+            run_worker(database.url, config, worker_id=settings.worker_id, database=database.name)
+        )
+    )

@@ -20,7 +20,16 @@ from outbox._redact import guard_loggers, redact_text
 LogFormat = Literal["auto", "json", "text"]
 
 # Fields the worker attaches to a record (``extra=``) that belong in the JSON.
-EVENT_FIELDS = ("message_id", "endpoint", "attempt", "status", "error", "decision", "reason")
+EVENT_FIELDS = (
+    "database",
+    "message_id",
+    "endpoint",
+    "attempt",
+    "status",
+    "error",
+    "decision",
+    "reason",
+)
 
 
 class JsonFormatter(logging.Formatter):
@@ -43,21 +52,38 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """``time LEVEL logger: message``, redacted, traceback included."""
+    """``time LEVEL logger: message`` (``logger [database]:`` when the process
+    serves a named database), redacted, traceback included."""
 
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    def __init__(self, database: str | None = None) -> None:
+        where = "%(name)s" if database is None else f"%(name)s [{database}]"
+        super().__init__(f"%(asctime)s %(levelname)s {where}: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
         return redact_text(super().format(record))
 
 
-def configure(level: str, fmt: LogFormat = "auto") -> None:
-    """Log to stderr at ``level``; ``auto`` is text on a terminal, JSON otherwise."""
+class _Database(logging.Filter):
+    """Stamps every record with the name of the database this process serves."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name_ = name
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.database = self.name_
+        return True
+
+
+def configure(level: str, fmt: LogFormat = "auto", *, database: str | None = None) -> None:
+    """Log to stderr at ``level``; ``auto`` is text on a terminal, JSON otherwise.
+    ``database``: the name of the database this process serves, on every line."""
     if fmt == "auto":
         fmt = "text" if sys.stderr.isatty() else "json"
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter(database))
+    if database is not None:
+        handler.addFilter(_Database(database))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -8,7 +8,8 @@ write their metrics to files in a directory the supervisor owns
 and the supervisor serves the sum of them on the one port; its ``/healthz``
 and ``/readyz`` answer for all children.
 
-What is counted:
+What is counted (every series also carries ``database``, the name of the
+database the process serves: see `outbox.settings.databases`):
 
 * ``outbox_attempts_total{endpoint, outcome}`` -- every recorded attempt
   (outcome: delivered, retrying, dead, lease_expired);
@@ -45,43 +46,44 @@ class Metrics:
     """The worker's instruments; cheap enough for the hot path (children per
     endpoint are cached, so no label lookup per message)."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, *, database: str = "") -> None:
         # In multiprocess mode metrics must live in the default registry (the
         # values go to files); otherwise a registry of our own keeps tests apart.
         kw: dict[str, Any] = {} if registry is None else {"registry": registry}
+        self.database_name = database
+        db = ["database"]
         self.attempts = Counter(
-            "outbox_attempts", "Delivery attempts recorded.", ["endpoint", "outcome"], **kw
+            "outbox_attempts", "Delivery attempts recorded.", [*db, "endpoint", "outcome"], **kw
         )
         self.dead = Counter(
-            "outbox_dead_lettered", "Messages moved to dead_letters.", ["endpoint"], **kw
+            "outbox_dead_lettered", "Messages moved to dead_letters.", [*db, "endpoint"], **kw
         )
         self.duration = Histogram(
             "outbox_attempt_duration_seconds",
             "Time from sending a request to its answer (or failure).",
-            ["endpoint"],
+            [*db, "endpoint"],
             buckets=_DURATION_BUCKETS,
             **kw,
         )
-        self.in_flight = Gauge(
-            "outbox_in_flight",
-            "Deliveries under way.",
-            multiprocess_mode="livesum",
-            **kw,
+        in_flight = Gauge(
+            "outbox_in_flight", "Deliveries under way.", db, multiprocess_mode="livesum", **kw
         )
-        self.batch = Histogram(
-            "outbox_claim_batch_size", "Messages per claim.", buckets=_BATCH_BUCKETS, **kw
+        self.in_flight = in_flight.labels(database)
+        batch = Histogram(
+            "outbox_claim_batch_size", "Messages per claim.", db, buckets=_BATCH_BUCKETS, **kw
         )
+        self.batch = batch.labels(database)
         self.oldest_pending = Gauge(
             "outbox_oldest_pending_seconds",
             "How long the oldest due message has waited.",
-            ["endpoint"],
+            [*db, "endpoint"],
             multiprocess_mode="max",
             **kw,
         )
         self.pending = Gauge(
             "outbox_pending",
             "Due messages not yet claimed.",
-            ["endpoint"],
+            [*db, "endpoint"],
             multiprocess_mode="max",
             **kw,
         )
@@ -89,11 +91,12 @@ class Metrics:
             "outbox_circuit_open",
             "1 while an endpoint is not being delivered to (circuit open or probing, "
             "paused, disabled, throttled).",
-            ["endpoint"],
+            [*db, "endpoint"],
             multiprocess_mode="max",
             **kw,
         )
-        self.vacuum_held_back, self.dead_rows = _database_gauges(kw)
+        held, dead_rows = _database_gauges(kw)
+        self.vacuum_held_back, self.dead_rows = held.labels(database), dead_rows.labels(database)
         self._per_endpoint: dict[str, tuple[Any, Any]] = {}
 
     # -- the worker's Observer (outbox.deliver.observe) -------------------------------
@@ -111,9 +114,10 @@ class Metrics:
     def attempt(self, endpoint: str, outcome: str, duration_ms: float) -> None:
         children = self._per_endpoint.get(endpoint)
         if children is None:
-            children = (self.duration.labels(endpoint), self.dead.labels(endpoint))
+            db = self.database_name
+            children = (self.duration.labels(db, endpoint), self.dead.labels(db, endpoint))
             self._per_endpoint[endpoint] = children
-        self.attempts.labels(endpoint, outcome).inc()
+        self.attempts.labels(self.database_name, endpoint, outcome).inc()
         if duration_ms:
             children[0].observe(duration_ms / 1000)
         if outcome == "dead":
@@ -122,10 +126,10 @@ class Metrics:
     def endpoints(self, rows: list[dict[str, Any]]) -> None:
         """Refresh the database-derived gauges from ``outbox.stats`` rows."""
         for row in rows:
-            name = row["endpoint"]
-            self.oldest_pending.labels(name).set(row["oldest_pending_seconds"] or 0)
-            self.pending.labels(name).set(row["pending"] or 0)
-            self.held_back.labels(name).set(0 if row.get("state") in (None, "active") else 1)
+            name, db = row["endpoint"], self.database_name
+            self.oldest_pending.labels(db, name).set(row["oldest_pending_seconds"] or 0)
+            self.pending.labels(db, name).set(row["pending"] or 0)
+            self.held_back.labels(db, name).set(0 if row.get("state") in (None, "active") else 1)
 
     def database(self, health: dict[str, Any] | None) -> None:
         """Refresh the vacuum watchdog's gauges from ``outbox.database_health``."""
@@ -142,11 +146,13 @@ def _database_gauges(kw: dict[str, Any]) -> tuple[Gauge, Gauge]:
             "How long the oldest transaction holding back the hot table's vacuum has been "
             "open (0: none; a replication slot has no age: see outbox.database_health).",
             multiprocess_mode="max",
+            labelnames=["database"],
             **kw,
         ),
         Gauge(
             "outbox_hot_table_dead_rows",
             "Dead rows in outbox.messages, as the statistics collector estimates them.",
+            labelnames=["database"],
             multiprocess_mode="max",
             **kw,
         ),

@@ -120,8 +120,34 @@ async def _start_metrics(
     return stoppers
 
 
-async def run_worker(url: str, config: WorkerConfig, *, worker_id: str | None = None) -> int:
-    """Run one worker until SIGTERM/SIGINT; a second signal exits at once. Returns the exit code."""
+async def _close(
+    config: WorkerConfig,
+    extras: list[Stopper],
+    channels: dict[str, Channel],
+    pool: asyncpg.Pool,
+    tracer: Tracer | None,
+) -> None:
+    """What a stopping worker closes: its extras, the channels' connections (a
+    broker's, all at once, within the grace), its pool, and its tracer."""
+    for stop_extra in extras:
+        with contextlib.suppress(Exception):
+            await stop_extra()
+    with contextlib.suppress(Exception):
+        closing = (channel.aclose() for channel in channels.values())
+        await asyncio.wait_for(
+            asyncio.gather(*closing, return_exceptions=True), config.shutdown_grace
+        )
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(pool.close(), 5)
+    if tracer is not None:  # the spans still batched, exported before the process ends
+        await asyncio.to_thread(tracer.shutdown)
+
+
+async def run_worker(
+    url: str, config: WorkerConfig, *, worker_id: str | None = None, database: str = ""
+) -> int:
+    """Run one worker until SIGTERM/SIGINT; a second signal exits at once. Returns the
+    exit code. ``database``: its name in the metrics (never the URL)."""
     stop = asyncio.Event()
     worker: Worker | None = None
     signals = 0
@@ -151,7 +177,8 @@ async def run_worker(url: str, config: WorkerConfig, *, worker_id: str | None = 
         lease_seconds=config.lease_seconds,
         pooled=config.pooled,
     )
-    metrics = Metrics() if config.metrics_port is not None or multiprocess() else None
+    wanted = config.metrics_port is not None or multiprocess()
+    metrics = Metrics(database=database) if wanted else None
     observers = () if metrics is None else (metrics,)
     tracer = open_tracer(config)
     listen = make_listener(config.listen_url or url) if config.listen else None
@@ -163,18 +190,6 @@ async def run_worker(url: str, config: WorkerConfig, *, worker_id: str | None = 
     try:
         await worker.run()
     finally:
-        for stop_extra in extras:
-            with contextlib.suppress(Exception):
-                await stop_extra()
-        # The channels' connections (a broker's), all at once, within the grace.
-        with contextlib.suppress(Exception):
-            closing = (channel.aclose() for channel in channels.values())
-            await asyncio.wait_for(
-                asyncio.gather(*closing, return_exceptions=True), config.shutdown_grace
-            )
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(pool.close(), 5)
-        if tracer is not None:  # the spans still batched, exported before the process ends
-            await asyncio.to_thread(tracer.shutdown)
+        await _close(config, extras, channels, pool, tracer)
     log.info("worker %s stopped: %d delivered", store.worker_id, worker.delivered)
     return 0

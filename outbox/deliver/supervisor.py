@@ -1,8 +1,10 @@
-"""`outbox worker --processes N`: N worker processes under one supervisor.
+"""`outbox worker --processes N`, or several databases: N worker processes for
+each database, under one supervisor.
 
 The supervisor starts each child as ``python -m outbox worker --processes 1``
-with the same arguments, restarts a child that dies (backing off if it keeps
-dying at start), and passes SIGTERM/SIGINT on: the first signal asks every
+with the same arguments and one database (its URL and name in the child's
+environment), restarts a child that dies (backing off if it keeps dying at
+start) without touching the others, and passes SIGTERM/SIGINT on: the first signal asks every
 child to stop gracefully, a second one makes them exit at once. It exits 0
 when every child stopped cleanly after a signal.
 """
@@ -22,6 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
 
 from outbox.deliver.metrics import MULTIPROC_ENV, render_registry
+from outbox.settings.databases import Database
 
 log = logging.getLogger("outbox.supervisor")
 
@@ -40,13 +43,14 @@ class Supervisor:
         processes: int,
         grace: float,
         *,
-        database_url: str,
+        databases: list[Database],
         metrics_port: int | None = None,
     ) -> None:
         self.child_args = child_args
         self.metrics_port = metrics_port
-        self.database_url = database_url
-        self.processes = processes
+        # Slot i serves slots[i]: `processes` slots for each database, in turn.
+        self.slots = [db for db in databases for _ in range(processes)]
+        self.processes = len(self.slots)
         self.grace = grace
         self.children: dict[int, subprocess.Popen[bytes]] = {}
         self.started_at: dict[int, float] = {}
@@ -55,12 +59,24 @@ class Supervisor:
         self.restarts = 0
 
     def _spawn(self, slot: int) -> None:
+        database = self.slots[slot]
         # The URL goes in the environment: on a command line `ps` shows its password.
-        env = dict(os.environ, OUTBOX_WORKER_SLOT=str(slot), OUTBOX_DATABASE_URL=self.database_url)
+        env = dict(
+            os.environ,
+            OUTBOX_WORKER_SLOT=str(slot),
+            OUTBOX_DATABASE_URL=database.url,
+            OUTBOX_DATABASE_NAME=database.name,
+        )
+        env.pop("OUTBOX_DATABASE_URLS", None)
         command = worker_command(*self.child_args, "--processes", "1")
         self.children[slot] = subprocess.Popen(command, env=env)  # noqa: S603 - our own interpreter
         self.started_at[slot] = time.monotonic()
-        log.info("started worker process %d (pid %d)", slot, self.children[slot].pid)
+        log.info(
+            "started worker process %d for database %s (pid %d)",
+            slot,
+            database.name,
+            self.children[slot].pid,
+        )
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self.signals += 1
@@ -95,7 +111,7 @@ class Supervisor:
                 elif self.path in ("/healthz", "/readyz"):
                     alive = supervisor.alive()
                     status = 200 if alive == supervisor.processes else 503
-                    body = f"{alive}/{supervisor.processes} worker processes alive\n".encode()
+                    body = supervisor.health_text().encode()
                     content_type = "text/plain"
                 else:
                     status, body, content_type = 404, b"not found\n", "text/plain"
@@ -113,8 +129,22 @@ class Supervisor:
         log.info("metrics of %d worker processes on :%d", self.processes, self.metrics_port)
         return server
 
-    def alive(self) -> int:
-        return sum(1 for child in self.children.values() if child.poll() is None)
+    def alive(self, database: str | None = None) -> int:
+        """Children alive (of ``database``'s, or of all)."""
+        return sum(
+            1
+            for slot, child in self.children.items()
+            if child.poll() is None and database in (None, self.slots[slot].name)
+        )
+
+    def health_text(self) -> str:
+        """``/healthz``'s body: processes alive, in all and per database."""
+        lines = [f"{self.alive()}/{self.processes} worker processes alive"]
+        names = dict.fromkeys(db.name for db in self.slots)
+        if len(names) > 1:
+            per = self.processes // len(names)
+            lines += [f"{name}: {self.alive(name)}/{per}" for name in names]
+        return "\n".join(lines) + "\n"
 
     def _supervise(self) -> int:
         for slot in range(self.processes):
@@ -136,8 +166,10 @@ class Supervisor:
                 delay = min(max(1.0, delay * 2), 30.0) if lived < _QUICK_DEATH else 0.0
                 self.restart_delay[slot] = delay
                 log.warning(
-                    "worker process %d (pid %d) exited with %s; restarting in %.0fs",
+                    "worker process %d for database %s (pid %d) exited with %s; "
+                    "restarting in %.0fs",
                     slot,
+                    self.slots[slot].name,
                     child.pid,
                     code,
                     delay,

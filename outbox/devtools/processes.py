@@ -19,7 +19,8 @@ def spawn_worker(
     traced: bool = False,
 ) -> subprocess.Popen[bytes]:
     """Start a worker on ``database_url`` (``traced``: with every attempt span
-    sampled, `outbox.devtools.bench.traced_worker`).
+    sampled, `outbox.devtools.bench.traced_worker`); an empty ``database_url``
+    leaves the databases to ``env`` (OUTBOX_DATABASE_URLS).
 
     The URL travels in the child's environment, not on its command line,
     where ``ps`` would show a password to every user of the host.
@@ -30,6 +31,8 @@ def spawn_worker(
         **(env or {}),
         "OUTBOX_DATABASE_URL": database_url,
     }
+    if not database_url:
+        del child_env["OUTBOX_DATABASE_URL"]
     return subprocess.Popen(  # noqa: S603 - our own interpreter and module
         [sys.executable, "-m", "outbox.devtools.bench.traced_worker", *args]
         if traced

@@ -1,19 +1,49 @@
-"""``outbox.stats``: one row per endpoint, with its state; and its table for a terminal."""
+"""``outbox.stats``: one row per endpoint, with its state; of one database or of
+every database a fleet serves; and its table for a terminal."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
+from outbox.db.connect import DB_ERRORS, connection
 from outbox.db.queries import QUERIES
+from outbox.errors import OutboxError
+from outbox.settings.databases import Database
 
 
 async def stats(conn: asyncpg.Connection | asyncpg.Pool) -> list[dict[str, Any]]:
     """``outbox.stats`` (one row per endpoint) with each endpoint's state."""
     return [plain(dict(r)) for r in await conn.fetch(QUERIES["stats"])]
+
+
+async def fleet_stats(
+    databases: Sequence[Database], wait: float = 10.0
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """``outbox.stats`` of every database, all at once: the rows, each with its
+    ``database`` name, and for each database that could not answer, why (without
+    its URL's password)."""
+
+    async def one(database: Database) -> list[dict[str, Any]]:
+        async with asyncio.timeout(wait), connection(database.url, timeout=wait) as conn:
+            return [{"database": database.name, **row} for row in await stats(conn)]
+
+    answers = await asyncio.gather(*(one(db) for db in databases), return_exceptions=True)
+    rows: list[dict[str, Any]] = []
+    errors: dict[str, str] = {}
+    for database, answer in zip(databases, answers, strict=True):
+        if isinstance(answer, BaseException):
+            if not isinstance(answer, (OutboxError, *DB_ERRORS)):
+                raise answer
+            errors[database.name] = str(answer) or f"no answer in {wait:g}s"
+        else:
+            rows += answer
+    return rows, errors
 
 
 def plain(row: dict[str, Any]) -> dict[str, Any]:
@@ -30,10 +60,12 @@ def plain(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def stats_table(rows: list[dict[str, Any]]) -> Any:
+def stats_table(rows: list[dict[str, Any]], *, by_database: bool = False) -> Any:
+    """The rows as a table; ``by_database``: with a column naming each one's database."""
     from rich.table import Table
 
     table = Table(
+        *(["database"] if by_database else []),
         "endpoint", "state", "pending", "scheduled", "in flight", "dead",
         "delivered/h", "failed/h", "success", "p50 ms", "p95 ms", "p99 ms", "lag s",
         title=f"outbox at {datetime.now(UTC).isoformat(timespec='seconds')}",
@@ -41,6 +73,7 @@ def stats_table(rows: list[dict[str, Any]]) -> Any:
     for r in rows:
         rate = r["success_rate_last_hour"]
         table.add_row(
+            *([r["database"]] if by_database else []),
             r["endpoint"],
             r["state"] or "",
             str(r["pending"]),

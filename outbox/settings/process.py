@@ -4,12 +4,20 @@ of these defaults: `WorkerConfig` and the CLI's help take theirs from here."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from outbox.errors import ConfigurationError
+from outbox.settings.databases import (
+    Database,
+    check_name,
+    default_name,
+    parse_databases,
+    split_urls,
+)
 from outbox.settings.values import parse_networks
 
 
@@ -21,6 +29,21 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = Field(
         default=None,
         description="PostgreSQL URL, e.g. postgresql://user:pass@host:5432/db.",
+    )
+    database_urls: SecretStr | None = Field(
+        default=None,
+        description=(
+            "The databases one `outbox worker` (or `outbox stats`, `outbox migrate`) serves, "
+            "separated by spaces or newlines, each URL or NAME=URL; taken before "
+            "OUTBOX_DATABASE_URL. Each database has its own worker processes."
+        ),
+    )
+    database_name: str | None = Field(
+        default=None,
+        description=(
+            "The database's name in logs and metrics (database=...); default: the name "
+            "before '=' in OUTBOX_DATABASE_URLS, else the URL's database name."
+        ),
     )
     max_payload_bytes: int | None = Field(
         default=None,
@@ -42,7 +65,9 @@ class Settings(BaseSettings):
 
     # -- worker (each also a flag of `outbox worker`) --------------------------
     concurrency: int = Field(100, ge=1, le=10_000, description="Deliveries in flight per process.")
-    processes: int = Field(1, ge=1, le=256, description="Worker processes under one supervisor.")
+    processes: int = Field(
+        1, ge=1, le=256, description="Worker processes per database, under one supervisor."
+    )
     batch_size: int = Field(200, ge=1, le=5000, description="Messages claimed per query.")
     lease_seconds: float = Field(
         60.0, gt=0, description="How long a claim lasts; a dead worker's messages return after it."
@@ -140,6 +165,28 @@ class Settings(BaseSettings):
             raise ValueError("must start with postgresql:// (the value is not shown)")
         return value
 
+    @field_validator("database_name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        return None if value is None else check_name(value, "OUTBOX_DATABASE_NAME")
+
+    @field_validator("database_urls")
+    @classmethod
+    def _urls(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_databases(split_urls(value.get_secret_value()))
+        return value
+
+    def databases(self, explicit: Sequence[str] = ()) -> list[Database]:
+        """The databases to serve: those given (``--database-url``, repeated), else
+        ``OUTBOX_DATABASE_URLS``, else ``OUTBOX_DATABASE_URL``; a clear error if none."""
+        if explicit:
+            return parse_databases(explicit)
+        if self.database_urls is not None:
+            return parse_databases(split_urls(self.database_urls.get_secret_value()))
+        url = self.require_database_url()
+        return [Database(self.database_name or default_name(url), url)]
+
     def allowed_networks(self) -> tuple[str, ...]:
         """``allow_networks`` as a tuple of ranges."""
         return tuple(n.strip() for n in self.allow_networks.split(",") if n.strip())
@@ -147,6 +194,14 @@ class Settings(BaseSettings):
     def require_database_url(self) -> str:
         """The database URL, or a clear error naming the variable to set."""
         if self.database_url is None:
+            if self.database_urls is not None:
+                only = parse_databases(split_urls(self.database_urls.get_secret_value()))
+                if len(only) == 1:
+                    return only[0].url
+                raise ConfigurationError(
+                    f"OUTBOX_DATABASE_URLS names {len(only)} databases "
+                    f"({', '.join(d.name for d in only)}): pass --database-url to say which"
+                )
             raise ConfigurationError(
                 "no database configured: set OUTBOX_DATABASE_URL or pass --database-url"
             )

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 
-from outbox.deliver.logs import JsonFormatter, TextFormatter
+import pytest
+
+from outbox.deliver.logs import JsonFormatter, TextFormatter, configure
 
 TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw_x"
 
@@ -51,3 +53,15 @@ def test_both_formats_redact_message_fields_and_tracebacks() -> None:
         rec.exc_text = None
     pw = record("cannot reach postgresql://app:S3cretPw@db/x")
     assert "S3cretPw" not in JsonFormatter().format(pw)
+
+
+def test_a_process_serving_a_named_database_puts_its_name_on_every_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for fmt, expect in (("json", '"database": "orders"'), ("text", "outbox.test [orders]: hello")):
+        configure("INFO", fmt, database="orders")  # type: ignore[arg-type]
+        logging.getLogger("outbox.test").info("hello")
+        assert expect in capsys.readouterr().err
+    configure("INFO", "json")
+    logging.getLogger("outbox.test").info("hello")
+    assert "database" not in json.loads(capsys.readouterr().err)
