@@ -287,14 +287,20 @@ class AppProcess(HttpProcess):
 
 
 class WebProcess(HttpProcess):
-    """``outbox web`` on ``database_url``, signed in with ``token``."""
+    """``outbox web`` on ``database_url``, signed in with ``token``; through the
+    session's pooler, if there is one (``--pooled``), as a worker would be."""
 
     probe = "/login"
 
     def __init__(self, database_url: str, token: str, *args: str, log_dir: Path) -> None:
         self.port = free_port()
+        # A URL with settings of its own (?role=...) stays direct: PgBouncer
+        # refuses startup parameters.
+        url, routed = (database_url, {}) if "?" in database_url else worker_route(database_url)
+        if routed:
+            args = ("--pooled", *args)
         command = [sys.executable, "-m", "outbox", "web", "--port", str(self.port), *args]
-        env = {"OUTBOX_WEB_TOKEN": token, "OUTBOX_DATABASE_URL": database_url}
+        env = {"OUTBOX_WEB_TOKEN": token, "OUTBOX_DATABASE_URL": url}
         super().__init__(command, env, "web", log_dir)
 
 

@@ -9,6 +9,7 @@ import click
 
 from outbox.cli.app import database_option, main, url_for
 from outbox.errors import ConfigurationError, InvalidInputError
+from outbox.settings import load_settings
 
 TOKEN_VARIABLE = "OUTBOX_WEB_TOKEN"
 MIN_TOKEN_CHARS = 16
@@ -19,6 +20,12 @@ MIN_TOKEN_CHARS = 16
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
 @click.option(
+    "--pooled/--no-pooled",
+    default=None,
+    help="The URL goes through a connection pooler in transaction mode (PgBouncer) "
+    "[default: $OUTBOX_POOLED].",
+)
+@click.option(
     "--secure-cookies/--no-secure-cookies", default=None,
     help="Send the session cookie over HTTPS only (behind a TLS proxy) [default: on unless "
     "listening on loopback].",
@@ -26,7 +33,7 @@ MIN_TOKEN_CHARS = 16
 @click.pass_context
 def web_cmd(
     ctx: click.Context, database_url: str | None, host: str, port: int,
-    secure_cookies: bool | None,
+    pooled: bool | None, secure_cookies: bool | None,
 ) -> None:  # fmt: skip
     """Serve the dashboard: delivery at a glance, dead letters, actions.
 
@@ -65,7 +72,11 @@ def web_cmd(
         click.echo(f"outbox web on {link}\nsign in: {link}login?token={token}")
     # No access log: its lines hold query strings, and /login?token= is one.
     config = uvicorn.Config(
-        create_app(url, token, secure_cookies=secure), host=host, port=port,
+        create_app(
+            url, token, secure_cookies=secure,
+            pooled=load_settings().pooled if pooled is None else pooled,
+        ),
+        host=host, port=port,
         log_level="warning",
         access_log=False, proxy_headers=False, server_header=False,
     )  # fmt: skip

@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import jinja2
@@ -31,7 +32,7 @@ from outbox.db.connect import DB_ERRORS, asyncpg_url
 from outbox.errors import DatabaseError
 from outbox.web import actions, data, pages
 from outbox.web.auth import COOKIE, Sessions
-from outbox.web.render import Renderer
+from outbox.web.render import SESSION_SETTINGS, Renderer
 
 log = logging.getLogger("outbox.web")
 
@@ -66,11 +67,18 @@ ROUTES = [
 
 
 def create_app(
-    database_url: str, token: str, *, pool_size: int = 4, secure_cookies: bool = False
+    database_url: str,
+    token: str,
+    *,
+    pool_size: int = 4,
+    secure_cookies: bool = False,
+    pooled: bool = False,
 ) -> Starlette:
     """The dashboard for the database at ``database_url``; ``token`` signs in.
     ``secure_cookies``: the session cookie is sent over HTTPS only (behind a TLS
-    proxy; the dashboard itself speaks plain HTTP)."""
+    proxy; the dashboard itself speaks plain HTTP). ``pooled``: the URL goes
+    through a pooler in transaction mode (PgBouncer): no settings at connect, no
+    prepared-statement cache (`outbox.web.render.connection`)."""
     environment = jinja2.Environment(
         loader=jinja2.PackageLoader("outbox.web", "templates"),
         autoescape=True,
@@ -79,8 +87,9 @@ def create_app(
     app = Starlette(
         routes=[*ROUTES, Mount("/static", StaticFiles(directory=_static()), name="static")],
         middleware=[Middleware(BaseHTTPMiddleware, dispatch=_guard)],
-        lifespan=_lifespan(database_url, pool_size),
+        lifespan=_lifespan(database_url, pool_size, pooled),
     )
+    app.state.pooled = pooled
     app.state.sessions = Sessions(token)
     app.state.failed_sign_in = asyncio.Lock()
     app.state.secure_cookies = secure_cookies
@@ -88,8 +97,14 @@ def create_app(
     return app
 
 
+def _pool_options(pooled: bool) -> dict[str, Any]:
+    if pooled:  # application_name is one of the few startup parameters PgBouncer passes on
+        return {"statement_cache_size": 0, "server_settings": {"application_name": "outbox web"}}
+    return {"server_settings": {"application_name": "outbox web", **SESSION_SETTINGS}}
+
+
 def _lifespan(
-    database_url: str, pool_size: int
+    database_url: str, pool_size: int, pooled: bool
 ) -> Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]]:
     """The app's pool (and what its role may do), for as long as it serves."""
 
@@ -98,7 +113,7 @@ def _lifespan(
         try:
             pool = await asyncpg.create_pool(
                 asyncpg_url(database_url), min_size=1, max_size=pool_size,
-                server_settings={"application_name": "outbox web", "jit": "off"},
+                **_pool_options(pooled),
             )  # fmt: skip
         except _CONNECT_ERRORS as exc:
             where = redact_url(database_url)

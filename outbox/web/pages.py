@@ -18,7 +18,7 @@ from outbox.settings.values import parse_when
 from outbox.web import data, inputs
 from outbox.web.actions import posted
 from outbox.web.auth import COOKIE
-from outbox.web.render import page, session_cookie, state
+from outbox.web.render import connection, page, session_cookie, state
 
 DEAD_SHOWN = 200
 
@@ -52,14 +52,14 @@ logout = posted(_logout, acts=False)
 
 
 async def overview(request: Request) -> Response:
-    async with state(request).pool.acquire() as conn:
+    async with connection(request) as conn:
         rows = await data.overview(conn)
     return page(request, "overview.html", endpoints=rows)
 
 
 async def overview_fragment(request: Request) -> Response:
     """The overview's table alone, for its live refresh."""
-    async with state(request).pool.acquire() as conn:
+    async with connection(request) as conn:
         rows = await data.overview(conn)
     return page(request, "_endpoints.html", endpoints=rows)
 
@@ -70,7 +70,7 @@ async def throughput_json(request: Request) -> Response:
         name = inputs.text(request.query_params.get("endpoint"), "endpoint") or None
     except InvalidInputError as exc:
         return JSONResponse({"error": str(exc)}, status_code=400)
-    async with state(request).pool.acquire() as conn:
+    async with connection(request) as conn:
         series = await data.throughput(conn, name)
     return JSONResponse(series)
 
@@ -81,7 +81,7 @@ async def endpoint(request: Request) -> Response:
     except InvalidInputError as exc:
         return _missing(request, str(exc))
     access: data.Access = state(request).access
-    async with state(request).pool.acquire() as conn:
+    async with connection(request) as conn:
         found = await data.endpoint(conn, name)
         if found is None:
             return _missing(request, f"There is no endpoint {name!r}.")
@@ -101,7 +101,7 @@ async def messages(request: Request) -> Response:
             message_id = _uuid(filters["id"]) if filters["id"] else None
             if filters["state"] and filters["state"] not in data.STATES:
                 raise InvalidInputError("state", f"must be one of {', '.join(data.STATES)}")
-            async with state(request).pool.acquire() as conn:
+            async with connection(request) as conn:
                 found = await data.messages(
                     conn, message_id=message_id, key=filters["key"] or None,
                     endpoint=filters["endpoint"] or None, state=filters["state"] or None,
@@ -120,7 +120,7 @@ async def message(request: Request) -> Response:
         return _cannot_read(request)
     try:
         message_id = _uuid(request.path_params["message_id"])
-        async with state(request).pool.acquire() as conn:
+        async with connection(request) as conn:
             story = await data.story(conn, message_id)
     except InvalidInputError as exc:
         return _missing(request, str(exc))
@@ -140,7 +140,7 @@ async def dead(request: Request) -> Response:
         filters = {k: inputs.text(query.get(k), k) for k in filters}
         since = _when(filters["since"], "since")
         until = _when(filters["until"], "until")
-        async with state(request).pool.acquire() as conn:
+        async with connection(request) as conn:
             names = await data.endpoint_names(conn)
             letters, total = await data.dead(
                 conn, endpoint=filters["endpoint"] or None, since=since, until=until,

@@ -3,10 +3,13 @@ and what every page gets (the CSRF token, what the role may do, a flash)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import jinja2
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -71,6 +74,28 @@ def page(request: Request, template: str, status: int = 200, **values: Any) -> R
 def state(request: Request) -> Any:
     """The app's state: ``pool``, ``access``, ``sessions``, ``render``."""
     return request.app.state
+
+
+@contextlib.asynccontextmanager
+async def connection(request: Request) -> AsyncIterator[asyncpg.Connection]:
+    """A connection of the app's pool for one page or action. Through a pooler in
+    transaction mode (``--pooled``) its statements share one transaction, which
+    sets what a direct connection sets at connect."""
+    app = state(request)
+    async with app.pool.acquire() as conn:
+        if not app.pooled:
+            yield conn
+            return
+        async with conn.transaction():
+            await conn.execute(POOLED_SETTINGS)
+            yield conn
+
+
+# What the dashboard's connections set: `outbox.stats` and its neighbours are
+# planned past jit_above_cost on big tables, and compiling them took longer than
+# running them.
+SESSION_SETTINGS = {"jit": "off"}
+POOLED_SETTINGS = " ".join(f"SET LOCAL {k} = {v};" for k, v in SESSION_SETTINGS.items())
 
 
 def _ms(value: float | None) -> str:

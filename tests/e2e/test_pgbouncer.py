@@ -9,6 +9,7 @@ without ``--pooled`` says why it cannot connect, not just "cannot reach".
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -16,18 +17,22 @@ import uuid
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
 import sqlalchemy
 from pgbouncer import PgBouncer
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
-from support import WorkerProcess, until
+from support import WebProcess, WorkerProcess, until
 
 import outbox
 from outbox.devtools.receiver import Receiver
 
 pytestmark = pytest.mark.e2e
+
+
+WEB_TOKEN = "pgbouncer-dashboard-token"
 
 
 def database_of(url: str) -> str:
@@ -163,3 +168,44 @@ def test_a_worker_through_pgbouncer_says_why_it_cannot_connect(
     assert "unsupported startup parameter: enable_seqscan (ProtocolViolationError)" in out
     assert "a connection pooler (PgBouncer) refuses the session settings" in out
     assert "HIDDENPW" not in out
+
+
+async def test_the_dashboard_works_through_pgbouncer_with_pooled(
+    database_url: str, conn: asyncpg.Connection, pgbouncer: PgBouncer, tmp_path: Path
+) -> None:
+    """Without --pooled, PgBouncer refuses the dashboard's jit setting and it says
+    so; with it, pages and actions work, their statements through PgBouncer."""
+    await conn.execute(
+        "INSERT INTO outbox.endpoints (name, channel, url) VALUES ('crm', 'webhook', $1)",
+        "https://crm.example/hook",
+    )
+    url = pgbouncer.url(database_of(database_url))
+    refused = WebProcess(url, WEB_TOKEN, log_dir=tmp_path)
+    with pytest.raises(AssertionError, match="unsupported startup parameter: jit"):
+        await refused.ready()
+    web = WebProcess(url, WEB_TOKEN, "--pooled", log_dir=tmp_path)
+    try:
+        await web.ready()
+        async with httpx.AsyncClient(base_url=web.url, timeout=10) as client:
+            assert (await client.get("/login", params={"token": WEB_TOKEN})).status_code == 303
+            for path in (
+                "/",
+                "/fragments/overview",
+                "/api/throughput",
+                "/endpoints/crm",
+                "/messages",
+                "/dead",
+            ):
+                answer = await client.get(path)
+                assert answer.status_code == 200, (path, answer.text[:500])
+            page = (await client.get("/endpoints/crm")).text
+            csrf = re.search(r'name="csrf" value="([^"]+)"', page)
+            assert csrf is not None
+            paused = await client.post(
+                "/endpoints/crm/pause", data={"csrf": csrf[1], "reason": "via pgbouncer"}
+            )
+            assert paused.status_code == 303
+    finally:
+        web.stop()
+    reason = await conn.fetchval("SELECT paused_reason FROM outbox.endpoints WHERE name = 'crm'")
+    assert reason == "via pgbouncer"
