@@ -57,6 +57,10 @@ CONFIG = worker_config(
     shutdown_grace=5,
     endpoint_refresh=0.2,
 )
+
+# A broker's behaviour, not the database's: CI runs these in its first pass only.
+pytestmark = pytest.mark.single_pass
+
 # Endpoints that must survive failures (a broker restart, nacks) without opening
 # their circuit or running out of attempts.
 STUBBORN: dict[str, Any] = {"max_attempts": 1000, "breaker_failures": 1_000_000}

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.single_pass]
 
 BARE = {"nats": "nats_py", "amqp": "aiormq", "redis": "redis_py", "mqtt": "aiomqtt"}
 

@@ -32,6 +32,9 @@ from outbox import operate
 from outbox.cli import main
 from outbox.operate.endpoint_config import EndpointUpdate
 
+# A broker's behaviour, not the database's: CI runs these in its first pass only.
+pytestmark = pytest.mark.single_pass
+
 # Quick retries, and a breaker that does not open in the middle of a test.
 QUICK = {"timeout": 2.0, "connect_timeout": 2.0, "breaker_cooldown": timedelta(milliseconds=200),
          "breaker_max_cooldown": timedelta(seconds=1)}  # fmt: skip

@@ -51,6 +51,9 @@ from outbox.deliver.otel import OtelTracer
 from outbox.devtools.processes import spawn_worker
 from outbox.operate.endpoint_config import EndpointUpdate
 
+# A broker's behaviour, not the database's: CI runs these in its first pass only.
+pytestmark = pytest.mark.single_pass
+
 # Endpoint settings for quick tests: short waits, quick circuit (not in the way).
 QUICK = {"timeout": 2.0, "connect_timeout": 2.0, "breaker_failures": 1000}
 

@@ -38,6 +38,9 @@ from outbox.devtools.processes import spawn_worker
 from outbox.operate.config import set_config
 from outbox.operate.endpoint_config import EndpointUpdate
 
+# A broker's behaviour, not the database's: CI runs these in its first pass only.
+pytestmark = pytest.mark.single_pass
+
 # Short waits, quick retries, and a circuit breaker that stays out of the way.
 QUICK: dict[str, Any] = {
     "timeout": 2.0,

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from pgbouncer import PgBouncer
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.single_pass]
 
 
 def bench(database_url: str, *args: str) -> dict[str, Any]:

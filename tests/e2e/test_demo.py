@@ -13,7 +13,7 @@ import httpx
 import psutil
 import pytest
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.single_pass]
 
 
 def test_the_demo_runs_by_itself_and_leaves_nothing_behind(tmp_path: Path) -> None:

@@ -39,7 +39,7 @@ import outbox
 from outbox.db import migrate
 from outbox.devtools.receiver import Receiver
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.single_pass]
 
 PRODUCERS = 3
 BEFORE, AFTER = 6.0, 6.0  # seconds of production before and after the failover

@@ -32,7 +32,7 @@ import outbox
 from outbox import operate
 from outbox.devtools.receiver import OK, Action, Receiver
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.single_pass]
 
 TOKEN = "browser-test-token-51c0"
 CHROMIUM_FLAGS = [
