@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import asyncpg
 import click
 
-from outbox.db.connect import connection
+from outbox.db.connect import DB_ERRORS, command_connection, describe
 from outbox.errors import InvalidInputError, OutboxError
 from outbox.settings import load_settings
 from outbox.settings.databases import Database
@@ -35,6 +35,9 @@ class _Group(click.Group):
             ctx.exit(2)
         except OutboxError as exc:
             click.echo(f"error: {exc}", err=True)
+            ctx.exit(1)
+        except DB_ERRORS as exc:  # the database (or the way to it) said no mid-command
+            click.echo(f"error: {describe(exc)}", err=True)
             ctx.exit(1)
 
 
@@ -106,7 +109,7 @@ def on_database(ctx: click.Context, work: Callable[[asyncpg.Connection], Awaitab
     url = url_for(ctx)
 
     async def go() -> T:
-        async with connection(url) as conn:
+        async with command_connection(url) as conn:
             return await work(conn)
 
     return run(go())

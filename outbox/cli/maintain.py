@@ -9,7 +9,7 @@ import click
 from outbox import operate
 from outbox.cli.app import database_option, databases_for, databases_option, main, on_database, run
 from outbox.db import migrate as migrations
-from outbox.db.connect import connection
+from outbox.db.connect import command_connection
 from outbox.deliver import retention
 from outbox.errors import OutboxError
 from outbox.settings import load_settings
@@ -32,7 +32,7 @@ def migrate_cmd(ctx: click.Context, database_urls: tuple[str, ...]) -> None:
         if settings.max_payload_bytes is not None or settings.dedupe_window_seconds is not None:
 
             async def configure(url: str = database.url) -> None:
-                async with connection(url) as conn:
+                async with command_connection(url) as conn:
                     await operate.set_config(
                         conn,
                         max_payload_bytes=settings.max_payload_bytes,

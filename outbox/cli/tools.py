@@ -126,7 +126,8 @@ def demo_cmd(
     metavar="URL",
     default=None,
     help="latency: the worker connects here (a PgBouncer in front of the database), "
-    "with --pooled; it LISTENs on the database's own URL unless --no-listen.",
+    "with --pooled; it LISTENs on the database's own URL unless --no-listen. drain: a "
+    "worker through it as well, beside the direct one, in the same rounds.",
 )
 @click.option(
     "--broker-url",

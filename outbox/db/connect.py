@@ -27,6 +27,16 @@ DB_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def describe(exc: BaseException) -> str:
+    """One line saying what the database (or the way to it) answered: the error's
+    type and first line, redacted, with a hint where the cause is known."""
+    said = redact_text(str(exc)).strip().splitlines()
+    line = f"{type(exc).__name__}: {said[0]}" if said else type(exc).__name__
+    if isinstance(exc, asyncpg.UndefinedTableError | asyncpg.InvalidSchemaNameError):
+        line += " (has `outbox migrate` run on this database?)"
+    return line
+
+
 def asyncpg_url(url: str) -> str:
     """The URL as asyncpg wants it (``postgresql://``)."""
     for prefix in ("postgresql+asyncpg://", "postgresql+psycopg://", "postgres://"):
@@ -74,3 +84,11 @@ async def connection(url: str, **kwargs: Any) -> AsyncIterator[asyncpg.Connectio
         yield conn
     finally:
         await conn.close()
+
+
+def command_connection(url: str, **kwargs: Any) -> contextlib.AbstractAsyncContextManager[Any]:
+    """A command's connection (``outbox stats``, ``endpoint``, ``dead``...): a few
+    statements each, so no prepared-statement cache, which also lets it run
+    through a pooler in transaction mode (PgBouncer), where a statement
+    prepared on one server connection is not on the next."""
+    return connection(url, statement_cache_size=0, **kwargs)

@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 
-from outbox.db.connect import DB_ERRORS, connection
+from outbox.db.connect import DB_ERRORS, command_connection, describe
 from outbox.db.queries import QUERIES
 from outbox.errors import OutboxError
 from outbox.settings.databases import Database
@@ -30,7 +30,7 @@ async def fleet_stats(
     its URL's password)."""
 
     async def one(database: Database) -> list[dict[str, Any]]:
-        async with asyncio.timeout(wait), connection(database.url, timeout=wait) as conn:
+        async with asyncio.timeout(wait), command_connection(database.url, timeout=wait) as conn:
             return [{"database": database.name, **row} for row in await stats(conn)]
 
     answers = await asyncio.gather(*(one(db) for db in databases), return_exceptions=True)
@@ -40,7 +40,12 @@ async def fleet_stats(
         if isinstance(answer, BaseException):
             if not isinstance(answer, (OutboxError, *DB_ERRORS)):
                 raise answer
-            errors[database.name] = str(answer) or f"no answer in {wait:g}s"
+            if isinstance(answer, OutboxError):
+                errors[database.name] = str(answer)
+            elif isinstance(answer, TimeoutError):
+                errors[database.name] = f"no answer in {wait:g}s"
+            else:
+                errors[database.name] = describe(answer)
         else:
             rows += answer
     return rows, errors

@@ -94,6 +94,21 @@ def test_latency_with_the_worker_through_pgbouncer(database_url: str, pgbouncer:
 
 
 @pytest.mark.timeout(300)
+def test_drain_also_measures_a_worker_through_pgbouncer(
+    database_url: str, pgbouncer: PgBouncer
+) -> None:
+    through = pgbouncer.url(database_url.rsplit("/", 1)[1])
+    args = ("drain", "--messages", "2000", "--rounds", "1", "--worker-url", through)
+    (result,) = bench(database_url, *args)["results"]
+    assert result["worker_through"] == through
+    assert result["drain_worker_pooled"]["median"] > 0
+    assert result["pooled_ratio_to_direct"] == pytest.approx(
+        result["drain_worker_pooled"]["median"] / result["drain_worker"]["median"]
+    )
+    assert f"login attempt: db={database_url.rsplit('/', 1)[1]}" in pgbouncer.log()
+
+
+@pytest.mark.timeout(300)
 def test_soak_reports_each_minute(database_url: str) -> None:
     done = subprocess.run(
         [

@@ -209,3 +209,32 @@ async def test_the_dashboard_works_through_pgbouncer_with_pooled(
         web.stop()
     reason = await conn.fetchval("SELECT paused_reason FROM outbox.endpoints WHERE name = 'crm'")
     assert reason == "via pgbouncer"
+
+
+def test_the_commands_work_through_pgbouncer(database_url: str, pgbouncer: PgBouncer) -> None:
+    """Every command opens its connection without a prepared-statement cache: in
+    transaction mode a statement prepared on one server connection is not on
+    the next, and each command failed with DuplicatePreparedStatementError."""
+    env = {**os.environ, "OUTBOX_DATABASE_URL": pgbouncer.url(database_of(database_url))}
+
+    def outbox_cli(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "outbox", *args], env=env, capture_output=True, text=True,
+            timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, (args, done.stderr)
+        return done.stdout
+
+    outbox_cli("migrate")
+    outbox_cli("endpoint", "add", "crm", "--channel", "webhook", "--url", "https://crm.example/h")
+    ids = [outbox_cli("enqueue", "crm", "--payload", '{"n": 1}').strip() for _ in range(3)]
+    assert '"pending": 3' in outbox_cli("stats", "--json")
+    assert "crm" in outbox_cli("endpoint", "list")
+    outbox_cli("endpoint", "pause", "crm", "--reason", "maintenance")
+    outbox_cli("endpoint", "resume", "crm")
+    assert ids[0] in outbox_cli("message", "show", ids[0])
+    outbox_cli("dead", "list")
+    outbox_cli("dead", "purge", "--older-than", "1d")
+    outbox_cli("config")
+    outbox_cli("prune")
+    assert "unsupported startup parameter" not in pgbouncer.log()

@@ -248,6 +248,22 @@ def test_a_password_in_the_url_never_reaches_an_error(command: list[str]) -> Non
     assert "error:" in result.output
 
 
+@pytest.mark.parametrize(
+    "command", [["endpoint", "list"], ["dead", "list"], ["stats"], ["config"], ["prune"]]
+)
+def test_a_database_without_the_schema_gets_one_clear_line_not_a_traceback(
+    blank_database_url: str, command: list[str]
+) -> None:
+    url = blank_database_url.replace("postgres@", "postgres:Sup3rS3cretPw@")  # trust ignores it
+    result = CliRunner().invoke(main, [*command, "--database-url", url])
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "does not exist" in result.output
+    assert "outbox migrate" in result.output
+    assert "Sup3rS3cretPw" not in result.output
+
+
 def test_a_password_in_the_environment_never_reaches_an_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

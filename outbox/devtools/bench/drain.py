@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from outbox._redact import redact_url
 from outbox.db.connect import connect
 from outbox.deliver.session import WORKER_SESSION_SETTINGS
 from outbox.devtools.bench.common import Figure, drain_rate, ensure_endpoint, fill_backlog
@@ -65,13 +66,17 @@ async def raw_sql_rate(url: str, n: int) -> float:
         await conn.close()
 
 
-async def worker_rate(url: str, n: int, concurrency: int) -> float:
+async def worker_rate(url: str, n: int, concurrency: int, worker_url: str | None = None) -> float:
+    """One worker process's drain rate; ``worker_url``: it connects there (a pooler
+    in front of the database) with --pooled, LISTENing on ``url``."""
     await _fill(url, n)
     conn = await connect(url)
     since = await conn.fetchval("SELECT clock_timestamp()")
-    proc = spawn_worker(
-        url, "--concurrency", str(concurrency), "--batch-size", "500", "--poll-interval", "0.05"
-    )
+    flags = ("--concurrency", str(concurrency), "--batch-size", "500", "--poll-interval", "0.05")
+    if worker_url is None:
+        proc = spawn_worker(url, *flags)
+    else:
+        proc = spawn_worker(worker_url, *flags, "--pooled", env={"OUTBOX_LISTEN_URL": url})
     try:
         return await drain_rate(conn, ENDPOINT, n, since)
     finally:
@@ -87,15 +92,29 @@ async def run(
     rounds: int = 3,
     concurrency: int = 500,
     progress: Any = None,
+    worker_url: str | None = None,
 ) -> dict[str, Any]:
+    """The worker against the raw-SQL ceiling; with ``worker_url``, also a worker
+    through it (a pooler's URL, --pooled), in the same rounds."""
     ours = Figure("drain_worker", "messages/s")
     raw = Figure("drain_raw_sql_ceiling", "messages/s")
+    pooled = Figure("drain_worker_pooled", "messages/s")
     for _ in range(rounds):
         ours.rounds.append(await worker_rate(url, messages, concurrency))
         raw.rounds.append(await raw_sql_rate(url, messages))
+        if worker_url is not None:
+            pooled.rounds.append(await worker_rate(url, messages, concurrency, worker_url))
         if progress:
-            progress(ours.name, ours.rounds[-1])
-            progress(raw.name, raw.rounds[-1])
+            for figure in (ours, raw, pooled):
+                if figure.rounds:
+                    progress(figure.name, figure.rounds[-1])
+    through = {}
+    if worker_url is not None:
+        through = {
+            "worker_through": redact_url(worker_url),
+            pooled.name: pooled.to_json(),
+            "pooled_ratio_to_direct": pooled.median / ours.median,
+        }
     return {
         "scenario": "drain",
         "messages": messages,
@@ -104,4 +123,5 @@ async def run(
         raw.name: raw.to_json(),
         "ratio_to_ceiling": ours.median / raw.median,
         "ratio_by_round": [o / r for o, r in zip(ours.rounds, raw.rounds, strict=True)],
+        **through,
     }

@@ -37,10 +37,17 @@ def _enqueue(r: Result) -> list[str]:
 
 
 def _drain(r: Result) -> list[str]:
-    return [
+    lines = [
         f"drain    worker {_median(r, 'drain_worker'):,.0f}/s  raw SQL ceiling "
         f"{_median(r, 'drain_raw_sql_ceiling'):,.0f}/s  ratio {r['ratio_to_ceiling']:.0%}"
     ]
+    if "drain_worker_pooled" in r:
+        lines.append(
+            f"         through {r['worker_through']} (--pooled) "
+            f"{_median(r, 'drain_worker_pooled'):,.0f}/s  "
+            f"{r['pooled_ratio_to_direct']:.0%} of direct"
+        )
+    return lines
 
 
 def _latency(r: Result) -> list[str]:

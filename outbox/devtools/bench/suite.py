@@ -46,7 +46,7 @@ class Options:
     broker_urls: tuple[tuple[str, str], ...] = ()  # (broker, URL): else brokers.URLS
     concurrency: int = 100  # brokers: the worker's --concurrency, and the bare client's in flight
     worker_args: tuple[str, ...] = ()  # latency: more flags for its worker (--no-listen ...)
-    worker_url: str | None = None  # latency: the worker's own URL (a pooler's), --pooled
+    worker_url: str | None = None  # latency, drain: the worker's own URL (a pooler's), --pooled
 
 
 class MeasuredDatabase:
@@ -96,7 +96,9 @@ async def _scenario(url: str, name: str, o: Options, progress: Progress) -> dict
     if name == "enqueue":
         return await enqueue.run(url, rounds=o.rounds, progress=progress)
     if name == "drain":
-        return await drain.run(url, rounds=o.rounds, progress=progress, **sized)
+        return await drain.run(
+            url, rounds=o.rounds, progress=progress, worker_url=o.worker_url, **sized
+        )
     if name == "latency":
         return await latency.run(
             url, rate=o.rate, seconds=o.seconds, rounds=o.rounds, progress=progress,
