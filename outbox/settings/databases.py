@@ -1,5 +1,6 @@
 """The databases one fleet serves: ``--database-url`` given more than once, or
-``OUTBOX_DATABASE_URLS``, each entry ``URL`` or ``NAME=URL``.
+``OUTBOX_DATABASE_URLS`` (separated by commas or whitespace), each entry
+``URL`` or ``NAME=URL``.
 
 A database's name is what its logs and metrics carry (``database="orders"``),
 never its URL, which may hold a password. Unnamed, it is the URL's database
@@ -31,10 +32,18 @@ class Database:
         return f"Database({self.name!r})"
 
 
+# A comma starts a new entry only where a URL (or NAME=URL) follows it: inside
+# a multi-host URL (postgresql://h1,h2/db) a host follows it.
+_SEPARATOR = re.compile(
+    r"\s+|,\s*(?=(?:[A-Za-z0-9_][A-Za-z0-9_.-]*=)?(?:postgresql|postgres)(?:\+asyncpg)?://)"
+)
+
+
 def split_urls(text: str) -> list[str]:
-    """``OUTBOX_DATABASE_URLS``: entries separated by whitespace (a URL holds none;
-    a comma may separate the hosts of one URL, so it does not separate entries)."""
-    return text.split()
+    """``OUTBOX_DATABASE_URLS``: entries separated by commas or whitespace (a URL
+    holds no whitespace; the commas between the hosts of one multi-host URL do
+    not separate entries)."""
+    return [entry for entry in _SEPARATOR.split(text.strip()) if entry]
 
 
 def default_name(url: str) -> str:

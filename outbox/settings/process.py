@@ -34,7 +34,7 @@ class Settings(BaseSettings):
         default=None,
         description=(
             "The databases one `outbox worker` (or `outbox stats`, `outbox migrate`) serves, "
-            "separated by spaces or newlines, each URL or NAME=URL; taken before "
+            "separated by commas or whitespace, each URL or NAME=URL; taken before "
             "OUTBOX_DATABASE_URL. Each database has its own worker processes."
         ),
     )

@@ -45,6 +45,15 @@ def test_entries_are_separated_by_whitespace_not_by_the_commas_of_a_multi_host_u
     assert [d.name for d in parse_databases(split_urls(text))] == ["a", "y", "b"]
 
 
+def test_entries_may_be_separated_by_commas_as_the_design_writes_them() -> None:
+    text = "postgresql://h1:5432,h2:5433/x?target_session_attrs=read-write,b=postgres://h4/z, postgresql://h5/w"
+    assert [(d.name, d.url) for d in parse_databases(split_urls(text))] == [
+        ("x", "postgresql://h1:5432,h2:5433/x?target_session_attrs=read-write"),
+        ("b", "postgres://h4/z"),
+        ("w", "postgresql://h5/w"),
+    ]
+
+
 @pytest.mark.parametrize(
     ("entries", "says"),
     [
