@@ -83,7 +83,7 @@ def worker_cmd(ctx: click.Context, /, database_urls: tuple[str, ...], **flags: A
     from outbox.deliver.config import WorkerConfig
 
     config = WorkerConfig.from_settings(settings)  # refuses settings that do not go together
-    if len(databases) > 1 and settings.listen_url is not None:
+    if len(databases) > 1 and settings.listen and settings.listen_url is not None:
         raise ConfigurationError(
             "OUTBOX_LISTEN_URL is one database's listener and this worker serves "
             f"{len(databases)}: run one `outbox worker` per database to give each its "

@@ -86,7 +86,9 @@ async def connection(url: str, **kwargs: Any) -> AsyncIterator[asyncpg.Connectio
         await conn.close()
 
 
-def command_connection(url: str, **kwargs: Any) -> contextlib.AbstractAsyncContextManager[Any]:
+def command_connection(
+    url: str, **kwargs: Any
+) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]:
     """A command's connection (``outbox stats``, ``endpoint``, ``dead``...): a few
     statements each, so no prepared-statement cache, which also lets it run
     through a pooler in transaction mode (PgBouncer), where a statement

@@ -77,14 +77,14 @@ class Metrics:
             "outbox_oldest_pending_seconds",
             "How long the oldest due message has waited.",
             [*db, "endpoint"],
-            multiprocess_mode="max",
+            multiprocess_mode="livemax",
             **kw,
         )
         self.pending = Gauge(
             "outbox_pending",
             "Due messages not yet claimed.",
             [*db, "endpoint"],
-            multiprocess_mode="max",
+            multiprocess_mode="livemax",
             **kw,
         )
         self.held_back = Gauge(
@@ -92,7 +92,7 @@ class Metrics:
             "1 while an endpoint is not being delivered to (circuit open or probing, "
             "paused, disabled, throttled).",
             [*db, "endpoint"],
-            multiprocess_mode="max",
+            multiprocess_mode="livemax",
             **kw,
         )
         held, dead_rows = _database_gauges(kw)
@@ -145,7 +145,7 @@ def _database_gauges(kw: dict[str, Any]) -> tuple[Gauge, Gauge]:
             "outbox_vacuum_held_back_seconds",
             "How long the oldest transaction holding back the hot table's vacuum has been "
             "open (0: none; a replication slot has no age: see outbox.database_health).",
-            multiprocess_mode="max",
+            multiprocess_mode="livemax",
             labelnames=["database"],
             **kw,
         ),
@@ -153,7 +153,7 @@ def _database_gauges(kw: dict[str, Any]) -> tuple[Gauge, Gauge]:
             "outbox_hot_table_dead_rows",
             "Dead rows in outbox.messages, as the statistics collector estimates them.",
             labelnames=["database"],
-            multiprocess_mode="max",
+            multiprocess_mode="livemax",
             **kw,
         ),
     )

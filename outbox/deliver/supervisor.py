@@ -109,8 +109,12 @@ class Supervisor:
                     body, content_type = render_registry()
                     status = 200
                 elif self.path in ("/healthz", "/readyz"):
+                    # /healthz: the supervisor is alive, and restarts what dies (a
+                    # liveness probe must not restart every database's processes for
+                    # one that keeps failing); /readyz: every process is alive.
                     alive = supervisor.alive()
-                    status = 200 if alive == supervisor.processes else 503
+                    ready = alive == supervisor.processes
+                    status = 200 if self.path == "/healthz" or ready else 503
                     body = supervisor.health_text().encode()
                     content_type = "text/plain"
                 else:

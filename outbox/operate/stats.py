@@ -23,14 +23,14 @@ async def stats(conn: asyncpg.Connection | asyncpg.Pool) -> list[dict[str, Any]]
 
 
 async def fleet_stats(
-    databases: Sequence[Database], wait: float = 10.0
+    databases: Sequence[Database], connect_within: float = 10.0
 ) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """``outbox.stats`` of every database, all at once: the rows, each with its
     ``database`` name, and for each database that could not answer, why (without
     its URL's password)."""
 
     async def one(database: Database) -> list[dict[str, Any]]:
-        async with asyncio.timeout(wait), command_connection(database.url, timeout=wait) as conn:
+        async with command_connection(database.url, timeout=connect_within) as conn:
             return [{"database": database.name, **row} for row in await stats(conn)]
 
     answers = await asyncio.gather(*(one(db) for db in databases), return_exceptions=True)
@@ -43,7 +43,7 @@ async def fleet_stats(
             if isinstance(answer, OutboxError):
                 errors[database.name] = str(answer)
             elif isinstance(answer, TimeoutError):
-                errors[database.name] = f"no answer in {wait:g}s"
+                errors[database.name] = f"no answer in {connect_within:g}s"
             else:
                 errors[database.name] = describe(answer)
         else:

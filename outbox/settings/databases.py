@@ -60,10 +60,12 @@ def default_name(url: str) -> str:
 
 
 def check_name(name: str, what: str) -> str:
-    """``name`` if it can be a database's name in logs and metrics."""
+    """``name`` if it can be a database's name in logs and metrics (a bad one is
+    not shown: it may be a piece of a URL)."""
     if not _NAME.fullmatch(name):
         raise ConfigurationError(
-            f"{what}: the name {name[:64]!r} must be 1-63 letters, digits, '_', '.' or '-'"
+            f"{what}: a database's name must be 1-63 letters, digits, '_', '.' or '-' "
+            "(the name is not shown)"
         )
     return name
 
@@ -80,7 +82,14 @@ def parse_entry(entry: str, position: int) -> Database:
                 "(the value is not shown)"
             )
         check_name(name, f"database {position}")
-    return Database(name or default_name(url), url)
+        return Database(name, url)
+    if not _NAME.fullmatch(default := default_name(url)):
+        raise ConfigurationError(
+            f"database {position}: the database name in its URL cannot name it in logs and "
+            "metrics (1-63 letters, digits, '_', '.' or '-'): give it one, as "
+            "NAME=postgresql://..."
+        )
+    return Database(default, url)
 
 
 def parse_databases(entries: Iterable[str]) -> list[Database]:

@@ -4,7 +4,6 @@ of these defaults: `WorkerConfig` and the CLI's help take theirs from here."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
@@ -173,11 +172,11 @@ class Settings(BaseSettings):
     @field_validator("database_urls")
     @classmethod
     def _urls(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None:
-            parse_databases(split_urls(value.get_secret_value()))
-        return value
+        # Blank is unset. The entries are checked where they are used (databases()),
+        # so that a command on one database does not fail for the fleet's list.
+        return None if value is None or not value.get_secret_value().strip() else value
 
-    def databases(self, explicit: Sequence[str] = ()) -> list[Database]:
+    def databases(self, explicit: tuple[str, ...] = ()) -> list[Database]:
         """The databases to serve: those given (``--database-url``, repeated), else
         ``OUTBOX_DATABASE_URLS``, else ``OUTBOX_DATABASE_URL``; a clear error if none."""
         if explicit:

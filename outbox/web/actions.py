@@ -24,7 +24,7 @@ from outbox.operate.endpoints import pause_endpoint, resume_endpoint, unblock_ke
 from outbox.settings.values import parse_duration, parse_when
 from outbox.web import inputs
 from outbox.web.auth import Session, csrf_ok
-from outbox.web.render import back, connection, page, state
+from outbox.web.render import back, page, state
 
 Handler = Callable[[Request, FormData], Awaitable[Response]]
 
@@ -69,7 +69,7 @@ async def _unblock(request: Request, form: FormData) -> Response:
     name = request.path_params["name"]
     key = str(form.get("key") or "")
     try:
-        async with connection(request) as conn:
+        async with state(request).pool.acquire() as conn:
             freed = await unblock_key(conn, name, key)
     except InvalidInputError as exc:
         return _problem(request, str(exc))
@@ -87,7 +87,7 @@ async def _requeue(request: Request, form: FormData) -> Response:
                 "until": parse_when(filters["until"], "until") if filters["until"] else None,
             }  # fmt: skip
             everything = not any(where.values())
-            async with connection(request) as conn:
+            async with state(request).pool.acquire() as conn:
                 if form.get("confirm") != "yes":
                     count = await count_dead(conn, **where)
                     return _confirm(request, "requeue", count, filters)
@@ -96,7 +96,7 @@ async def _requeue(request: Request, form: FormData) -> Response:
             ids = [_uuid(str(v)) for v in form.getlist("id")]
             if not ids:
                 raise InvalidInputError("id", "select at least one dead letter")
-            async with connection(request) as conn:
+            async with state(request).pool.acquire() as conn:
                 moved = await requeue_dead(conn, ids=ids)
     except InvalidInputError as exc:
         return _problem(request, str(exc))
@@ -110,7 +110,7 @@ async def _purge(request: Request, form: FormData) -> Response:
         age = parse_duration(older, "older_than")
         if age < timedelta(0):
             raise InvalidInputError("older_than", "must not be negative")
-        async with connection(request) as conn:
+        async with state(request).pool.acquire() as conn:
             if form.get("confirm") != "yes":
                 count = await count_dead(conn, endpoint=name, until=parse_when(older, "older_than"))
                 filters = {"older_than": older, "endpoint": name or ""}
@@ -130,7 +130,7 @@ purge = posted(_purge)
 
 async def _run(request: Request, to: str, action: Any, done: str) -> Response:
     try:
-        async with connection(request) as conn:
+        async with state(request).pool.acquire() as conn:
             await action(conn)
     except InvalidInputError as exc:
         return _problem(request, str(exc))

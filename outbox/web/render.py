@@ -78,9 +78,10 @@ def state(request: Request) -> Any:
 
 @contextlib.asynccontextmanager
 async def connection(request: Request) -> AsyncIterator[asyncpg.Connection]:
-    """A connection of the app's pool for one page or action. Through a pooler in
+    """A connection of the app's pool for one page (reads). Through a pooler in
     transaction mode (``--pooled``) its statements share one transaction, which
-    sets what a direct connection sets at connect."""
+    sets what a direct connection sets at connect. Actions take a plain
+    connection of the pool: their functions commit batch by batch."""
     app = state(request)
     async with app.pool.acquire() as conn:
         if not app.pooled:

@@ -37,7 +37,7 @@ import asyncpg
 import pytest
 import uvicorn
 from chaos_support import ChaosWorker
-from support import EXAMPLES, WorkerProcess
+from support import EXAMPLES, WorkerProcess, until
 
 import outbox
 from outbox.db.connect import connect
@@ -135,6 +135,16 @@ async def produce(url: str, committed: list[str], rolled_back: list[str]) -> Non
         await conn.close()
 
 
+def catches_sigterm(pid: int) -> bool:
+    """Whether process ``pid`` has a handler for SIGTERM (Linux: SigCgt in /proc)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True  # gone, or no /proc: nothing to wait for
+    caught = next(line for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(int(caught.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+
+
 async def test_sigkilled_workers_make_duplicates_and_the_inbox_makes_them_harmless(
     database_url: str,
     blank_database_url: str,
@@ -178,6 +188,9 @@ async def test_sigkilled_workers_make_duplicates_and_the_inbox_makes_them_harmle
             assert time.monotonic() < deadline, "the backlog did not drain"
             await asyncio.sleep(0.2)
         for worker in fleet:
+            # A replacement started just now may not have its signal handler yet
+            # (SIGTERM would kill it, exit -15): wait until it catches SIGTERM.
+            await until(lambda w=worker: catches_sigterm(w.proc.pid), within=30)
             worker.signal(signal.SIGTERM)
         for worker in fleet:
             assert worker.wait(30) == 0, worker.output()

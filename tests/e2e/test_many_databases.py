@@ -63,9 +63,11 @@ def log_records(output: str) -> list[dict[str, object]]:
 
 
 def outbox_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``outbox ARGS`` with ``env``, and no database variable but those in it."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("OUTBOX_DATABASE_URL")}
     return subprocess.run(
         [sys.executable, "-m", "outbox", *args],
-        env={**os.environ, **env},
+        env={**base, **env},
         capture_output=True,
         text=True,
         timeout=60,
@@ -148,7 +150,10 @@ async def test_a_backlog_of_100000_in_one_database_does_not_delay_another_s_ten(
 
             metrics = await get(port, "/metrics")
             health = await get(port, "/healthz")
-            env = {"OUTBOX_DATABASE_URLS": f"big={big_url} small={small_url}"}
+            env = {
+                "OUTBOX_DATABASE_URLS": f"big={with_password(big_url)} "
+                f"small={with_password(small_url)}"
+            }
             stats = outbox_cli("stats", "--json", env=env)
             table = outbox_cli("stats", env={**env, "COLUMNS": "200"})
             fleet.signal(signal.SIGTERM)
@@ -286,3 +291,33 @@ def test_stats_reports_a_database_that_does_not_answer_and_shows_the_others(
     assert which.returncode == 1
     assert "names 2 databases (here, gone)" in which.stderr
     assert PASSWORD not in which.stderr
+
+
+def test_one_listen_url_cannot_serve_several_databases_unless_the_fleet_polls(
+    database_url: str,
+    new_database: Callable[..., str],
+    workers: list[WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    other = new_database()
+    env = {
+        "OUTBOX_DATABASE_URLS": f"a={database_url},b={other}",
+        "OUTBOX_LISTEN_URL": database_url,
+    }
+    refused = outbox_cli("worker", env=env)
+    assert refused.returncode != 0
+    assert "OUTBOX_LISTEN_URL is one database's listener and this worker serves 2" in (
+        refused.stderr
+    )
+    polling = WorkerProcess({"a": database_url, "b": other}, "--no-listen", log_dir=tmp_path,
+                            env={"OUTBOX_LISTEN_URL": database_url})  # fmt: skip
+    workers.append(polling)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (
+        started(polling.output(), "a") and started(polling.output(), "b")
+    ):
+        time.sleep(0.1)
+    assert started(polling.output(), "a"), polling.output()
+    assert started(polling.output(), "b"), polling.output()
+    polling.signal(signal.SIGTERM)
+    assert polling.wait(30) == 0, polling.output()

@@ -59,7 +59,10 @@ def test_entries_may_be_separated_by_commas_as_the_design_writes_them() -> None:
     [
         ([f"mysql://root:{SECRET}@h/db"], "database 1: must be a postgresql:// URL"),
         ([f"orders:postgresql://u:{SECRET}@h/db"], "database 1: must be a postgresql:// URL"),
-        (["ok=postgresql://h/a", f"bad name=postgresql://u:{SECRET}@h/b"], "database 2: the name"),
+        (
+            ["ok=postgresql://h/a", f"bad name=postgresql://u:{SECRET}@h/b"],
+            "database 2: a database.s name must be",
+        ),
         (["postgresql://h1/shop", f"postgresql://u:{SECRET}@h2/shop"], "both named 'shop'"),
         ([], "no database configured"),
     ],
@@ -90,6 +93,30 @@ def test_a_one_database_command_takes_a_single_entry_but_will_not_guess_among_se
     with pytest.raises(ConfigurationError, match=r"names 2 databases \(x, y\)") as caught:
         two.require_database_url()
     assert SECRET not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url", ["postgresql://u@h/caf%C3%A9", "postgresql://user%40corp@h", "postgresql://h/app$1"]
+)
+def test_a_url_whose_database_name_cannot_name_it_must_be_named(url: str) -> None:
+    with pytest.raises(ConfigurationError, match="give it one, as NAME=postgresql://"):
+        parse_databases([url])
+    assert parse_databases([f"shop={url}"])[0].name == "shop"
+
+
+def test_a_bad_name_is_refused_without_being_shown() -> None:
+    with pytest.raises(ConfigurationError, match="the name is not shown") as caught:
+        parse_databases([f"u:{SECRET}@h=postgresql://h/db"])
+    assert SECRET not in str(caught.value)
+
+
+def test_a_blank_database_urls_is_unset_and_a_bad_one_is_checked_only_when_used() -> None:
+    blank = Settings(database_url="postgresql://h/one", database_urls="  ")  # type: ignore[arg-type]
+    assert [d.name for d in blank.databases()] == ["one"]
+    bad = Settings(database_url="postgresql://h/one", database_urls="oops")  # type: ignore[arg-type]
+    assert bad.require_database_url() == "postgresql://h/one"  # a one-database command
+    with pytest.raises(ConfigurationError, match="database 1: must be a postgresql:// URL"):
+        bad.databases()
 
 
 def test_a_bad_database_name_setting_is_refused() -> None:
