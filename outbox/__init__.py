@@ -5,7 +5,8 @@ processes deliver it, record every attempt and dead-letter what cannot be
 delivered. This module holds the public API; the subpackages, each answering
 one question:
 
-* `outbox.produce` -- how do I enqueue? (`enqueue` and its rules)
+* `outbox.produce` -- how do I enqueue or publish? (`enqueue`, `publish` and
+  their rules)
 * `outbox.deliver` -- what does a worker do? (claim, deliver, record, upkeep;
   `outbox.deliver.channels`: every kind of destination)
 * `outbox.operate` -- how do I run it? (endpoints, config and alerts, dead
@@ -35,7 +36,8 @@ from outbox.errors import (
     UnknownEndpointError,
 )
 from outbox.produce.enqueue import enqueue, enqueue_many, enqueue_many_sync, enqueue_sync
-from outbox.produce.message import Message
+from outbox.produce.message import Event, Message
+from outbox.produce.publish import publish, publish_many, publish_many_sync, publish_sync
 from outbox.settings import Settings
 
 if TYPE_CHECKING:
@@ -47,6 +49,7 @@ __all__ = [
     "EndpointConfig",
     "EndpointExistsError",
     "EndpointInUseError",
+    "Event",
     "InvalidInputError",
     "Message",
     "NotInTransactionError",
@@ -58,6 +61,10 @@ __all__ = [
     "enqueue_many",
     "enqueue_many_sync",
     "enqueue_sync",
+    "publish",
+    "publish_many",
+    "publish_many_sync",
+    "publish_sync",
 ]
 
 

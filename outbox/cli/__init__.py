@@ -15,6 +15,7 @@ from outbox.cli import (
     message,
     produce,
     stats,
+    subscription,
     tools,
     web,
     worker,
@@ -24,4 +25,6 @@ from outbox.cli.app import main
 __all__ = ["main"]
 
 # The modules above add their commands to `main` as they are imported.
-_COMMANDS = (config, dead, endpoint, maintain, message, produce, stats, tools, web, worker)
+_COMMANDS = (
+    config, dead, endpoint, maintain, message, produce, stats, subscription, tools, web, worker,
+)  # fmt: skip

@@ -30,6 +30,12 @@ from outbox.cli.inputs import read_payload, seconds
     help="Keep dead letters this long (e.g. 90d) [default: 90d].",
 )
 @click.option(
+    "--delivered-retention",
+    metavar="AGE",
+    help="Keep delivered messages' payloads this long, for `outbox message resend` and "
+    "`outbox replay` (e.g. 7d; 0 keeps none) [default: 7d].",
+)
+@click.option(
     "--alert-endpoint",
     metavar="NAME",
     help="Send alerts (dead letters, paused or disabled endpoints) to this endpoint; '' for none.",
@@ -53,19 +59,26 @@ def config_cmd(
     dedupe_window: int | None,
     attempts_retention: str | None,
     dead_letters_retention: str | None,
+    delivered_retention: str | None,
     alert_endpoint: str | None,
     alert_payload: str | None,
     alert_interval: str | None,
     as_json: bool,
 ) -> None:
     """Show (or change) the settings every producer and worker shares:
-    outbox.enqueue()'s limits, how long history is kept, where alerts go."""
+    outbox.enqueue()'s limits, how long history (and delivered payloads, for
+    replay) is kept, where alerts go."""
     limits = {
         "max_payload_bytes": max_payload_bytes,
         "dedupe_window_seconds": dedupe_window,
         "attempts_retention_seconds": seconds(attempts_retention, "--attempts-retention"),
         "dead_letters_retention_seconds": seconds(
             dead_letters_retention, "--dead-letters-retention"
+        ),
+        "delivered_retention_seconds": (
+            0
+            if delivered_retention == "0"
+            else seconds(delivered_retention, "--delivered-retention")
         ),
     }
     payload = None if alert_payload is None else read_payload(alert_payload, "--alert-payload")
@@ -84,12 +97,16 @@ def config_cmd(
             cfg = await operate.set_alerts(conn, **alerts)
         return cfg
 
-    cfg = on_database(ctx, go)
+    _show(on_database(ctx, go), as_json)
+
+
+def _show(cfg: operate.OutboxConfig, as_json: bool) -> None:
     values = {
         "max_payload_bytes": cfg.max_payload_bytes,
         "dedupe_window_seconds": cfg.dedupe_window_seconds,
         "attempts_retention_seconds": cfg.attempts_retention_seconds,
         "dead_letters_retention_seconds": cfg.dead_letters_retention_seconds,
+        "delivered_retention_seconds": cfg.delivered_retention_seconds,
         "alert_endpoint": cfg.alert_endpoint,
         "alert_payload": cfg.alert_payload,
         "alert_interval_seconds": cfg.alert_interval_seconds,

@@ -64,7 +64,8 @@ def prune_cmd(ctx: click.Context, database_url: str | None) -> None:
         raise OutboxError("another pruner (a worker, or `outbox prune`) is running; try later")
     click.echo(
         f"pruned {pruned.attempts} ledger row(s), {pruned.dead_letters} dead letter(s), "
-        f"{pruned.idempotency_keys} idempotency key(s)"
+        f"{pruned.idempotency_keys} idempotency key(s), {pruned.delivered} kept payload(s), "
+        f"{pruned.publications} publication(s)"
     )
 
 

@@ -17,7 +17,9 @@ from outbox.settings import load_settings
 
 # What `outbox bench` runs when no scenario is named (outbox.devtools.bench.suite.DEFAULT),
 # then those it runs only when named: each needs its message broker, or the web extra.
-DEFAULT = ("enqueue", "drain", "http", "latency", "backlog", "memory", "transport", "stats")
+DEFAULT = (
+    "enqueue", "drain", "http", "latency", "backlog", "memory", "transport", "stats", "publish",
+)  # fmt: skip
 SCENARIOS = (*DEFAULT, "nats", "amqp", "redis", "mqtt", "web")
 
 
@@ -99,8 +101,8 @@ def demo_cmd(
     "--messages",
     type=click.IntRange(min=100),
     default=None,
-    help="drain, http, memory, nats, amqp, redis, mqtt: backlog size "
-    "[defaults: 50,000, 20,000, 50,000, 20,000 for each broker].",
+    help="drain, http, memory, publish, nats, amqp, redis, mqtt: backlog size "
+    "[defaults: 50,000, 20,000, 50,000, 50,000, 20,000 for each broker].",
 )
 @click.option(
     "--backlog",
@@ -161,7 +163,10 @@ def bench_cmd(
     memory: a worker's peak resident memory at --concurrency 500. transport:
     httpx vs httpx over aiohttp vs bare aiohttp.
     stats: SELECT * FROM outbox.stats with 1,000,000 ledger rows in the last
-    hour and 100,000 queued messages (written and removed again).
+    hour and 100,000 queued messages (written and removed again). publish:
+    outbox.publish() to 5 subscribers vs enqueue_many() of the same 5
+    messages, and a worker's drain keeping delivered payloads for replay vs
+    keeping none.
 
     nats, amqp, redis, mqtt (not in the default set: each needs its broker,
     see --broker-url, and the channel's extra): one worker delivering a

@@ -71,6 +71,20 @@ $$;
 -- split --
 GRANT SELECT (name, default_key, payload_check) ON outbox.channels TO outbox_producer;
 -- split --
+-- Publishing: outbox.publish() and outbox.publish_many() read which endpoints
+-- subscribe (never their secrets: endpoints' columns are granted above) and
+-- remember idempotent publications. Not a kept payload (outbox.delivered).
+GRANT EXECUTE ON FUNCTION
+    outbox.publish(text, jsonb, text, text, integer, timestamptz, jsonb, text, text),
+    outbox.publish_many(text[], jsonb[], text[], text[], integer[], timestamptz[], jsonb[], text[], text[]),
+    outbox._publish(text, text, jsonb, text, text, integer, timestamptz, jsonb, text, text),
+    outbox._payload_problem(text, jsonb)
+    TO outbox_producer;
+-- split --
+GRANT SELECT (id, endpoint, topic, topic_regex, filter, paused_at) ON outbox.subscriptions TO outbox_producer;
+-- split --
+GRANT SELECT, INSERT, UPDATE (message_ids, created_at) ON outbox.publications TO outbox_producer;
+-- split --
 GRANT SELECT (name, channel, target) ON outbox.endpoints TO outbox_producer;
 -- split --
 GRANT SELECT (max_payload_bytes, dedupe_window, wakeup_until) ON outbox.config TO outbox_producer;
@@ -87,7 +101,7 @@ GRANT USAGE ON SEQUENCE outbox.messages_seq_seq TO outbox_producer;
 GRANT SELECT, INSERT, UPDATE, DELETE ON
     outbox.messages, outbox.attempts, outbox.dead_letters, outbox.endpoint_state,
     outbox.key_limits, outbox.key_blocks, outbox.idempotency_keys, outbox.alert_state,
-    outbox.attempt_minutes, outbox.latency_minutes
+    outbox.attempt_minutes, outbox.latency_minutes, outbox.delivered, outbox.publications
     TO outbox_worker;
 -- split --
 GRANT SELECT ON outbox.endpoints, outbox.config, outbox.channels TO outbox_worker;
@@ -97,7 +111,7 @@ GRANT UPDATE (paused_at, paused_reason, disabled_at, disabled_reason) ON outbox.
 -- split --
 GRANT UPDATE (wakeup_until) ON outbox.config TO outbox_worker;
 -- split --
-GRANT USAGE ON SEQUENCE outbox.messages_seq_seq, outbox.attempts_id_seq TO outbox_worker;
+GRANT USAGE ON SEQUENCE outbox.messages_seq_seq, outbox.attempts_id_seq, outbox.delivered_id_seq TO outbox_worker;
 -- split --
 GRANT EXECUTE ON FUNCTION
     outbox._claim(integer, uuid, double precision, text, double precision, double precision),
@@ -115,7 +129,7 @@ GRANT EXECUTE ON FUNCTION
     TO outbox_worker;
 -- split --
 GRANT SELECT ON outbox.stats, outbox.throughput, outbox.endpoint_health, outbox.blocked_keys,
-    outbox.endpoint_settings, outbox.database_health
+    outbox.endpoint_settings, outbox.database_health, outbox.topic_stats
     TO outbox_worker, outbox_monitor, outbox_operator;
 -- split --
 GRANT EXECUTE ON FUNCTION outbox._stats(), outbox._database_health() TO outbox_monitor, outbox_operator;
@@ -127,7 +141,8 @@ GRANT SELECT ON outbox.attempt_minutes, outbox.latency_minutes TO outbox_monitor
 -- headers, the ledger, key blocks; never outbox.endpoints, whose URLs and secrets it sees only through
 -- outbox.endpoint_settings), and changes delivery only through the
 -- functions of schema/operator.sql.
-GRANT SELECT ON outbox.attempts, outbox.key_blocks, outbox.endpoint_state TO outbox_operator;
+GRANT SELECT ON outbox.attempts, outbox.key_blocks, outbox.endpoint_state, outbox.subscriptions
+    TO outbox_operator;
 -- split --
 -- Not `headers`: a message's own headers may carry credentials (Authorization).
 GRANT SELECT (id, seq, endpoint, payload, key, idempotency_key, priority, attempts, available_at, created_at,
@@ -143,5 +158,7 @@ GRANT EXECUTE ON FUNCTION
     outbox.purge_dead(double precision, text, integer),
     outbox.pause_endpoint(text, text),
     outbox.resume_endpoint(text),
-    outbox.unblock_key(text, text)
+    outbox.unblock_key(text, text),
+    outbox.resend(uuid, text),
+    outbox.replay(text, timestamptz, timestamptz, text, timestamptz, bigint, integer)
     TO outbox_operator;

@@ -32,12 +32,14 @@ FILES = (
     "enqueue.sql",
     "telegram.sql",
     "endpoints.sql",
+    "topics.sql",
     "claim.sql",
     "health.sql",
     "rollups.sql",
     "views.sql",
     "alerts.sql",
     "operator.sql",
+    "replay.sql",
 )
 SEPARATOR = "\n-- split --\n"
 

@@ -23,7 +23,6 @@ from sqlalchemy import (
     Index,
     Integer,
     Interval,
-    MetaData,
     PrimaryKeyConstraint,
     SmallInteger,
     Table,
@@ -32,13 +31,16 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, CIDR, JSONB, UUID
 
+from outbox.db.metadata import SCHEMA as SCHEMA
+from outbox.db.metadata import metadata as metadata
+
+# The tables of topics and replay, described on the same metadata.
+from outbox.db.topic_tables import delivered as delivered
+from outbox.db.topic_tables import publications as publications
+from outbox.db.topic_tables import subscriptions as subscriptions
 from outbox.settings.endpoint import ENDPOINT_NAME_PATTERN, SETTINGS, Setting
 from outbox.settings.kinds import Headers, Millis, Networks
 from outbox.settings.kinds import Interval as Interval_
-
-SCHEMA = "outbox"
-
-metadata = MetaData(schema=SCHEMA)
 
 config = Table(
     "config",
@@ -75,6 +77,15 @@ config = Table(
     Column("alert_payload", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     Column(
         "alert_interval", Interval, nullable=False, server_default=text("'5 minutes'::interval")
+    ),
+    Column(
+        "delivered_retention",
+        Interval,
+        nullable=False,
+        server_default=text("'7 days'::interval"),
+    ),
+    CheckConstraint(
+        "delivered_retention >= interval '0'", name="config_delivered_retention_not_negative"
     ),
     comment="One row of settings that outbox.enqueue() enforces for every producer.",
 )
@@ -247,6 +258,8 @@ messages = Table(
     # The producer's W3C trace context, carried onward to the receiver.
     Column("traceparent", Text),
     Column("tracestate", Text),
+    Column("topic", Text),  # what it was published as (outbox.publish), else NULL
+    Column("replay", Boolean, nullable=False, server_default=text("false")),  # a resend
     Index(
         "messages_first_idx",
         "endpoint",
@@ -286,6 +299,8 @@ attempts = Table(
     Column("worker_id", Text),
     Column("reason", Text),
     Column("retry_at", DateTime(timezone=True)),
+    Column("replay", Boolean),  # true: an attempt of a message sent again (NULL otherwise)
+    Column("topic", Text),  # its message's topic (outbox.publish), else NULL
     Index("attempts_endpoint_started_idx", "endpoint", "started_at"),
     Index("attempts_message_idx", "message_id"),
     comment="Append-only ledger: one row per delivery attempt. No foreign keys, by design.",
@@ -309,6 +324,7 @@ dead_letters = Table(
     Column("seq", BigInteger),
     Column("traceparent", Text),
     Column("tracestate", Text),
+    Column("topic", Text),
     Index("dead_letters_dead_at_idx", "dead_at"),
     Index("dead_letters_endpoint_idx", "endpoint", "dead_at"),
     comment="Messages that will not be retried, with their payload and last error.",

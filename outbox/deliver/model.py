@@ -22,6 +22,7 @@ __all__ = [
     "Finished",
     "Reaped",
     "Rewrite",
+    "put_topic",
     "put_trace",
 ]
 
@@ -41,6 +42,8 @@ class Claimed:
     token: uuid.UUID
     traceparent: str | None = None  # the producer's W3C trace context
     tracestate: str | None = None
+    topic: str | None = None  # what it was published as (outbox.publish)
+    replay: bool = False  # sent again after it was delivered (outbox message resend, replay)
 
 
 @dataclass(slots=True)
@@ -69,6 +72,20 @@ class Delivery:
     @property
     def endpoint(self) -> str:
         return self.messages[0].endpoint
+
+
+# The headers that tell a receiver what a message was published as, and that
+# it was delivered before (every channel that has headers sends them).
+TOPIC_HEADER = "outbox-topic"
+REPLAY_HEADER = "outbox-replay"
+
+
+def put_topic(headers: MutableMapping[str, str], message: Claimed) -> None:
+    """Write a message's topic and replay mark into outgoing headers (ours win)."""
+    if message.topic is not None:
+        headers[TOPIC_HEADER] = message.topic
+    if message.replay:
+        headers[REPLAY_HEADER] = "1"
 
 
 def put_trace(headers: MutableMapping[str, str], trace: tuple[str | None, str | None]) -> None:

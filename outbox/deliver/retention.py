@@ -1,9 +1,10 @@
-"""Retention: the ledger, dead letters and spent idempotency keys are pruned
-by age (``outbox.config.attempts_retention``, ``dead_letters_retention`` and
-``dedupe_window``), in small batches, each its own short transaction, by one
-pruner at a time across the fleet (an advisory lock each batch takes in its
-transaction). Workers do it
-every few minutes; ``outbox prune`` does it now.
+"""Retention: the ledger, dead letters, kept payloads of delivered messages,
+and spent idempotency keys and publications are pruned by age
+(``outbox.config.attempts_retention``, ``dead_letters_retention``,
+``delivered_retention`` and ``dedupe_window``), in small batches, each its
+own short transaction, by one pruner at a time across the fleet (an advisory
+lock each batch takes in its transaction). Workers do it every few minutes;
+``outbox prune`` does it now.
 """
 
 from __future__ import annotations
@@ -29,10 +30,18 @@ class Pruned:
     attempts: int = 0
     dead_letters: int = 0
     idempotency_keys: int = 0
+    delivered: int = 0  # kept payloads
+    publications: int = 0
 
     @property
     def total(self) -> int:
-        return self.attempts + self.dead_letters + self.idempotency_keys
+        return (
+            self.attempts
+            + self.dead_letters
+            + self.idempotency_keys
+            + self.delivered
+            + self.publications
+        )
 
 
 class _BusyError(Exception):
@@ -61,7 +70,9 @@ async def prune(
     transaction mode); a pruner that finds the lock taken stops there.
     ``max_batches`` bounds the work per table (a worker's periodic run);
     without it everything due goes."""
-    done = {"attempts": 0, "dead_letters": 0, "idempotency_keys": 0}
+    done = dict.fromkeys(
+        ("attempts", "dead_letters", "idempotency_keys", "delivered", "publications"), 0
+    )
 
     def note(what: str, n: int) -> None:
         done[what] += n
@@ -69,15 +80,17 @@ async def prune(
             progress(what, n)
 
     try:
-        for _ in _rounds(max_batches):
-            row = await _locked(conn, "fetchrow", "prune_attempts", batch)
-            note("attempts", row["deleted"])
-            if row["reached_young"] or not row["deleted"]:
-                break
+        for query, what in (("prune_attempts", "attempts"), ("prune_delivered", "delivered")):
+            for _ in _rounds(max_batches):
+                row = await _locked(conn, "fetchrow", query, batch)
+                note(what, row["deleted"])
+                if row["reached_young"] or not row["deleted"]:
+                    break
         await _locked(conn, "fetchval", "prune_rollups")
         for query, what in (
             ("prune_dead_letters", "dead_letters"),
             ("prune_idempotency_keys", "idempotency_keys"),
+            ("prune_publications", "publications"),
         ):
             for _ in _rounds(max_batches):
                 n = int(await _locked(conn, "fetchval", query, batch))
@@ -87,7 +100,7 @@ async def prune(
     except _BusyError:
         if not any(done.values()):
             return None
-    return Pruned(done["attempts"], done["dead_letters"], done["idempotency_keys"])
+    return Pruned(**done)
 
 
 def _rounds(limit: int | None) -> range:

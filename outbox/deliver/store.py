@@ -255,6 +255,8 @@ def deliveries(rows: Sequence[Any], token: uuid.UUID, now: float) -> list[Delive
             token,
             r["traceparent"],
             r["tracestate"],
+            r["topic"],
+            r["replay"],
         )
         alone = Delivery([claimed], now + r["delay"] if r["delay"] else 0.0, r["probe"])
         if r["lead"] is None:

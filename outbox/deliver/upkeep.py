@@ -139,8 +139,11 @@ class Upkeep:
             return
         if pruned is not None and pruned.total:
             log.info(
-                "pruned %d ledger row(s), %d dead letter(s), %d idempotency key(s)",
+                "pruned %d ledger row(s), %d dead letter(s), %d idempotency key(s), "
+                "%d kept payload(s), %d publication(s)",
                 pruned.attempts,
                 pruned.dead_letters,
                 pruned.idempotency_keys,
+                pruned.delivered,
+                pruned.publications,
             )

@@ -22,6 +22,7 @@ class OutboxConfig:
     alert_endpoint: str | None = None
     alert_payload: dict[str, Any] | None = None
     alert_interval_seconds: int = 0
+    delivered_retention_seconds: int = 0  # delivered payloads kept for replay; 0: none
 
 
 async def get_config(conn: asyncpg.Connection) -> OutboxConfig:
@@ -39,6 +40,7 @@ async def get_config(conn: asyncpg.Connection) -> OutboxConfig:
         alerts["alert_endpoint"],
         json.loads(alerts["alert_payload"]),
         alerts["alert_interval_seconds"],
+        kept["delivered_seconds"],
     )
 
 
@@ -89,6 +91,7 @@ async def set_config(
     dedupe_window_seconds: int | None = None,
     attempts_retention_seconds: int | None = None,
     dead_letters_retention_seconds: int | None = None,
+    delivered_retention_seconds: int | None = None,
 ) -> OutboxConfig:
     if max_payload_bytes is not None and not 1 <= max_payload_bytes <= 64 * 1024 * 1024:
         raise InvalidInputError("max_payload_bytes", "must be between 1 and 67108864")
@@ -100,10 +103,15 @@ async def set_config(
     ):
         if value is not None and value < 1:
             raise InvalidInputError(field, "must be at least 1 second")
+    if delivered_retention_seconds is not None and delivered_retention_seconds < 0:
+        raise InvalidInputError("delivered_retention", "must not be negative (0: keep none)")
     async with conn.transaction():
         await conn.fetchrow(QUERIES["config_set"], max_payload_bytes, dedupe_window_seconds)
         await conn.fetchrow(
-            QUERIES["retention_set"], attempts_retention_seconds, dead_letters_retention_seconds
+            QUERIES["retention_set"],
+            attempts_retention_seconds,
+            dead_letters_retention_seconds,
+            delivered_retention_seconds,
         )
     return await get_config(conn)
 

@@ -49,7 +49,7 @@ from outbox.produce.trace import check_trace, current_trace
 from outbox.settings.endpoint import ENDPOINT_NAME_PATTERN
 from outbox.settings.values import text_problem
 
-__all__ = ["enqueue", "enqueue_many", "enqueue_many_sync", "enqueue_sync"]
+__all__ = ["enqueue", "enqueue_many", "enqueue_many_sync", "enqueue_sync", "require_transaction"]
 
 _ENQUEUE = QUERIES["enqueue"]
 _ENQUEUE_MANY = QUERIES["enqueue_many"]
@@ -309,7 +309,7 @@ async def enqueue(
         if isinstance(conn, AsyncSession | AsyncConnection):
             result = await conn.execute(_ENQUEUE_NAMED, _named(row))
             return _as_uuid(result.scalar_one())
-        _require_asyncpg_transaction(conn)
+        require_transaction(conn)
         return _as_uuid(await conn.fetchval(_ENQUEUE, *row))
     except Exception as exc:
         raise translate(exc) from exc  # translate() returns exc itself when it is not ours
@@ -331,7 +331,7 @@ async def enqueue_many(
             result = await conn.execute(_ENQUEUE_MANY_NAMED, _named_many(rows))
             ids = result.scalar_one()
         else:
-            _require_asyncpg_transaction(conn)
+            require_transaction(conn)
             ids = await conn.fetchval(_ENQUEUE_MANY, *_columns(rows))
     except Exception as exc:
         raise translate(exc) from exc  # translate() returns exc itself when it is not ours
@@ -376,15 +376,17 @@ def enqueue_many_sync(
     return [_as_uuid(i) for i in ids]
 
 
-def _require_asyncpg_transaction(conn: Any) -> None:
+def require_transaction(conn: Any, name: str = "enqueue") -> None:
+    """``conn`` is an asyncpg connection in a transaction, or a clear error naming
+    ``name`` (the producer call: enqueue, publish...)."""
     is_in_transaction = getattr(conn, "is_in_transaction", None)
     if is_in_transaction is None:
         raise TypeError(
-            f"enqueue() takes an asyncpg connection or a SQLAlchemy AsyncSession/AsyncConnection, "
-            f"not {type(conn).__name__}; for a synchronous Session use enqueue_sync()"
+            f"{name}() takes an asyncpg connection or a SQLAlchemy AsyncSession/AsyncConnection, "
+            f"not {type(conn).__name__}; for a synchronous Session use {name}_sync()"
         )
     if not is_in_transaction():
         raise NotInTransactionError(
-            "enqueue() must run inside the transaction that writes your business data: "
+            f"{name}() must run inside the transaction that writes your business data: "
             "wrap it in `async with conn.transaction():`"
         )

@@ -80,6 +80,7 @@ def test_migrate_writes_limits_from_the_environment(run, monkeypatch) -> None:  
         "dedupe_window_seconds": 3600,
         "attempts_retention_seconds": 30 * 86400,  # the defaults
         "dead_letters_retention_seconds": 90 * 86400,
+        "delivered_retention_seconds": 7 * 86400,
         "alert_endpoint": None,
         "alert_payload": {},
         "alert_interval_seconds": 300,

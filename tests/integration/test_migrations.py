@@ -70,7 +70,7 @@ async def test_downgrade_removes_everything_and_upgrade_restores_it(
     assert "enqueue" in before["functions"]
     assert sorted(before["views"]) == [
         "blocked_keys", "database_health", "endpoint_health", "endpoint_settings", "stats",
-        "throughput",
+        "throughput", "topic_stats",
     ]  # fmt: skip
 
     # Down to 0002: the stats view loses the columns 0003 added, the throughput view goes.

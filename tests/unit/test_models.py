@@ -121,3 +121,21 @@ def test_the_six_characters_backslash_u0000_are_not_a_nul() -> None:
     assert payload_json({"p": "\\\\\\u0000"}) == '{"p":"\\\\\\\\\\\\u0000"}'
     with pytest.raises(InvalidInputError, match="NUL"):
         payload_json({"p": "\\\x00"})
+
+
+def test_a_published_message_tells_its_receiver_its_topic_and_a_resend_says_so() -> None:
+    import uuid
+    from datetime import UTC, datetime
+
+    from outbox.deliver.model import Claimed, put_topic
+
+    def claimed(**kw: object) -> Claimed:
+        return Claimed(uuid.uuid4(), "e", "{}", None, None, 0, datetime.now(UTC), 1, uuid.uuid4(),
+                       **kw)  # type: ignore[arg-type]  # fmt: skip
+
+    headers = {"outbox-topic": "forged", "x": "y"}
+    put_topic(headers, claimed(topic="order.created", replay=True))
+    assert headers == {"outbox-topic": "order.created", "outbox-replay": "1", "x": "y"}
+    plain: dict[str, str] = {}
+    put_topic(plain, claimed())
+    assert plain == {}

@@ -16,5 +16,7 @@ def test_statements_load_without_comment_lines() -> None:
 def test_asyncpg_statements_use_positional_and_named_ones_use_names() -> None:
     for name, statement in QUERIES.items():
         if name.endswith("_named"):
-            assert ":endpoint" in statement or ":endpoints" in statement
+            assert any(
+                f":{name}" in statement for name in ("endpoint", "endpoints", "topic", "topics")
+            )
             assert "$1" not in statement

@@ -290,7 +290,7 @@ CREATE FUNCTION outbox._claim_endpoint(
     p_horizon double precision, p_first_share double precision)
 RETURNS TABLE (id uuid, endpoint text, payload text, headers text, key text, attempts integer,
                first_attempt_at timestamptz, seq bigint, delay double precision, probe boolean,
-               lead uuid, traceparent text, tracestate text)
+               lead uuid, traceparent text, tracestate text, topic text, replay boolean)
 LANGUAGE plpgsql AS $fn$
 #variable_conflict use_column
 DECLARE
@@ -339,7 +339,7 @@ BEGIN
                  WHERE m.id = p.id
                 RETURNING m.id, m.endpoint, m.payload::text AS payload, m.headers::text AS headers,
                           m.key, m.attempts, m.first_attempt_at, m.seq, p.slot, p.lead,
-                          m.traceparent, m.tracestate)
+                          m.traceparent, m.tracestate, m.topic, m.replay)
             SELECT l.id, l.endpoint, l.payload, l.headers, l.key, l.attempts, l.first_attempt_at,
                    l.seq,
                    CASE WHEN g.slot_seconds IS NULL THEN 0.0
@@ -347,7 +347,9 @@ BEGIN
                    g.probe,
                    l.lead,
                    l.traceparent,
-                   l.tracestate
+                   l.tracestate,
+                   l.topic,
+                   l.replay
               FROM leased AS l;  -- no ORDER BY: each row carries its own slot
         END IF;
         EXIT WHEN v_got >= g.n;
@@ -374,7 +376,7 @@ CREATE FUNCTION outbox._claim(
     p_horizon double precision, p_first_share double precision)
 RETURNS TABLE (id uuid, endpoint text, payload text, headers text, key text, attempts integer,
                first_attempt_at timestamptz, seq bigint, delay double precision, probe boolean,
-               lead uuid, traceparent text, tracestate text)
+               lead uuid, traceparent text, tracestate text, topic text, replay boolean)
 LANGUAGE plpgsql AS $fn$
 #variable_conflict use_column
 DECLARE

@@ -91,6 +91,52 @@ SELECT b.endpoint, b.key, 'dead_letter'::text, b.message_id, NULL::integer, NULL
 COMMENT ON VIEW outbox.blocked_keys IS
 'Keys of ordered endpoints held back: cause ''retrying'' (the key''s oldest message failed and waits for its retry) or ''dead_letter'' (on_dead = block; release with `outbox endpoint unblock`). waiting counts the messages behind it.';
 -- split --
+-- One row per topic with messages queued or dead, or attempts in the last
+-- hour: the published side of outbox.stats. It reads the hot table (what is
+-- queued now), the dead letters, and the ledger per endpoint over the last
+-- hour (attempts_endpoint_started_idx).
+CREATE VIEW outbox.topic_stats AS
+WITH queued AS (
+    SELECT m.topic,
+           count(*) FILTER (WHERE m.lease_token IS NULL AND m.available_at <= now()) AS pending,
+           count(*) FILTER (WHERE m.lease_token IS NULL AND m.available_at > now()) AS scheduled,
+           count(*) FILTER (WHERE m.lease_token IS NOT NULL) AS in_flight,
+           min(m.created_at) FILTER (WHERE m.lease_token IS NULL AND m.available_at <= now()) AS oldest
+      FROM outbox.messages AS m
+     WHERE m.topic IS NOT NULL
+     GROUP BY m.topic),
+dead AS (
+    SELECT l.topic, count(*) AS dead FROM outbox.dead_letters AS l WHERE l.topic IS NOT NULL GROUP BY l.topic),
+recent AS (
+    SELECT a.topic,
+           count(*) FILTER (WHERE a.outcome = 'delivered') AS delivered,
+           count(*) FILTER (WHERE a.outcome <> 'delivered') AS failed,
+           count(*) FILTER (WHERE a.replay) AS replayed
+      FROM outbox.endpoints AS e
+      JOIN outbox.attempts AS a ON a.endpoint = e.name AND a.started_at > now() - interval '1 hour'
+     WHERE a.topic IS NOT NULL
+     GROUP BY a.topic),
+topics AS (
+    SELECT topic FROM queued UNION SELECT topic FROM dead UNION SELECT topic FROM recent)
+SELECT t.topic,
+       ARRAY(SELECT DISTINCT s.endpoint FROM outbox.subscriptions AS s
+              WHERE s.paused_at IS NULL AND t.topic ~ s.topic_regex ORDER BY s.endpoint) AS subscribers,
+       coalesce(q.pending, 0) AS pending,
+       coalesce(q.scheduled, 0) AS scheduled,
+       coalesce(q.in_flight, 0) AS in_flight,
+       coalesce(d.dead, 0) AS dead,
+       coalesce(r.delivered, 0) AS delivered_last_hour,
+       coalesce(r.failed, 0) AS failed_attempts_last_hour,
+       coalesce(r.replayed, 0) AS replayed_attempts_last_hour,
+       coalesce(extract(epoch FROM now() - q.oldest), 0)::double precision AS oldest_pending_seconds
+  FROM topics AS t
+  LEFT JOIN queued AS q ON q.topic = t.topic
+  LEFT JOIN dead AS d ON d.topic = t.topic
+  LEFT JOIN recent AS r ON r.topic = t.topic;
+-- split --
+COMMENT ON VIEW outbox.topic_stats IS
+'One row per published topic (outbox.publish) with messages queued or dead, or attempts in the last hour: the unpaused subscribers its topic matches now, the queue, dead letters, and the last hour''s deliveries, failed attempts and replayed attempts, over all its endpoints.';
+-- split --
 -- One row per endpoint: whether it is delivering and, if not, why.
 CREATE VIEW outbox.endpoint_health AS
 SELECT e.name AS endpoint,

@@ -13,7 +13,8 @@
 -- per-key intervals, and returns each message's delay (its rate-limit slot) and whether it is a circuit probe. "Due" is
 -- decided by state and time, never by "highest id seen" (ids commit out of order). The transaction is only this statement:
 -- in flight is a state of the row (lease_token), not an open transaction across HTTP.
-SELECT id, endpoint, payload, headers, key, attempts, first_attempt_at, seq, delay, probe, lead, traceparent, tracestate
+SELECT id, endpoint, payload, headers, key, attempts, first_attempt_at, seq, delay, probe, lead, traceparent, tracestate,
+       topic, replay
   FROM outbox._claim($1, $2, $3, $4, $5, $6);
 
 -- finish --
@@ -28,7 +29,8 @@ SELECT id, endpoint, payload, headers, key, attempts, first_attempt_at, seq, del
 -- unknown to the planner such joins became nested loops, quadratic in the batch size.
 -- Keyed messages also: free their key's minimum interval (key_limits, from now: the receiver has seen them), bring back the
 -- next message of their key on an ordered endpoint (parked as held = 'order'), and on an ordered endpoint with
--- on_dead = 'block' a dead one blocks its key (key_blocks).
+-- on_dead = 'block' a dead one blocks its key (key_blocks). Delivered rows' payloads are kept in outbox.delivered for replay
+-- while outbox.config.delivered_retention is above 0; a resent message's attempts are marked replay.
 WITH r AS (
     SELECT *
       FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::smallint[], $5::text[], $6::text[], $7::float8[],
@@ -40,16 +42,25 @@ gone AS (
      USING r
      WHERE m.id = r.id AND m.lease_token = r.token AND r.outcome IN ('delivered', 'dead')
     RETURNING m.id, m.endpoint, m.payload, m.headers, m.key, m.idempotency_key, m.priority, m.created_at, m.seq,
-              m.traceparent, m.tracestate, m.attempts + 1 AS attempt, r.outcome, r.status_code, r.error, r.excerpt, r.duration_ms, r.started_at,
-              r.retry_at, r.reason),
+              m.traceparent, m.tracestate, m.topic, m.replay, m.attempts + 1 AS attempt, r.outcome, r.status_code, r.error,
+              r.excerpt, r.duration_ms, r.started_at, r.retry_at, r.reason),
 dead AS (
     INSERT INTO outbox.dead_letters
         (message_id, endpoint, payload, headers, key, idempotency_key, priority, attempts, last_error, reason, created_at,
-         seq, traceparent, tracestate)
+         seq, traceparent, tracestate, topic)
     SELECT g.id, g.endpoint, g.payload, g.headers, g.key, g.idempotency_key, g.priority, g.attempt, g.error, g.reason,
-           g.created_at, g.seq, g.traceparent, g.tracestate
+           g.created_at, g.seq, g.traceparent, g.tracestate, g.topic
       FROM gone AS g
      WHERE g.outcome = 'dead'),
+kept AS (
+    -- Payloads kept for replay (outbox.config.delivered_retention; 0: none kept).
+    INSERT INTO outbox.delivered
+        (message_id, endpoint, topic, payload, headers, key, priority, attempts, created_at, traceparent, tracestate)
+    SELECT g.id, g.endpoint, g.topic, g.payload, g.headers, g.key, g.priority, g.attempt, g.created_at, g.traceparent,
+           g.tracestate
+      FROM gone AS g
+     WHERE g.outcome = 'delivered'
+       AND (SELECT c.delivered_retention > interval '0' FROM outbox.config AS c)),
 retried AS (
     UPDATE outbox.messages AS m
        SET lease_token = NULL, lease_expires_at = NULL, leased_by = NULL,
@@ -57,7 +68,7 @@ retried AS (
            payload = coalesce(r.new_payload::jsonb, m.payload), key = coalesce(r.new_key, m.key)
       FROM r
      WHERE m.id = r.id AND m.lease_token = r.token AND r.outcome NOT IN ('delivered', 'dead')
-    RETURNING m.id, m.endpoint, m.key, m.attempts AS attempt, r.outcome, r.status_code, r.error, r.excerpt,
+    RETURNING m.id, m.endpoint, m.key, m.replay, m.topic, m.attempts AS attempt, r.outcome, r.status_code, r.error, r.excerpt,
               r.duration_ms, r.started_at, r.retry_at, r.reason),
 promoted AS (
     -- SKIP LOCKED: a claimer looking at that message right now decides about it itself; recording never waits on a claim.
@@ -89,13 +100,15 @@ blocked AS (
     ON CONFLICT DO NOTHING)
 INSERT INTO outbox.attempts
     (message_id, endpoint, attempt, started_at, duration_ms, status_code, outcome, error, response_excerpt, worker_id,
-     reason, retry_at)
+     reason, retry_at, replay, topic)
 SELECT d.id, d.endpoint, d.attempt, d.started_at, d.duration_ms, d.status_code, d.outcome, d.error, d.excerpt, $11,
-       d.reason, d.retry_at
-  FROM (SELECT id, endpoint, attempt, started_at, duration_ms, status_code, outcome, error, excerpt, reason, retry_at
+       d.reason, d.retry_at, nullif(d.replay, false), d.topic
+  FROM (SELECT id, endpoint, attempt, started_at, duration_ms, status_code, outcome, error, excerpt, reason, retry_at,
+               replay, topic
           FROM gone
         UNION ALL
-        SELECT id, endpoint, attempt, started_at, duration_ms, status_code, outcome, error, excerpt, reason, retry_at
+        SELECT id, endpoint, attempt, started_at, duration_ms, status_code, outcome, error, excerpt, reason, retry_at,
+               replay, topic
           FROM retried) AS d
 RETURNING message_id;
 

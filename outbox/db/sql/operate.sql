@@ -133,14 +133,17 @@ SELECT attempt, endpoint, started_at, duration_ms, status_code, outcome, error, 
 -- retention_get --
 -- The retention settings, in seconds.
 SELECT extract(epoch FROM attempts_retention)::bigint AS attempts_seconds,
-       extract(epoch FROM dead_letters_retention)::bigint AS dead_letters_seconds
+       extract(epoch FROM dead_letters_retention)::bigint AS dead_letters_seconds,
+       extract(epoch FROM delivered_retention)::bigint AS delivered_seconds
   FROM outbox.config;
 
 -- retention_set --
--- Change them; NULL keeps a value: $1 attempts retention, $2 dead letters retention, in seconds.
+-- Change them; NULL keeps a value: $1 attempts retention, $2 dead letters retention, $3 delivered payloads' retention
+-- (0: none kept), in seconds.
 UPDATE outbox.config
    SET attempts_retention = coalesce(make_interval(secs => $1), attempts_retention),
-       dead_letters_retention = coalesce(make_interval(secs => $2), dead_letters_retention)
+       dead_letters_retention = coalesce(make_interval(secs => $2), dead_letters_retention),
+       delivered_retention = coalesce(make_interval(secs => $3), delivered_retention)
 RETURNING extract(epoch FROM attempts_retention)::bigint AS attempts_seconds,
           extract(epoch FROM dead_letters_retention)::bigint AS dead_letters_seconds;
 
@@ -166,3 +169,45 @@ UPDATE outbox.config
    SET alert_endpoint = CASE WHEN $1::boolean THEN $2 ELSE alert_endpoint END,
        alert_payload = coalesce($3::text::jsonb, alert_payload),
        alert_interval = coalesce(make_interval(secs => $4), alert_interval);
+
+-- subscription_add --
+-- Subscribe an endpoint to a topic pattern: $1 endpoint, $2 pattern, $3 filter (JSON text, or NULL). The pattern is checked
+-- and compiled by outbox._check_subscription(); a second subscription of the endpoint to the same pattern is refused.
+INSERT INTO outbox.subscriptions (endpoint, topic, filter)
+VALUES ($1, $2, $3::text::jsonb)
+RETURNING id, endpoint, topic, filter::text AS filter, paused_at, created_at;
+
+-- subscription_list --
+-- Every subscription (of $1 endpoint; NULL: all), by endpoint and pattern.
+SELECT id, endpoint, topic, filter::text AS filter, paused_at, created_at
+  FROM outbox.subscriptions
+ WHERE $1::text IS NULL OR endpoint = $1
+ ORDER BY endpoint, topic;
+
+-- subscription_remove --
+-- Remove $1 endpoint's subscription to $2 pattern; returns its id (none: there was none).
+DELETE FROM outbox.subscriptions WHERE endpoint = $1 AND topic = $2 RETURNING id;
+
+-- subscription_pause --
+-- Pause ($3 true) or resume ($3 false) $1 endpoint's subscription to $2 pattern: while paused, publish makes it no copy.
+UPDATE outbox.subscriptions
+   SET paused_at = CASE WHEN $3 THEN coalesce(paused_at, now()) END
+ WHERE endpoint = $1 AND topic = $2
+RETURNING id;
+
+-- message_resend --
+-- Send delivered message $1 again (to $2 endpoint; NULL: its own), from its kept payload: see outbox.resend().
+SELECT outbox.resend($1, $2);
+
+-- replay_batch --
+-- One batch of a replay: $1 endpoint, $2 since, $3 until, $4 topic pattern (NULL: all), $5 and $6 the cursor (NULL: from
+-- the start), $7 batch size. See outbox.replay().
+SELECT resent, skipped, next_at, next_id, done FROM outbox.replay($1, $2, $3, $4, $5, $6, $7);
+
+-- replay_count --
+-- How many kept deliveries of $1 endpoint lie in [$2, $3) (before the topic filter): a replay's progress total.
+SELECT count(*) FROM outbox.delivered WHERE endpoint = $1 AND delivered_at >= $2 AND delivered_at < $3;
+
+-- database_now --
+-- The database's clock (a window's end fixed before a replay's first batch).
+SELECT now();

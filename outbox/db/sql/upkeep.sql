@@ -86,6 +86,34 @@ WITH gone AS (
     RETURNING 1)
 SELECT count(*) FROM gone;
 
+-- prune_publications --
+-- Delete what idempotent publishes made (outbox.publications) past outbox.config.dedupe_window, oldest first, up to $1 per
+-- call (publish would take such a key over anyway). Returns how many.
+WITH gone AS (
+    DELETE FROM outbox.publications AS p
+     WHERE (p.topic, p.idempotency_key) IN (
+           SELECT x.topic, x.idempotency_key FROM outbox.publications AS x, outbox.config AS c
+            WHERE x.created_at < now() - c.dedupe_window
+            ORDER BY x.created_at
+            LIMIT $1
+              FOR UPDATE SKIP LOCKED)
+    RETURNING 1)
+SELECT count(*) FROM gone;
+
+-- prune_delivered --
+-- Delete kept payloads older than outbox.config.delivered_retention (all of them when it is 0), oldest first, up to $1
+-- per call: ids grow with time, so the primary key's first entries are the oldest rows (as for the ledger). Returns how
+-- many went, and whether the batch reached rows young enough to keep.
+WITH cut AS (SELECT now() - delivered_retention AS before FROM outbox.config),
+batch AS (SELECT k.id, k.delivered_at FROM outbox.delivered AS k ORDER BY k.id LIMIT $1),
+gone AS (
+    DELETE FROM outbox.delivered AS k
+     USING batch AS b, cut
+     WHERE k.id = b.id AND b.delivered_at < cut.before
+    RETURNING 1)
+SELECT (SELECT count(*) FROM gone) AS deleted,
+       EXISTS (SELECT 1 FROM batch AS b, cut WHERE b.delivered_at >= cut.before) AS reached_young;
+
 -- prune_lock --
 -- One pruner at a time across the fleet: a try-lock on a fixed key, taken first in each batch's transaction and gone at
 -- its end (nothing held across transactions, which a pooler in transaction mode would hand to other clients).

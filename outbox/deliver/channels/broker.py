@@ -45,6 +45,7 @@ from outbox.deliver.model import (
     Claimed,
     Delivery,
     Endpoint,
+    put_topic,
     put_trace,
 )
 from outbox.deliver.policy import Classification, Health, Verdict
@@ -249,6 +250,7 @@ class BrokerChannel(ABC):
         if message.headers:
             headers.update(json.loads(message.headers))
         put_trace(headers, trace)
+        put_topic(headers, message)
         headers[ID_HEADER] = text_id = str(message.id)
         if message.key is not None:
             headers[KEY_HEADER] = message.key

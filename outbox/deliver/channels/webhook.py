@@ -37,6 +37,7 @@ from outbox.deliver.model import (
     Claimed,
     Delivery,
     Endpoint,
+    put_topic,
     put_trace,
 )
 from outbox.deliver.policy import Classification, Verdict, classify_status, parse_retry_after
@@ -94,6 +95,7 @@ class WebhookChannel(HttpChannel):
         if message.headers:
             headers.update(json.loads(message.headers))
         put_trace(headers, trace)
+        put_topic(headers, message)
         timestamp = int(time.time())
         headers["content-type"] = "application/json"
         headers["webhook-id"] = str(message.id)

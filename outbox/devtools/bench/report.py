@@ -134,7 +134,19 @@ def _transport(r: Result) -> list[str]:
     ]
 
 
+def _publish(r: Result) -> list[str]:
+    return [
+        f"publish  to {r['subscribers']} subscribers {_median(r, 'publish_to_5_subscribers'):,.0f}/s"
+        f"  enqueue_many of 5 {_median(r, 'enqueue_many_of_5'):,.0f}/s"
+        f"  time ratio {r['time_ratio_publish_to_enqueue_many']:.2f} (target <= 1.5)",
+        f"         drain keeping payloads {_median(r, 'drain_keeping_payloads'):,.0f}/s"
+        f"  keeping none {_median(r, 'drain_keeping_none'):,.0f}/s"
+        f"  ratio {r['drain_ratio_keeping_to_none']:.0%}",
+    ]
+
+
 _LINES: dict[str, Callable[[Result], list[str]]] = {
+    "publish": _publish,
     "enqueue": _enqueue,
     "drain": _drain,
     "latency": _latency,

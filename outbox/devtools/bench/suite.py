@@ -20,6 +20,7 @@ from outbox.devtools.bench import (
     http,
     latency,
     memory,
+    publish,
     stats,
     transport,
     web,
@@ -27,7 +28,9 @@ from outbox.devtools.bench import (
 from outbox.devtools.embedded import EmbeddedPostgres
 
 # What `outbox bench` runs when no scenario is named.
-DEFAULT = ("enqueue", "drain", "http", "latency", "backlog", "memory", "transport", "stats")
+DEFAULT = (
+    "enqueue", "drain", "http", "latency", "backlog", "memory", "transport", "stats", "publish",
+)  # fmt: skip
 # Only when named: each needs its broker running (outbox.devtools.bench.brokers),
 # and the dashboard's (the web extra).
 BROKERS = brokers.NAMES
@@ -108,6 +111,8 @@ async def _scenario(url: str, name: str, o: Options, progress: Progress) -> dict
         return await backlog.run(url, messages=o.backlog, rounds=o.rounds, progress=progress)
     if name == "memory":
         return await memory.run(url, rounds=o.rounds, progress=progress, **sized)
+    if name == "publish":
+        return await publish.run(url, rounds=o.rounds, progress=progress, **sized)
     if name == "stats":
         return await stats.run(url, progress=progress)
     if name == "web":
