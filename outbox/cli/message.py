@@ -58,7 +58,7 @@ def message_show(
             str(a["started_at"]),
             f"{a['duration_ms']:.0f}",
             str(a["status_code"] or ""),
-            a["outcome"],
+            a["outcome"] + (" (replay)" if a.get("replay") else ""),
             a["reason"] or a["error"] or "",
         )
     console.print(table)
@@ -102,7 +102,8 @@ def replay_cmd(
     assert start is not None
 
     async def go(conn: asyncpg.Connection) -> Replayed:
-        stop = end or await conn.fetchval(QUERIES["database_now"])
+        now = await conn.fetchval(QUERIES["database_now"])
+        stop = now if end is None else min(end, now)
         seen = [0]
         with Progress("resending", await replay_total(conn, endpoint, start, stop)) as advance:
 

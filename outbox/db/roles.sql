@@ -5,10 +5,11 @@
 --   GRANT outbox_monitor TO grafana;  -- dashboards, `outbox stats`, `outbox web` read-only
 --   GRANT outbox_operator TO oncall;  -- `outbox web` with actions, `outbox dead`
 -- The functions are SECURITY INVOKER (measured: DEFINER cost ~14 µs per
--- enqueue), so the producer gets exactly what outbox.enqueue() touches, down
--- to the column: it can insert messages and read the endpoint names and
--- channels and the enqueue limits, and nothing else -- not a payload, not a
--- secret, not the ledger.
+-- enqueue), so the producer gets exactly what outbox.enqueue() and
+-- outbox.publish() touch, down to the column: it can insert messages, read
+-- the endpoint names and channels, the subscriptions and the enqueue limits,
+-- and remember publications, and nothing else -- not a payload, not a
+-- secret, not the ledger, not a kept payload.
 -- Statements are separated by `-- split --` lines; :schema is not used, the
 -- objects are schema-qualified.
 DO $$
@@ -101,8 +102,14 @@ GRANT USAGE ON SEQUENCE outbox.messages_seq_seq TO outbox_producer;
 GRANT SELECT, INSERT, UPDATE, DELETE ON
     outbox.messages, outbox.attempts, outbox.dead_letters, outbox.endpoint_state,
     outbox.key_limits, outbox.key_blocks, outbox.idempotency_keys, outbox.alert_state,
-    outbox.attempt_minutes, outbox.latency_minutes, outbox.delivered, outbox.publications
+    outbox.attempt_minutes, outbox.latency_minutes
     TO outbox_worker;
+-- split --
+-- Keeping delivered payloads and pruning them and spent publications.
+GRANT SELECT, INSERT, DELETE ON outbox.delivered TO outbox_worker;
+-- split --
+-- (UPDATE: the pruner locks what it deletes, FOR UPDATE SKIP LOCKED.)
+GRANT SELECT, UPDATE, DELETE ON outbox.publications TO outbox_worker;
 -- split --
 GRANT SELECT ON outbox.endpoints, outbox.config, outbox.channels TO outbox_worker;
 -- split --
@@ -146,12 +153,16 @@ GRANT SELECT ON outbox.attempts, outbox.key_blocks, outbox.endpoint_state, outbo
 -- split --
 -- Not `headers`: a message's own headers may carry credentials (Authorization).
 GRANT SELECT (id, seq, endpoint, payload, key, idempotency_key, priority, attempts, available_at, created_at,
-              lease_token, lease_expires_at, leased_by, first_attempt_at, last_error, held, traceparent, tracestate)
+              lease_token, lease_expires_at, leased_by, first_attempt_at, last_error, held, traceparent, tracestate,
+              topic, replay)
     ON outbox.messages TO outbox_operator;
 -- split --
 GRANT SELECT (message_id, endpoint, payload, key, idempotency_key, priority, attempts, last_error, reason,
-              created_at, dead_at, seq, traceparent, tracestate)
+              created_at, dead_at, seq, traceparent, tracestate, topic, replay)
     ON outbox.dead_letters TO outbox_operator;
+-- split --
+-- What a replay counts for its progress (never a payload).
+GRANT SELECT (id, message_id, endpoint, topic, delivered_at) ON outbox.delivered TO outbox_operator;
 -- split --
 GRANT EXECUTE ON FUNCTION
     outbox.requeue_dead(uuid[], text, timestamptz, timestamptz, boolean, text, integer),

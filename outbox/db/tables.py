@@ -325,6 +325,7 @@ dead_letters = Table(
     Column("traceparent", Text),
     Column("tracestate", Text),
     Column("topic", Text),
+    Column("replay", Boolean, nullable=False, server_default=text("false")),  # a resend's
     Index("dead_letters_dead_at_idx", "dead_at"),
     Index("dead_letters_endpoint_idx", "endpoint", "dead_at"),
     comment="Messages that will not be retried, with their payload and last error.",

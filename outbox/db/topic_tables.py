@@ -81,7 +81,7 @@ delivered = Table(
     Column("traceparent", Text),
     Column("tracestate", Text),
     Index("delivered_endpoint_idx", "endpoint", "delivered_at"),
-    Index("delivered_message_idx", "message_id"),
+    Index("delivered_message_idx", "message_id", postgresql_using="hash"),
     comment=(
         "Delivered messages' payloads, kept for outbox.config.delivered_retention so that they "
         "can be sent again (`outbox message resend`, `outbox replay`). Append-only, pruned "

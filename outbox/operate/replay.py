@@ -55,14 +55,15 @@ async def replay(
     progress: Callable[[int, int], None] | None = None,
 ) -> Replayed:
     """Send again everything ``endpoint`` was delivered from ``since`` to ``until``
-    (None: now, fixed at the start), of topics the pattern ``topic`` matches (None:
-    all), oldest first, in batches of ``batch``, each its own transaction;
-    ``progress(resent, skipped)`` after each."""
+    (None, or later than now: now, fixed at the start), of topics the pattern
+    ``topic`` matches (None: all), oldest first, in batches of ``batch``, each
+    its own transaction; ``progress(resent, skipped)`` after each."""
     if batch < 1:
         raise InvalidInputError("batch", "must be at least 1")
-    if until is None:
-        until = await conn.fetchval(QUERIES["database_now"])
-    assert until is not None
+    now: datetime = await conn.fetchval(QUERIES["database_now"])
+    # Never past now, fixed here for every batch: what this replay sends is kept
+    # again when delivered, after now, and must not come round again.
+    until = now if until is None else min(until, now)
     resent = skipped = 0
     after_at: datetime | None = None
     after_id: int | None = None

@@ -36,7 +36,8 @@ from sqlalchemy.orm import Session
 
 from outbox.db.pgerror import translate
 from outbox.db.queries import QUERIES
-from outbox.errors import InvalidInputError, NotInTransactionError, to_input_error
+from outbox.errors import InvalidInputError, to_input_error
+from outbox.produce.checks import require_transaction, row_values
 from outbox.produce.message import Message
 from outbox.produce.rules import (
     KEY_MAX_CHARS,
@@ -45,11 +46,11 @@ from outbox.produce.rules import (
     escaped_nul,
     payload_json,
 )
-from outbox.produce.trace import check_trace, current_trace
+from outbox.produce.trace import current_trace
 from outbox.settings.endpoint import ENDPOINT_NAME_PATTERN
 from outbox.settings.values import text_problem
 
-__all__ = ["enqueue", "enqueue_many", "enqueue_many_sync", "enqueue_sync", "require_transaction"]
+__all__ = ["enqueue", "enqueue_many", "enqueue_many_sync", "enqueue_sync"]
 
 _ENQUEUE = QUERIES["enqueue"]
 _ENQUEUE_MANY = QUERIES["enqueue_many"]
@@ -81,18 +82,7 @@ def _prepare(
             message = Message.model_validate(message)
         except ValidationError as exc:
             raise to_input_error(exc, prefix) from None
-    if message.traceparent is not None or message.tracestate is not None:
-        trace = check_trace(message.traceparent, message.tracestate, prefix)
-    return _Row(
-        message.endpoint,
-        payload_json(message.payload, f"{prefix}payload"),
-        message.key,
-        message.idempotency_key,
-        message.priority,
-        message.deliver_at,
-        None if message.headers is None else json.dumps(message.headers, ensure_ascii=False),
-        *trace,
-    )
+    return _Row(message.endpoint, *row_values(message, prefix, trace))
 
 
 # Message.endpoint's pattern; used with fullmatch(), which (like pydantic) lets
@@ -374,19 +364,3 @@ def enqueue_many_sync(
     except Exception as exc:
         raise translate(exc) from exc  # translate() returns exc itself when it is not ours
     return [_as_uuid(i) for i in ids]
-
-
-def require_transaction(conn: Any, name: str = "enqueue") -> None:
-    """``conn`` is an asyncpg connection in a transaction, or a clear error naming
-    ``name`` (the producer call: enqueue, publish...)."""
-    is_in_transaction = getattr(conn, "is_in_transaction", None)
-    if is_in_transaction is None:
-        raise TypeError(
-            f"{name}() takes an asyncpg connection or a SQLAlchemy AsyncSession/AsyncConnection, "
-            f"not {type(conn).__name__}; for a synchronous Session use {name}_sync()"
-        )
-    if not is_in_transaction():
-        raise NotInTransactionError(
-            f"{name}() must run inside the transaction that writes your business data: "
-            "wrap it in `async with conn.transaction():`"
-        )

@@ -15,7 +15,6 @@ here commits, and a rejected event writes nothing.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -30,10 +29,9 @@ from sqlalchemy.orm import Session
 from outbox.db.pgerror import translate
 from outbox.db.queries import QUERIES
 from outbox.errors import to_input_error
-from outbox.produce.enqueue import require_transaction
+from outbox.produce.checks import require_transaction, row_values
 from outbox.produce.message import Event
-from outbox.produce.rules import payload_json
-from outbox.produce.trace import check_trace, current_trace
+from outbox.produce.trace import current_trace
 
 __all__ = ["publish", "publish_many", "publish_many_sync", "publish_sync"]
 
@@ -67,18 +65,7 @@ def _row(
             event = Event.model_validate(event)
         except ValidationError as exc:
             raise to_input_error(exc, prefix) from None
-    if event.traceparent is not None or event.tracestate is not None:
-        trace = check_trace(event.traceparent, event.tracestate, prefix)
-    return _Row(
-        event.topic,
-        payload_json(event.payload, f"{prefix}payload"),
-        event.key,
-        event.idempotency_key,
-        event.priority,
-        event.deliver_at,
-        None if event.headers is None else json.dumps(event.headers, ensure_ascii=False),
-        *trace,
-    )
+    return _Row(event.topic, *row_values(event, prefix, trace))
 
 
 def _one(topic: str, payload: Mapping[str, Any], **fields: Any) -> _Row:

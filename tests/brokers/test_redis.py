@@ -37,6 +37,8 @@ from outbox.cli import main
 from outbox.devtools.processes import spawn_worker
 from outbox.operate.config import set_config
 from outbox.operate.endpoint_config import EndpointUpdate
+from outbox.operate.replay import resend
+from outbox.operate.subscriptions import add_subscription
 
 # A broker's behaviour, not the database's: CI runs these in its first pass only.
 pytestmark = pytest.mark.single_pass
@@ -230,6 +232,28 @@ async def test_an_entry_goes_to_the_stream_the_target_names_with_its_fields(
         assert row["reason"] == "acknowledged"
         assert row["duration_ms"] > 0
         assert row["worker_id"] == "test-worker"
+
+
+async def test_a_published_event_reaches_the_stream_with_its_topic_and_a_resend_says_so(
+    database_url: str, conn: asyncpg.Connection, shared: Shared
+) -> None:
+    p = shared.prefix
+    await add_broker_endpoint(conn, "events", "redis", shared.url,
+                              target=p + "events:{payload.region}", **QUICK)  # fmt: skip
+    await add_subscription(conn, "events", "order.*")
+    async with conn.transaction():
+        (made,) = await outbox.publish(conn, "order.created", {"region": "eu", "n": 1})
+    async with running_worker(database_url):
+        await until(lambda: none_left(conn))
+        assert await resend(conn, made) == made
+        await until(lambda: none_left(conn))
+    first, again = await read(shared.client, f"{p}events:eu")
+    assert first.outbox_id == again.outbox_id == str(made)
+    assert json.loads(first.fields["headers"]) == {"outbox-topic": "order.created"}
+    assert json.loads(again.fields["headers"]) == {
+        "outbox-topic": "order.created",
+        "outbox-replay": "1",
+    }
 
 
 async def test_max_len_trims_the_stream_to_about_that_many_entries(

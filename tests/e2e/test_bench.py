@@ -109,6 +109,24 @@ def test_drain_also_measures_a_worker_through_pgbouncer(
 
 
 @pytest.mark.timeout(300)
+def test_publish_reports_fan_out_against_enqueue_many_and_the_cost_of_keeping_payloads(
+    database_url: str,
+) -> None:
+    (result,) = bench(database_url, "publish", "--messages", "2000", "--rounds", "1")["results"]
+    assert result["subscribers"] == 5
+    for name in (
+        "publish_to_5_subscribers",
+        "enqueue_many_of_5",
+        "drain_keeping_payloads",
+        "drain_keeping_none",
+    ):
+        assert result[name]["median"] > 0, name
+    assert result["time_ratio_publish_to_enqueue_many"] == pytest.approx(
+        result["enqueue_many_of_5"]["median"] / result["publish_to_5_subscribers"]["median"]
+    )
+
+
+@pytest.mark.timeout(300)
 def test_soak_reports_each_minute(database_url: str) -> None:
     done = subprocess.run(
         [

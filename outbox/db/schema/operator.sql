@@ -52,11 +52,11 @@ released AS (
 requeued AS (
     INSERT INTO outbox.messages
         (id, seq, endpoint, payload, headers, key, idempotency_key, priority, available_at, created_at, traceparent,
-         tracestate, topic)
+         tracestate, topic, replay)
     OVERRIDING SYSTEM VALUE
     SELECT p.message_id, coalesce(p.seq, nextval(pg_get_serial_sequence('outbox.messages', 'seq'))), p.endpoint,
            p.payload, p.headers, p.key, p.idempotency_key, p.priority, now(), p.created_at, p.traceparent, p.tracestate,
-           p.topic
+           p.topic, p.replay
       FROM picked AS p
     RETURNING id)
 SELECT count(*)::integer FROM requeued

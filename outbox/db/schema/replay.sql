@@ -6,22 +6,22 @@
 -- owner and outbox_operator only (EXECUTE is revoked from PUBLIC right here).
 -- Statements are separated by `-- split --` lines.
 
--- Send one delivered message again (to `endpoint`, NULL: its own); returns its id.
+-- Send one delivered message again (to `endpoint`, NULL: where it was last
+-- delivered); returns its id. Sent to another endpoint, it must suit that
+-- endpoint's channel, and it goes without its own headers (they were for the
+-- first receiver, and may carry its credentials).
 CREATE FUNCTION outbox.resend(message_id uuid, endpoint text DEFAULT NULL)
 RETURNS uuid
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     d record;
+    t record;
+    v_to text;
+    v_problem text;
     v_sent uuid;
 BEGIN
     IF resend.message_id IS NULL THEN
         PERFORM outbox._raise_problem('OB002¦message_id¦is required');
-    END IF;
-    IF resend.endpoint IS NOT NULL
-       AND NOT EXISTS (SELECT 1 FROM outbox.endpoints AS e WHERE e.name = resend.endpoint) THEN
-        RAISE EXCEPTION USING ERRCODE = 'OB001',
-            MESSAGE = 'endpoint: unknown endpoint ' || quote_literal(resend.endpoint),
-            COLUMN = 'endpoint';
     END IF;
     LOCK TABLE outbox.messages IN ROW EXCLUSIVE MODE;  -- before the endpoint is read: see enqueue()
     SELECT k.* INTO d FROM outbox.delivered AS k
@@ -41,10 +41,30 @@ BEGIN
             'OB002¦message_id¦no delivered message %s is kept: it was never delivered, or it is past '
             'outbox.config.delivered_retention', resend.message_id));
     END IF;
+    v_to := coalesce(resend.endpoint, d.endpoint);
+    SELECT e.target, ch.payload_check INTO t
+      FROM outbox.endpoints AS e JOIN outbox.channels AS ch ON ch.name = e.channel
+     WHERE e.name = v_to;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'OB001',
+            MESSAGE = 'endpoint: unknown endpoint ' || quote_literal(v_to)
+                      || CASE WHEN resend.endpoint IS NULL THEN ' (removed since it was delivered there)'
+                              ELSE '' END,
+            HINT = 'send it to another endpoint: `outbox message resend ID --endpoint NAME`',
+            COLUMN = 'endpoint';
+    END IF;
+    IF v_to <> d.endpoint THEN
+        v_problem := coalesce(
+            CASE WHEN t.payload_check IS NOT NULL THEN outbox._payload_problem(t.payload_check, d.payload) END,
+            CASE WHEN strpos(t.target, '{') > 0 THEN outbox._target_problem(t.target, d.payload, d.key) END);
+        IF v_problem IS NOT NULL THEN
+            PERFORM outbox._raise_problem(v_problem, format('endpoint %s refuses it: ', v_to));
+        END IF;
+    END IF;
     INSERT INTO outbox.messages
         (id, endpoint, payload, headers, key, priority, traceparent, tracestate, topic, replay)
-    VALUES (d.message_id, coalesce(resend.endpoint, d.endpoint), d.payload, d.headers, d.key, d.priority,
-            d.traceparent, d.tracestate, d.topic, true)
+    VALUES (d.message_id, v_to, d.payload, CASE WHEN v_to = d.endpoint THEN d.headers END, d.key,
+            d.priority, d.traceparent, d.tracestate, d.topic, true)
     ON CONFLICT (id) DO NOTHING
     RETURNING id INTO v_sent;
     IF v_sent IS NULL THEN
@@ -77,12 +97,9 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 DECLARE
     v_regex text;
     v_rows integer;
+    v_until timestamptz;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM outbox.endpoints AS e WHERE e.name = replay.endpoint) THEN
-        RAISE EXCEPTION USING ERRCODE = 'OB001',
-            MESSAGE = 'endpoint: unknown endpoint ' || coalesce(quote_literal(replay.endpoint), 'NULL'),
-            COLUMN = 'endpoint';
-    ELSIF replay.since IS NULL OR replay.until IS NULL OR NOT isfinite(replay.since)
+    IF replay.since IS NULL OR replay.until IS NULL OR NOT isfinite(replay.since)
           OR NOT isfinite(replay.until) THEN
         PERFORM outbox._raise_problem('OB002¦since¦and until must be finite times');
     ELSIF replay.until <= replay.since THEN
@@ -93,12 +110,20 @@ BEGIN
     IF replay.topic IS NOT NULL THEN
         v_regex := outbox._topic_regex(replay.topic);
     END IF;
-    LOCK TABLE outbox.messages IN ROW EXCLUSIVE MODE;
+    LOCK TABLE outbox.messages IN ROW EXCLUSIVE MODE;  -- before the endpoint is read: see enqueue()
+    IF NOT EXISTS (SELECT 1 FROM outbox.endpoints AS e WHERE e.name = replay.endpoint) THEN
+        RAISE EXCEPTION USING ERRCODE = 'OB001',
+            MESSAGE = 'endpoint: unknown endpoint ' || coalesce(quote_literal(replay.endpoint), 'NULL'),
+            COLUMN = 'endpoint';
+    END IF;
+    -- Never past now: what this replay sends is delivered (and kept) after now,
+    -- and must not come round again.
+    v_until := least(replay.until, now());
     WITH page AS (
         SELECT k.id, k.message_id, k.delivered_at
           FROM outbox.delivered AS k
          WHERE k.endpoint = replay.endpoint
-           AND k.delivered_at >= replay.since AND k.delivered_at < replay.until
+           AND k.delivered_at >= replay.since AND k.delivered_at < v_until
            AND (replay.after_at IS NULL OR (k.delivered_at, k.id) > (replay.after_at, replay.after_id))
          ORDER BY k.delivered_at, k.id
          LIMIT replay.batch),
@@ -108,7 +133,7 @@ BEGIN
          WHERE (v_regex IS NULL OR k.topic ~ v_regex)
            AND NOT EXISTS (SELECT 1 FROM outbox.delivered AS later
                             WHERE later.message_id = k.message_id AND later.endpoint = k.endpoint
-                              AND later.delivered_at < replay.until
+                              AND later.delivered_at < v_until
                               AND (later.delivered_at, later.id) > (k.delivered_at, k.id))),
     sent AS (
         INSERT INTO outbox.messages

@@ -54,7 +54,7 @@ BEGIN
 END
 $fn$;
 -- split --
-CREATE TRIGGER subscriptions_check BEFORE INSERT OR UPDATE OF topic, filter ON outbox.subscriptions
+CREATE TRIGGER subscriptions_check BEFORE INSERT OR UPDATE ON outbox.subscriptions
     FOR EACH ROW EXECUTE FUNCTION outbox._check_subscription();
 -- split --
 -- A channel's payload check (outbox.channels.payload_check names a function of

@@ -47,11 +47,18 @@ gone AS (
 dead AS (
     INSERT INTO outbox.dead_letters
         (message_id, endpoint, payload, headers, key, idempotency_key, priority, attempts, last_error, reason, created_at,
-         seq, traceparent, tracestate, topic)
+         seq, traceparent, tracestate, topic, replay)
     SELECT g.id, g.endpoint, g.payload, g.headers, g.key, g.idempotency_key, g.priority, g.attempt, g.error, g.reason,
-           g.created_at, g.seq, g.traceparent, g.tracestate, g.topic
+           g.created_at, g.seq, g.traceparent, g.tracestate, g.topic, g.replay
       FROM gone AS g
-     WHERE g.outcome = 'dead'),
+     WHERE g.outcome = 'dead'
+    -- A message sent again (outbox message resend) may have died before: its new death replaces the old one.
+    ON CONFLICT (message_id) DO UPDATE
+       SET endpoint = excluded.endpoint, payload = excluded.payload, headers = excluded.headers, key = excluded.key,
+           idempotency_key = excluded.idempotency_key, priority = excluded.priority, attempts = excluded.attempts,
+           last_error = excluded.last_error, reason = excluded.reason, created_at = excluded.created_at,
+           dead_at = now(), seq = excluded.seq, traceparent = excluded.traceparent, tracestate = excluded.tracestate,
+           topic = excluded.topic, replay = excluded.replay),
 kept AS (
     -- Payloads kept for replay (outbox.config.delivered_retention; 0: none kept).
     INSERT INTO outbox.delivered

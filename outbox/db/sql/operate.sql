@@ -126,7 +126,7 @@ SELECT 'dead', endpoint, key, attempts, payload::text, created_at, 'dead', NULL,
 -- message_attempts --
 -- A message's ledger, oldest first: $1 id.
 SELECT attempt, endpoint, started_at, duration_ms, status_code, outcome, error, reason, retry_at, worker_id,
-       response_excerpt
+       response_excerpt, coalesce(replay, false) AS replay
   FROM outbox.attempts WHERE message_id = $1
  ORDER BY started_at, id;
 

@@ -96,7 +96,7 @@ WITH gone AS (
             WHERE x.created_at < now() - c.dedupe_window
             ORDER BY x.created_at
             LIMIT $1
-              FOR UPDATE SKIP LOCKED)
+              FOR UPDATE OF x SKIP LOCKED)
     RETURNING 1)
 SELECT count(*) FROM gone;
 
