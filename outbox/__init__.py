@@ -35,13 +35,32 @@ from outbox.errors import (
     PayloadTooLargeError,
     UnknownEndpointError,
 )
-from outbox.produce.enqueue import enqueue, enqueue_many, enqueue_many_sync, enqueue_sync
-from outbox.produce.message import Event, Message
-from outbox.produce.publish import publish, publish_many, publish_many_sync, publish_sync
-from outbox.settings import Settings
 
 if TYPE_CHECKING:
     from outbox.operate.endpoint_config import EndpointConfig
+    from outbox.produce.enqueue import enqueue, enqueue_many, enqueue_many_sync, enqueue_sync
+    from outbox.produce.message import Event, Message
+    from outbox.produce.publish import publish, publish_many, publish_many_sync, publish_sync
+    from outbox.settings import Settings
+
+# Where each public name lives, imported when first asked for: a worker process
+# (which needs none of the producer calls) starts without building their models.
+_LAZY = {
+    "enqueue": "outbox.produce.enqueue",
+    "enqueue_many": "outbox.produce.enqueue",
+    "enqueue_many_sync": "outbox.produce.enqueue",
+    "enqueue_sync": "outbox.produce.enqueue",
+    "publish": "outbox.produce.publish",
+    "publish_many": "outbox.produce.publish",
+    "publish_many_sync": "outbox.produce.publish",
+    "publish_sync": "outbox.produce.publish",
+    "Event": "outbox.produce.message",
+    "Message": "outbox.produce.message",
+    "Settings": "outbox.settings",
+    # Made from the endpoint settings' declaration and the channels'
+    # (outbox.settings.endpoint, outbox.deliver.channels).
+    "EndpointConfig": "outbox.operate.endpoint_config",
+}
 
 __all__ = [
     "ConfigurationError",
@@ -69,11 +88,15 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # `EndpointConfig` is made from the endpoint settings' declaration and the
-    # channels' (outbox.settings.endpoint, outbox.deliver.channels) when first
-    # asked for, so that producers importing outbox load neither.
-    if name == "EndpointConfig":
-        from outbox.operate.endpoint_config import EndpointConfig
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'outbox' has no attribute {name!r}")
+    import importlib
 
-        return EndpointConfig
-    raise AttributeError(f"module 'outbox' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # once found, a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -7,24 +7,9 @@ Errors print one line naming what was wrong and exit non-zero: 2 for bad
 input, 1 for everything else.
 """
 
-from outbox.cli import (
-    config,
-    dead,
-    endpoint,
-    maintain,
-    message,
-    produce,
-    stats,
-    subscription,
-    tools,
-    web,
-    worker,
-)
-from outbox.cli.app import main
+from outbox.cli.app import COMMAND_MODULES, main
 
-__all__ = ["main"]
+__all__ = ["COMMAND_MODULES", "main"]
 
-# The modules above add their commands to `main` as they are imported.
-_COMMANDS = (
-    config, dead, endpoint, maintain, message, produce, stats, subscription, tools, web, worker,
-)  # fmt: skip
+# Each command's module is imported when the command is first asked for
+# (`outbox.cli.app.COMMAND_MODULES`): `outbox worker` does not import the others.

@@ -8,6 +8,7 @@ input, 1 for everything else.
 from __future__ import annotations
 
 import asyncio
+import importlib
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -24,8 +25,43 @@ T = TypeVar("T")
 _DB_HELP = "PostgreSQL URL [default: $OUTBOX_DATABASE_URL]"
 
 
+# Which module of outbox.cli defines each command. A command's module (and what
+# it imports: SQLAlchemy and Alembic for `migrate`, the dashboard for `web`...)
+# is imported when the command runs, or for the list in --help; a worker's
+# start-up pays for `worker` alone.
+COMMAND_MODULES = {
+    "bench": "tools",
+    "config": "config",
+    "dead": "dead",
+    "demo": "tools",
+    "endpoint": "endpoint",
+    "enqueue": "produce",
+    "message": "message",
+    "migrate": "maintain",
+    "prune": "maintain",
+    "replay": "message",
+    "roles": "maintain",
+    "soak": "tools",
+    "stats": "stats",
+    "subscription": "subscription",
+    "web": "web",
+    "worker": "worker",
+}
+
+
 class _Group(click.Group):
-    """Prints our errors as one clear line instead of a traceback."""
+    """Loads each command's module when it is first asked for (`COMMAND_MODULES`);
+    prints our errors as one clear line instead of a traceback."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMAND_MODULES:
+            importlib.import_module(f"outbox.cli.{COMMAND_MODULES[cmd_name]}")
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        for module in sorted(set(COMMAND_MODULES.values())):
+            importlib.import_module(f"outbox.cli.{module}")
+        return super().list_commands(ctx)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

@@ -19,6 +19,7 @@ from outbox.settings import load_settings
 # then those it runs only when named: each needs its message broker, or the web extra.
 DEFAULT = (
     "enqueue", "drain", "http", "latency", "backlog", "memory", "transport", "stats", "publish",
+    "startup",
 )  # fmt: skip
 SCENARIOS = (*DEFAULT, "nats", "amqp", "redis", "mqtt", "web")
 
@@ -166,7 +167,8 @@ def bench_cmd(
     hour and 100,000 queued messages (written and removed again). publish:
     outbox.publish() to 5 subscribers vs enqueue_many() of the same 5
     messages, and a worker's drain keeping delivered payloads for replay vs
-    keeping none.
+    keeping none. startup: from starting a worker process to its first
+    delivery, a backlog waiting (median of at least 5).
 
     nats, amqp, redis, mqtt (not in the default set: each needs its broker,
     see --broker-url, and the channel's extra): one worker delivering a

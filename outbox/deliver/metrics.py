@@ -31,8 +31,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from outbox.deliver.model import AttemptResult, Finished
-
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+from outbox.deliver.observe import MULTIPROC_ENV as MULTIPROC_ENV
 
 _DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)

@@ -15,6 +15,10 @@ from typing import Protocol
 from outbox.deliver.model import AttemptResult, Finished
 from outbox.deliver.policy import Outcome
 
+# Where prometheus-client's multiprocess mode keeps each process's values
+# (`outbox.deliver.metrics`); set by the supervisor that serves them.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
 log = logging.getLogger("outbox.worker")
 _DELIVERED = Outcome.DELIVERED
 

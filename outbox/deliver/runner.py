@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import asyncpg
 
@@ -20,12 +21,15 @@ from outbox.deliver.channels.spec import Channel, ChannelContext
 from outbox.deliver.channels.ssrf import parse_networks
 from outbox.deliver.config import WorkerConfig
 from outbox.deliver.listen import make_listener
-from outbox.deliver.metrics import Metrics, multiprocess, render_registry
+from outbox.deliver.observe import MULTIPROC_ENV
 from outbox.deliver.probes import serve
 from outbox.deliver.session import open_pool
 from outbox.deliver.store import PostgresStore
 from outbox.deliver.tracing import Tracer
 from outbox.deliver.worker import Worker
+
+if TYPE_CHECKING:
+    from outbox.deliver.metrics import Metrics
 
 log = logging.getLogger("outbox.worker")
 
@@ -113,6 +117,8 @@ async def _start_metrics(
             except DB_ERRORS:
                 return False
 
+        from outbox.deliver.metrics import render_registry
+
         stoppers.append(
             await serve(config.metrics_port, render_registry, healthy, lambda: not worker.stopping)
         )
@@ -177,8 +183,12 @@ async def run_worker(
         lease_seconds=config.lease_seconds,
         pooled=config.pooled,
     )
-    wanted = config.metrics_port is not None or multiprocess()
-    metrics = Metrics(database=database) if wanted else None
+    metrics: Metrics | None = None
+    if config.metrics_port is not None or os.environ.get(MULTIPROC_ENV):
+        # prometheus-client is imported only by a process that serves or writes metrics.
+        from outbox.deliver.metrics import Metrics
+
+        metrics = Metrics(database=database)
     observers = () if metrics is None else (metrics,)
     tracer = open_tracer(config)
     listen = make_listener(config.listen_url or url) if config.listen else None

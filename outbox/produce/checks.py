@@ -1,18 +1,43 @@
-"""What every producer call checks, whether it enqueues or publishes: that an
-asyncpg connection is in a transaction, and the row values a message or an
-event carries after where it goes."""
+"""What every producer call checks, whether it enqueues or publishes: what kind
+of connection it was given (an asyncpg connection in a transaction, or a
+SQLAlchemy session or connection), and the row values a message or an event
+carries after where it goes.
+
+SQLAlchemy is imported only when a caller hands us one of its objects: a
+service on asyncpg, and a worker, never load it.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
+from outbox.db.queries import QUERIES
 from outbox.errors import NotInTransactionError
 from outbox.produce.message import Event, Message
 from outbox.produce.rules import payload_json
 from outbox.produce.trace import check_trace
 
-__all__ = ["require_transaction", "row_values"]
+__all__ = ["is_sqlalchemy_async", "named_query", "require_transaction", "row_values"]
+
+
+def is_sqlalchemy_async(conn: Any) -> bool:
+    """Whether ``conn`` is a SQLAlchemy ``AsyncSession`` or ``AsyncConnection``
+    (or of a subclass); SQLAlchemy is imported only when ``conn`` is its."""
+    if not any(c.__module__.startswith("sqlalchemy.") for c in type(conn).__mro__):
+        return False
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+    return isinstance(conn, AsyncSession | AsyncConnection)
+
+
+@functools.cache
+def named_query(name: str) -> Any:
+    """The named statement ``name`` as a SQLAlchemy ``text()`` clause, made on first use."""
+    from sqlalchemy import text
+
+    return text(QUERIES[name])
 
 
 def row_values(

@@ -26,18 +26,14 @@ import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pydantic import ValidationError
-from sqlalchemy import text
-from sqlalchemy.engine import Connection as SAConnection
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
-from sqlalchemy.orm import Session
 
 from outbox.db.pgerror import translate
 from outbox.db.queries import QUERIES
 from outbox.errors import InvalidInputError, to_input_error
-from outbox.produce.checks import require_transaction, row_values
+from outbox.produce.checks import is_sqlalchemy_async, named_query, require_transaction, row_values
 from outbox.produce.message import Message
 from outbox.produce.rules import (
     KEY_MAX_CHARS,
@@ -50,12 +46,14 @@ from outbox.produce.trace import current_trace
 from outbox.settings.endpoint import ENDPOINT_NAME_PATTERN
 from outbox.settings.values import text_problem
 
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection as SAConnection
+    from sqlalchemy.orm import Session
+
 __all__ = ["enqueue", "enqueue_many", "enqueue_many_sync", "enqueue_sync"]
 
 _ENQUEUE = QUERIES["enqueue"]
 _ENQUEUE_MANY = QUERIES["enqueue_many"]
-_ENQUEUE_NAMED = text(QUERIES["enqueue_named"])
-_ENQUEUE_MANY_NAMED = text(QUERIES["enqueue_many_named"])
 
 
 class _Row(NamedTuple):
@@ -296,8 +294,8 @@ async def enqueue(
         tracestate,
     )  # fmt: skip
     try:
-        if isinstance(conn, AsyncSession | AsyncConnection):
-            result = await conn.execute(_ENQUEUE_NAMED, _named(row))
+        if is_sqlalchemy_async(conn):
+            result = await conn.execute(named_query("enqueue_named"), _named(row))
             return _as_uuid(result.scalar_one())
         require_transaction(conn)
         return _as_uuid(await conn.fetchval(_ENQUEUE, *row))
@@ -317,8 +315,8 @@ async def enqueue_many(
     if not rows:
         return []
     try:
-        if isinstance(conn, AsyncSession | AsyncConnection):
-            result = await conn.execute(_ENQUEUE_MANY_NAMED, _named_many(rows))
+        if is_sqlalchemy_async(conn):
+            result = await conn.execute(named_query("enqueue_many_named"), _named_many(rows))
             ids = result.scalar_one()
         else:
             require_transaction(conn)
@@ -347,7 +345,7 @@ def enqueue_sync(
         tracestate,
     )  # fmt: skip
     try:
-        return _as_uuid(session.execute(_ENQUEUE_NAMED, _named(row)).scalar_one())
+        return _as_uuid(session.execute(named_query("enqueue_named"), _named(row)).scalar_one())
     except Exception as exc:
         raise translate(exc) from exc  # translate() returns exc itself when it is not ours
 
@@ -360,7 +358,7 @@ def enqueue_many_sync(
     if not rows:
         return []
     try:
-        ids = session.execute(_ENQUEUE_MANY_NAMED, _named_many(rows)).scalar_one()
+        ids = session.execute(named_query("enqueue_many_named"), _named_many(rows)).scalar_one()
     except Exception as exc:
         raise translate(exc) from exc  # translate() returns exc itself when it is not ours
     return [_as_uuid(i) for i in ids]

@@ -18,27 +18,25 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pydantic import ValidationError
-from sqlalchemy import text
-from sqlalchemy.engine import Connection as SAConnection
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
-from sqlalchemy.orm import Session
 
 from outbox.db.pgerror import translate
 from outbox.db.queries import QUERIES
 from outbox.errors import to_input_error
-from outbox.produce.checks import require_transaction, row_values
+from outbox.produce.checks import is_sqlalchemy_async, named_query, require_transaction, row_values
 from outbox.produce.message import Event
 from outbox.produce.trace import current_trace
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection as SAConnection
+    from sqlalchemy.orm import Session
 
 __all__ = ["publish", "publish_many", "publish_many_sync", "publish_sync"]
 
 _PUBLISH = QUERIES["publish"]
 _PUBLISH_MANY = QUERIES["publish_many"]
-_PUBLISH_NAMED = text(QUERIES["publish_named"])
-_PUBLISH_MANY_NAMED = text(QUERIES["publish_many_named"])
 
 
 class _Row(NamedTuple):
@@ -123,8 +121,8 @@ async def publish(
         deliver_at=deliver_at, headers=headers, traceparent=traceparent, tracestate=tracestate,
     )  # fmt: skip
     try:
-        if isinstance(conn, AsyncSession | AsyncConnection):
-            result = await conn.execute(_PUBLISH_NAMED, row._asdict())
+        if is_sqlalchemy_async(conn):
+            result = await conn.execute(named_query("publish_named"), row._asdict())
             return _ids(result.scalar_one())
         require_transaction(conn, "publish")
         return _ids(await conn.fetchval(_PUBLISH, *row))
@@ -141,9 +139,9 @@ async def publish_many(
     if not rows:
         return []
     try:
-        if isinstance(conn, AsyncSession | AsyncConnection):
+        if is_sqlalchemy_async(conn):
             named = dict(zip(_NAMES, _columns(rows), strict=True))
-            result = await conn.execute(_PUBLISH_MANY_NAMED, named)
+            result = await conn.execute(named_query("publish_many_named"), named)
             found = result.all()
         else:
             require_transaction(conn, "publish_many")
@@ -172,7 +170,7 @@ def publish_sync(
         deliver_at=deliver_at, headers=headers, traceparent=traceparent, tracestate=tracestate,
     )  # fmt: skip
     try:
-        return _ids(session.execute(_PUBLISH_NAMED, row._asdict()).scalar_one())
+        return _ids(session.execute(named_query("publish_named"), row._asdict()).scalar_one())
     except Exception as exc:
         raise translate(exc) from exc  # translate() returns exc itself when it is not ours
 
@@ -186,7 +184,7 @@ def publish_many_sync(
         return []
     named = dict(zip(_NAMES, _columns(rows), strict=True))
     try:
-        found = session.execute(_PUBLISH_MANY_NAMED, named).all()
+        found = session.execute(named_query("publish_many_named"), named).all()
     except Exception as exc:
         raise translate(exc) from exc  # translate() returns exc itself when it is not ours
     return [_ids(r[1]) for r in sorted(found, key=lambda r: r[0])]

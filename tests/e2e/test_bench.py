@@ -102,6 +102,16 @@ def test_drain_also_measures_a_worker_through_pgbouncer(
     (result,) = bench(database_url, *args)["results"]
     assert result["worker_through"] == through
     assert result["drain_worker_pooled"]["median"] > 0
+    # A cold table, against the vacuumed rate of the same rounds.
+    assert result["drain_worker_cold_table"]["median"] > 0
+    assert result["cold_ratio_to_vacuumed"] == pytest.approx(
+        result["drain_worker_cold_table"]["median"] / result["drain_worker"]["median"]
+    )
+    # Both ceilings, and the worker's ratio to each.
+    assert result["drain_minimal_hot_path_ceiling"]["median"] > 0
+    assert result["ratio_to_minimal_hot_path"] == pytest.approx(
+        result["drain_worker"]["median"] / result["drain_minimal_hot_path_ceiling"]["median"]
+    )
     assert result["pooled_ratio_to_direct"] == pytest.approx(
         result["drain_worker_pooled"]["median"] / result["drain_worker"]["median"]
     )
@@ -124,6 +134,14 @@ def test_publish_reports_fan_out_against_enqueue_many_and_the_cost_of_keeping_pa
     assert result["time_ratio_publish_to_enqueue_many"] == pytest.approx(
         result["enqueue_many_of_5"]["median"] / result["publish_to_5_subscribers"]["median"]
     )
+
+
+@pytest.mark.timeout(300)
+def test_startup_reports_process_start_to_first_delivery(database_url: str) -> None:
+    (result,) = bench(database_url, "startup", "--rounds", "1")["results"]
+    rounds = result["start_to_first_delivery"]["rounds"]
+    assert len(rounds) == 5  # a median of at least 5, whatever --rounds says
+    assert all(0 < ms < 30_000 for ms in rounds)
 
 
 @pytest.mark.timeout(300)

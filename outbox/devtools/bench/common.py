@@ -196,15 +196,20 @@ async def fill_backlog(
     key: Callable[[int], str] | None = None,
     traced: bool = False,
     sampled_every: int = 1,
+    vacuum: bool = True,
 ) -> None:
     """Replace ``endpoint``'s queue with ``n`` fresh messages (10,000 per call),
     message ``i`` with the key ``key(i)`` if given, and with ``traced`` a trace
     context of its own, as from a traced service's requests: sampled for one
-    message in ``sampled_every``, as a producer sampling at that ratio sets it."""
+    message in ``sampled_every``, as a producer sampling at that ratio sets it.
+    Then ``VACUUM ANALYZE``, unless not ``vacuum``: a cold table, its statistics
+    those of the table when it was empty, as right after a burst."""
     from outbox.produce.enqueue import enqueue_many
 
     await conn.execute("DELETE FROM outbox.messages WHERE endpoint = $1", endpoint)
     await conn.execute("DELETE FROM outbox.attempts WHERE endpoint = $1", endpoint)
+    if not vacuum:  # the statistics of an empty table, as a burst outruns autoanalyze
+        await conn.execute("VACUUM ANALYZE outbox.messages")
     with bar(f"enqueueing {endpoint}", n) as update:
         for start in range(0, n, 10_000):
             async with conn.transaction():
@@ -218,7 +223,8 @@ async def fill_backlog(
                     ],
                 )
             update(min(n, start + 10_000))
-    await conn.execute("VACUUM ANALYZE outbox.messages")
+    if vacuum:
+        await conn.execute("VACUUM ANALYZE outbox.messages")
 
 
 def _traceparent(i: int, sampled_every: int) -> str:

@@ -1,9 +1,13 @@
 """The `drain` scenario: one worker process empties a backlog of null-channel messages.
 
-Held against a ceiling measured in the same run: a batched raw-SQL loop that
-claims 500 rows per statement with FOR UPDATE SKIP LOCKED, then deletes them
-and writes their ledger rows from arrays in one statement: what PostgreSQL
-allows with no per-message Python work.
+Held against two ceilings measured in the same run:
+
+* a batched raw-SQL loop on the real schema that claims 500 rows per
+  statement with FOR UPDATE SKIP LOCKED, then deletes them and writes their
+  ledger rows from arrays in one statement: what PostgreSQL allows on these
+  tables with no per-message Python work;
+* the minimal hot path (`outbox.devtools.bench.minimal`): the same shape on
+  minimal tables of its own, two loops: the hot path's limit on this machine.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any
 from outbox._redact import redact_url
 from outbox.db.connect import connect
 from outbox.deliver.session import WORKER_SESSION_SETTINGS
+from outbox.devtools.bench import minimal
 from outbox.devtools.bench.common import Figure, drain_rate, ensure_endpoint, fill_backlog
 from outbox.devtools.processes import spawn_worker
 
@@ -35,11 +40,11 @@ SELECT id, endpoint, attempts + 1, now(), 0, 'delivered' FROM gone
 """
 
 
-async def _fill(url: str, n: int) -> None:
+async def _fill(url: str, n: int, *, vacuum: bool = True) -> None:
     conn = await connect(url)
     try:
         await ensure_endpoint(conn, ENDPOINT)
-        await fill_backlog(conn, ENDPOINT, n)
+        await fill_backlog(conn, ENDPOINT, n, vacuum=vacuum)
         await conn.execute("CHECKPOINT")
     finally:
         await conn.close()
@@ -66,10 +71,13 @@ async def raw_sql_rate(url: str, n: int) -> float:
         await conn.close()
 
 
-async def worker_rate(url: str, n: int, concurrency: int, worker_url: str | None = None) -> float:
+async def worker_rate(
+    url: str, n: int, concurrency: int, worker_url: str | None = None, *, vacuum: bool = True
+) -> float:
     """One worker process's drain rate; ``worker_url``: it connects there (a pooler
-    in front of the database) with --pooled, LISTENing on ``url``."""
-    await _fill(url, n)
+    in front of the database) with --pooled, LISTENing on ``url``; not ``vacuum``:
+    on a cold table (`fill_backlog`)."""
+    await _fill(url, n, vacuum=vacuum)
     conn = await connect(url)
     since = await conn.fetchval("SELECT clock_timestamp()")
     flags = ("--concurrency", str(concurrency), "--batch-size", "500", "--poll-interval", "0.05")
@@ -98,14 +106,18 @@ async def run(
     through it (a pooler's URL, --pooled), in the same rounds."""
     ours = Figure("drain_worker", "messages/s")
     raw = Figure("drain_raw_sql_ceiling", "messages/s")
+    least = Figure("drain_minimal_hot_path_ceiling", "messages/s")
+    cold = Figure("drain_worker_cold_table", "messages/s")
     pooled = Figure("drain_worker_pooled", "messages/s")
     for _ in range(rounds):
         ours.rounds.append(await worker_rate(url, messages, concurrency))
         raw.rounds.append(await raw_sql_rate(url, messages))
+        least.rounds.append(await minimal.rate(url, messages))
+        cold.rounds.append(await worker_rate(url, messages, concurrency, vacuum=False))
         if worker_url is not None:
             pooled.rounds.append(await worker_rate(url, messages, concurrency, worker_url))
         if progress:
-            for figure in (ours, raw, pooled):
+            for figure in (ours, raw, least, cold, pooled):
                 if figure.rounds:
                     progress(figure.name, figure.rounds[-1])
     through = {}
@@ -121,7 +133,12 @@ async def run(
         "concurrency": concurrency,
         ours.name: ours.to_json(),
         raw.name: raw.to_json(),
+        least.name: least.to_json(),
         "ratio_to_ceiling": ours.median / raw.median,
+        "ratio_to_minimal_hot_path": ours.median / least.median,
+        cold.name: cold.to_json(),
+        # Right after a burst, before any ANALYZE, against the vacuumed rate.
+        "cold_ratio_to_vacuumed": cold.median / ours.median,
         "ratio_by_round": [o / r for o, r in zip(ours.rounds, raw.rounds, strict=True)],
         **through,
     }

@@ -41,6 +41,17 @@ def _drain(r: Result) -> list[str]:
         f"drain    worker {_median(r, 'drain_worker'):,.0f}/s  raw SQL ceiling "
         f"{_median(r, 'drain_raw_sql_ceiling'):,.0f}/s  ratio {r['ratio_to_ceiling']:.0%}"
     ]
+    if "drain_minimal_hot_path_ceiling" in r:
+        lines.append(
+            f"         minimal hot path {_median(r, 'drain_minimal_hot_path_ceiling'):,.0f}/s"
+            f"  ratio {r['ratio_to_minimal_hot_path']:.0%}"
+        )
+    if "drain_worker_cold_table" in r:
+        lines.append(
+            f"         cold table (no ANALYZE after the burst) "
+            f"{_median(r, 'drain_worker_cold_table'):,.0f}/s"
+            f"  {r['cold_ratio_to_vacuumed']:.0%} of the vacuumed rate"
+        )
     if "drain_worker_pooled" in r:
         lines.append(
             f"         through {r['worker_through']} (--pooled) "
@@ -145,7 +156,16 @@ def _publish(r: Result) -> list[str]:
     ]
 
 
+def _startup(r: Result) -> list[str]:
+    ms = r["start_to_first_delivery"]
+    return [
+        f"startup  process start to first delivery: {ms['median']:.0f} ms (median of "
+        f"{len(ms['rounds'])}; target <= 200 ms)"
+    ]
+
+
 _LINES: dict[str, Callable[[Result], list[str]]] = {
+    "startup": _startup,
     "publish": _publish,
     "enqueue": _enqueue,
     "drain": _drain,

@@ -21,6 +21,7 @@ from outbox.devtools.bench import (
     latency,
     memory,
     publish,
+    startup,
     stats,
     transport,
     web,
@@ -30,6 +31,7 @@ from outbox.devtools.embedded import EmbeddedPostgres
 # What `outbox bench` runs when no scenario is named.
 DEFAULT = (
     "enqueue", "drain", "http", "latency", "backlog", "memory", "transport", "stats", "publish",
+    "startup",
 )  # fmt: skip
 # Only when named: each needs its broker running (outbox.devtools.bench.brokers),
 # and the dashboard's (the web extra).
@@ -113,6 +115,8 @@ async def _scenario(url: str, name: str, o: Options, progress: Progress) -> dict
         return await memory.run(url, rounds=o.rounds, progress=progress, **sized)
     if name == "publish":
         return await publish.run(url, rounds=o.rounds, progress=progress, **sized)
+    if name == "startup":
+        return await startup.run(url, rounds=o.rounds, progress=progress)
     if name == "stats":
         return await stats.run(url, progress=progress)
     if name == "web":
