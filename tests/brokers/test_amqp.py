@@ -745,12 +745,18 @@ async def test_the_rate_limit_holds_across_three_worker_processes(
             conn, "paced", "amqp", realm.url(), exchange=exchange, target="paced.{key}",
             rate_limit=rate, rate_burst=1, **QUICK,
         )  # fmt: skip
+        # Every process up and claiming before the messages come: one that started
+        # late under load would find them all claimed (each claim takes a second
+        # of the rate's slots) and the check that all three took part would fail.
+        fleet = [
+            WorkerProcess(database_url, "--concurrency", "30", log_dir=tmp_path) for _ in range(3)
+        ]
+        workers.extend(fleet)
+        await until(lambda: all(" started (concurrency" in w.output() for w in fleet), within=30)
         ids = await enqueue_all(
             conn,
             [{"endpoint": "paced", "key": f"k{n % 7}", "payload": {"n": n}} for n in range(total)],
         )
-        for _ in range(3):
-            workers.append(WorkerProcess(database_url, "--concurrency", "30", log_dir=tmp_path))
         await until(lambda: none_left(conn), within=total / rate * 3)
         await until(lambda: len(consumer.received) >= total, within=10)
         stop(workers)
