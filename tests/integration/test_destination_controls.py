@@ -15,7 +15,7 @@ import time
 import uuid
 from dataclasses import replace
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import pytest
@@ -505,13 +505,10 @@ async def test_a_migrated_chat_frees_the_key_it_held(conn: asyncpg.Connection) -
     now = await conn.fetchval("SELECT now()")
     done = Finished(row["id"], token, Outcome.RETRYING, now, 1.0, "migrated", retry_at=now)
     done.rewrite = Rewrite('{"chat_id": -1009, "text": "hi"}', "-1009")
-    from outbox.db.queries import QUERIES
+    from outbox.deliver.store import PostgresStore
 
-    await conn.fetch(
-        QUERIES["finish"],
-        [done.id], [done.token], [done.outcome.value], [None], [None], [None], [1.0],
-        [now], [now], [done.reason], "w", [done.rewrite.payload], [done.rewrite.key],
-    )  # fmt: skip
+    # A connection answers fetch() as a pool does.
+    await PostgresStore(cast(Any, conn), worker_id="w", lease_seconds=60).finish([done])
     assert await conn.fetchval("SELECT key FROM outbox.messages") == "-1009"
     assert await conn.fetchval("SELECT holder FROM outbox.key_limits WHERE key = '-100'") is None
 

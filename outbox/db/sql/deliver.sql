@@ -19,9 +19,10 @@ SELECT id, endpoint, payload, headers, key, attempts, first_attempt_at, seq, del
 
 -- finish --
 -- Record a batch of finished attempts in one statement: $1 ids, $2 lease tokens, $3 outcomes, $4 status codes, $5 errors,
--- $6 response excerpts, $7 durations (ms), $8 start times, $9 retry times, $10 reasons, $11 worker id, $12 rewritten payloads
+-- $6 response excerpts, $7 durations (ms), $8 start times, $9 retry times (epoch seconds), $10 reasons, $11 worker id, $12 rewritten payloads
 -- (JSON text) and $13 rewritten keys of retried messages, NULL to keep (a channel may rewrite a message after an answer:
--- a Telegram chat that moved gets its new chat id, and its key follows).
+-- a Telegram chat that moved gets its new chat id, and its key follows). $1-$4 and $7-$9 come as array literals (text, cast
+-- here: outbox.db.literals); a NULL array stands for all NULLs (unnest pads it).
 -- Every change is a compare-and-set on (id, lease_token): a worker whose lease expired cannot overwrite the worker that took over,
 -- and its stale result writes nothing. Delivered and dead rows leave the hot table (dead ones land in dead_letters), others go
 -- back to pending at their retry time; each row that changed gets exactly one ledger row, numbered from the message's attempts.
@@ -32,9 +33,10 @@ SELECT id, endpoint, payload, headers, key, attempts, first_attempt_at, seq, del
 -- on_dead = 'block' a dead one blocks its key (key_blocks). Delivered rows' payloads are kept in outbox.delivered for replay
 -- while outbox.config.delivered_retention is above 0; a resent message's attempts are marked replay.
 WITH r AS (
-    SELECT *
-      FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::smallint[], $5::text[], $6::text[], $7::float8[],
-                  $8::timestamptz[], $9::timestamptz[], $10::text[], $12::text[], $13::text[])
+    SELECT r.id, r.token, r.outcome, r.status_code, r.error, r.excerpt, r.duration_ms, to_timestamp(r.started_at) AS started_at,
+           to_timestamp(r.retry_at) AS retry_at, r.reason, r.new_payload, r.new_key
+      FROM unnest($1::text::uuid[], $2::text::uuid[], $3::text::text[], $4::text::smallint[], $5::text[], $6::text[],
+                  $7::text::float8[], $8::text::float8[], $9::text::float8[], $10::text[], $12::text[], $13::text[])
            AS r(id, token, outcome, status_code, error, excerpt, duration_ms, started_at, retry_at, reason,
                 new_payload, new_key)),
 gone AS (
