@@ -17,7 +17,8 @@ from outbox._redact import redact_text, redact_url
 from outbox.db.connect import DB_ERRORS
 from outbox.deliver import tracing
 from outbox.deliver.channels import registry
-from outbox.deliver.channels.spec import Channel, ChannelContext
+from outbox.deliver.channels.opened import OpenedChannels
+from outbox.deliver.channels.spec import ChannelContext
 from outbox.deliver.channels.ssrf import parse_networks
 from outbox.deliver.config import WorkerConfig
 from outbox.deliver.listen import make_listener
@@ -47,10 +48,10 @@ def open_tracer(config: WorkerConfig) -> Tracer | None:
     return tracing.open_tracer(config.trace_spans, {n: s.telemetry for n, s in specs.items()})
 
 
-def open_channels(config: WorkerConfig) -> dict[str, Channel]:
-    """A sender for every channel the registry knows."""
+def open_channels(config: WorkerConfig) -> OpenedChannels:
+    """A sender for every channel the registry knows, each opened on first use."""
     context = ChannelContext(config.concurrency, parse_networks(config.allow_networks))
-    return {name: spec.open(context) for name, spec in registry.channels().items()}
+    return OpenedChannels(registry.channels(), context)
 
 
 def refusal(exc: BaseException, url: str) -> str:
@@ -129,7 +130,7 @@ async def _start_metrics(
 async def _close(
     config: WorkerConfig,
     extras: list[Stopper],
-    channels: dict[str, Channel],
+    channels: OpenedChannels,
     pool: asyncpg.Pool,
     tracer: Tracer | None,
 ) -> None:
@@ -139,7 +140,7 @@ async def _close(
         with contextlib.suppress(Exception):
             await stop_extra()
     with contextlib.suppress(Exception):
-        closing = (channel.aclose() for channel in channels.values())
+        closing = (channel.aclose() for channel in channels.opened())
         await asyncio.wait_for(
             asyncio.gather(*closing, return_exceptions=True), config.shutdown_grace
         )

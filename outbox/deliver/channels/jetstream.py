@@ -41,11 +41,8 @@ from outbox.deliver.channels.broker import (
     refused,
     retryable,
 )
-from outbox.deliver.channels.spec import ChannelSpec, Telemetry
-from outbox.deliver.channels.urls import broker_url_check, broker_url_pattern
 from outbox.deliver.model import Endpoint
 
-SCHEMES = ("nats", "tls")
 _TOKEN = re.compile(r"^[^\s*>.]+$")
 _VIOLATION = re.compile(r"permissions violation for publish to \"?([^\"\s]+)", re.IGNORECASE)
 
@@ -225,21 +222,3 @@ class NatsChannel(BrokerChannel):
         if isinstance(exc, ne.TimeoutError | asyncio.TimeoutError):
             return retryable("no PubAck from JetStream in time")
         return retryable(f"{type(exc).__name__}: {exc}")
-
-
-SPEC = ChannelSpec(
-    name="nats",
-    summary="publish to NATS JetStream, waiting for the stream's PubAck (Nats-Msg-Id: the id)",
-    open=NatsChannel.open,
-    url="required",
-    url_pattern=broker_url_pattern(*SCHEMES),
-    check_url=broker_url_check(*SCHEMES),
-    user_needs_password=(
-        "a user with no password: give the password with --secret, or a token in --secret "
-        "and no user (NATS would take a lone user name as a token)"
-    ),
-    secret_help="the password of the URL's user, or a token",
-    settings=frozenset({"target"}),
-    needs=frozenset({"target"}),
-    telemetry=Telemetry("messaging", "nats"),
-)

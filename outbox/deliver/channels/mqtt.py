@@ -45,11 +45,8 @@ from outbox.deliver.channels.broker import (
     refused,
     retryable,
 )
-from outbox.deliver.channels.spec import ChannelSpec, Telemetry
-from outbox.deliver.channels.urls import broker_url_check, broker_url_pattern
 from outbox.deliver.model import Endpoint
 
-SCHEMES = ("mqtt", "mqtts")
 INFLIGHT = 1000  # QoS 1 messages awaiting their PUBACK at most, per connection
 _RETRIED = {0x97: "quota exceeded", 0x89: "server busy"}
 # Names of the refusals a broker may send although MQTT 5 does not list them for a PUBACK.
@@ -246,17 +243,3 @@ def _code_failure(rc: Any) -> BrokerError:
     if value in (paho.MQTT_ERR_NO_CONN, paho.MQTT_ERR_CONN_LOST):
         return retryable(f"the MQTT connection was lost ({text})", drop=True)
     return retryable(f"the MQTT client could not publish: {text}", drop=True)
-
-
-SPEC = ChannelSpec(
-    name="mqtt",
-    summary="publish to an MQTT broker at QoS 1, waiting for its PUBACK (MQTT 5)",
-    open=MqttChannel.open,
-    url="required",
-    url_pattern=broker_url_pattern(*SCHEMES),
-    check_url=broker_url_check(*SCHEMES),
-    secret_help="the password of the URL's user",
-    settings=frozenset({"target", "retain"}),
-    needs=frozenset({"target"}),
-    telemetry=Telemetry("messaging", "mqtt"),
-)

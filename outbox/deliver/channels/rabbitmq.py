@@ -43,11 +43,8 @@ from outbox.deliver.channels.broker import (
     refused,
     retryable,
 )
-from outbox.deliver.channels.spec import ChannelSpec, Telemetry
-from outbox.deliver.channels.urls import broker_url_check, broker_url_pattern
 from outbox.deliver.model import Endpoint
 
-SCHEMES = ("amqp", "amqps")
 MAX_ROUTING_KEY = 255  # bytes (a shortstr)
 # RabbitMQ's text when a message is over max_message_size (its channel closes, 406).
 _TOO_BIG = re.compile(r"larger than configured max size (\d+)")
@@ -221,17 +218,3 @@ def _reply(exc: BaseException) -> str:
     """A channel or connection close's code and text, which never hold the URL."""
     args = getattr(exc, "args", ())
     return " ".join(str(a) for a in args if isinstance(a, int | str)) or type(exc).__name__
-
-
-SPEC = ChannelSpec(
-    name="amqp",
-    summary="publish to RabbitMQ (AMQP 0-9-1): persistent, mandatory, with publisher confirms",
-    open=RabbitChannel.open,
-    url="required",
-    url_pattern=broker_url_pattern(*SCHEMES),
-    check_url=broker_url_check(*SCHEMES),
-    secret_help="the password of the URL's user",
-    settings=frozenset({"target", "exchange"}),
-    needs=frozenset({"target"}),
-    telemetry=Telemetry("messaging", "rabbitmq"),
-)

@@ -43,11 +43,8 @@ from outbox.deliver.channels.broker import (
     refused,
     retryable,
 )
-from outbox.deliver.channels.spec import ChannelSpec, Telemetry
-from outbox.deliver.channels.urls import broker_url_check, broker_url_pattern
 from outbox.deliver.model import Endpoint
 
-SCHEMES = ("redis", "rediss")
 BATCH = 512  # XADDs per pipeline at most
 # Error replies that say the server cannot take writes now (not: never this one).
 _TRANSIENT = ("OOM", "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "READONLY", "CLUSTERDOWN",
@@ -215,17 +212,3 @@ def _config_value(reply: Any) -> int | None:
         return int(values[0])
     except (IndexError, TypeError, ValueError):
         return None
-
-
-SPEC = ChannelSpec(
-    name="redis",
-    summary="XADD to a Redis stream (fields id, payload, key, headers); the reply is the ack",
-    open=RedisChannel.open,
-    url="required",
-    url_pattern=broker_url_pattern(*SCHEMES),
-    check_url=broker_url_check(*SCHEMES),
-    secret_help="the password of the URL's user (or of the default user)",
-    settings=frozenset({"target", "max_len"}),
-    needs=frozenset({"target"}),
-    telemetry=Telemetry("messaging", "redis"),
-)

@@ -14,15 +14,7 @@ from collections.abc import Mapping
 from importlib.metadata import entry_points
 from types import MappingProxyType
 
-from outbox.deliver.channels import (
-    jetstream,
-    mqtt,
-    null,
-    rabbitmq,
-    redis_streams,
-    telegram,
-    webhook,
-)
+from outbox.deliver.channels import brokers, null, telegram, webhook
 from outbox.deliver.channels.spec import ChannelSpec
 from outbox.errors import ConfigurationError, InvalidInputError
 
@@ -30,10 +22,10 @@ ENTRY_POINTS = "outbox.channels"
 BUILT_IN: tuple[ChannelSpec, ...] = (
     webhook.SPEC,
     telegram.SPEC,
-    jetstream.SPEC,
-    rabbitmq.SPEC,
-    redis_streams.SPEC,
-    mqtt.SPEC,
+    brokers.NATS,
+    brokers.AMQP,
+    brokers.REDIS,
+    brokers.MQTT,
     null.SPEC,
 )
 
