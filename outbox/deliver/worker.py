@@ -312,7 +312,7 @@ class Worker:
                 await asyncio.sleep(wait)
         name = delivery.endpoint
         try:
-            endpoint = await self.endpoints.get(name)
+            endpoint = self.endpoints.cached(name) or await self.endpoints.get(name)
         except DB_ERRORS as exc:
             problem = f"could not load endpoint {name!r}: {type(exc).__name__}"
             return self._unattempted(delivery, Classification(Verdict.RETRYABLE, problem),
