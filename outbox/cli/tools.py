@@ -113,6 +113,13 @@ def demo_cmd(
     show_default=True,
     help="backlog: messages to drain.",
 )
+@click.option(
+    "--backlog-processes",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="backlog: worker processes draining it (outbox worker --processes).",
+)
 @click.option("--rate", type=float, default=500.0, show_default=True, help="latency: messages/s.")
 @click.option("--seconds", type=float, default=10.0, show_default=True, help="latency: duration.")
 @click.option(
@@ -203,7 +210,7 @@ def bench_cmd(
 def _bench_options(
     *, rounds: int, messages: int | None, backlog_messages: int, rate: float, seconds: float,
     no_listen: bool, poll_interval: float | None, worker_url: str | None,
-    broker_urls: tuple[str, ...], concurrency: int,
+    broker_urls: tuple[str, ...], concurrency: int, backlog_processes: int,
 ) -> Any:  # fmt: skip
     """The scenarios' options from `outbox bench`'s flags."""
     from outbox.devtools.bench import brokers, suite
@@ -217,7 +224,7 @@ def _bench_options(
         worker_args += ("--poll-interval", str(poll_interval))
     return suite.Options(
         rounds, messages, backlog_messages, rate, seconds, urls, concurrency, worker_args,
-        worker_url,
+        worker_url, backlog_processes,
     )  # fmt: skip
 
 

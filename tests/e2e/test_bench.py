@@ -34,8 +34,11 @@ def bench(database_url: str, *args: str) -> dict[str, Any]:
 
 @pytest.mark.timeout(300)
 def test_backlog_reports_first_and_last_tenth_from_the_ledger(database_url: str) -> None:
-    (result,) = bench(database_url, "backlog", "--backlog", "5000", "--rounds", "1")["results"]
+    args = ("--backlog", "20000", "--backlog-processes", "2", "--rounds", "1")
+    (result,) = bench(database_url, "backlog", *args)["results"]
     assert result["scenario"] == "backlog"
+    assert result["processes"] == 2
+    assert result["processes_that_delivered_by_round"] == [2]
     first = result["backlog_first_tenth"]["rounds"][0]
     last = result["backlog_last_tenth"]["rounds"][0]
     assert first > 0

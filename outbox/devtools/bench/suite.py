@@ -52,6 +52,7 @@ class Options:
     concurrency: int = 100  # brokers: the worker's --concurrency, and the bare client's in flight
     worker_args: tuple[str, ...] = ()  # latency: more flags for its worker (--no-listen ...)
     worker_url: str | None = None  # latency, drain: the worker's own URL (a pooler's), --pooled
+    backlog_processes: int = 1  # backlog: worker processes (one supervisor's)
 
 
 class MeasuredDatabase:
@@ -110,7 +111,10 @@ async def _scenario(url: str, name: str, o: Options, progress: Progress) -> dict
             worker_args=o.worker_args, worker_url=o.worker_url,
         )  # fmt: skip
     if name == "backlog":
-        return await backlog.run(url, messages=o.backlog, rounds=o.rounds, progress=progress)
+        return await backlog.run(
+            url, messages=o.backlog, rounds=o.rounds, processes=o.backlog_processes,
+            progress=progress,
+        )  # fmt: skip
     if name == "memory":
         return await memory.run(url, rounds=o.rounds, progress=progress, **sized)
     if name == "publish":
