@@ -15,7 +15,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 
@@ -35,6 +35,22 @@ def args() -> tuple[str, str, int, dict[str, Any]]:
 def emit(obj: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(obj) + "\n")
     sys.stdout.flush()
+
+
+Run = Callable[[str, int, dict[str, Any]], Awaitable[None]]
+
+
+def main(enqueue: Run, work: Run) -> None:
+    """A worker script's entry point: ``enqueue`` or ``work``, on uvloop unless
+    the settings say ``"uvloop": false``."""
+    mode, url, n, settings = args()
+    run = enqueue if mode == "enqueue" else work
+    if settings.get("uvloop", True):
+        import uvloop
+
+        uvloop.run(run(url, n, settings))
+    else:
+        asyncio.run(run(url, n, settings))
 
 
 def chunks(n: int, size: int) -> Iterator[range]:

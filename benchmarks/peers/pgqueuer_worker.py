@@ -19,7 +19,7 @@ from datetime import timedelta
 from typing import Any
 
 import asyncpg
-from peer_common import Recorder, args, chunks, drained_at, emit, now
+from peer_common import Recorder, chunks, drained_at, emit, main, now
 from pgqueuer import PgQueuer
 from pgqueuer.db import AsyncpgDriver
 from pgqueuer.models import Job
@@ -74,16 +74,5 @@ async def work(url: str, n: int, settings: dict[str, Any]) -> None:
     await asyncio.wait(tasks, timeout=5)
 
 
-def main() -> None:
-    mode, url, n, settings = args()
-    run = enqueue if mode == "enqueue" else work
-    if settings.get("uvloop", True):
-        import uvloop
-
-        uvloop.run(run(url, n, settings))
-    else:
-        asyncio.run(run(url, n, settings))
-
-
 if __name__ == "__main__":
-    main()
+    main(enqueue, work)
