@@ -27,6 +27,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
+import json
 import re
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -67,19 +69,56 @@ def _credentials_refused(exc: BaseException) -> bool:
 
 
 class _Connection:
-    """A NATS connection, its JetStream context, and the publishes waiting on
-    each subject (a permissions violation fails them at once; the server
-    refusing the credentials fails them all)."""
+    """A NATS connection and the publishes awaiting their PubAck.
+
+    Each publish carries a reply subject of its own under one wildcard
+    subscription (``_INBOX.<nuid>.*``, opened at connect), and its answer is
+    read here: a PubAck, a JetStream error, or a no-responders status. That
+    is what nats-py's ``js.publish`` does through ``request``, without a
+    random token, a ``wait_for`` and a parsed ``PubAck`` per message (the
+    deadline is the channel's own timer). A permissions violation fails the
+    publishes to its subject at once; the server refusing the credentials
+    fails them all."""
 
     def __init__(self) -> None:
         self.nc: Any = None
-        self.js: Any = None
-        # The tasks publishing to each subject, and the failure that stops one
-        # (set, with the task cancelled, by `error`).
-        self.waiting: dict[str, dict[asyncio.Task[Any], BrokerError | None]] = {}
+        self.prefix = ""
+        self._tokens = itertools.count()
+        # reply token -> (the answer awaited, the subject published to)
+        self.answers: dict[str, tuple[asyncio.Future[None], str]] = {}
         # Set when the server refuses the credentials: at the first connect
         # (nats-py would retry forever), or on a reconnect later.
         self.denied: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    async def listen(self) -> None:
+        self.prefix = self.nc.new_inbox() + "."
+        await self.nc.subscribe(self.prefix + "*", cb=self._answered)
+
+    async def publish(self, subject: str, body: bytes, headers: dict[str, str]) -> None:
+        token = str(next(self._tokens))
+        answer: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.answers[token] = (answer, subject)
+        try:
+            await self.nc.publish(subject, body, reply=self.prefix + token, headers=headers)
+            await answer
+        finally:
+            self.answers.pop(token, None)
+
+    async def _answered(self, msg: Any) -> None:
+        entry = self.answers.pop(msg.subject[len(self.prefix) :], None)
+        if entry is None or entry[0].done():  # given up already (timed out)
+            return
+        failure = answer_failure(msg.headers, msg.data)
+        if failure is None:
+            entry[0].set_result(None)
+        else:
+            entry[0].set_exception(failure)
+
+    def fail(self, failure: BrokerError, subject: str | None = None) -> None:
+        """Fail the publishes awaiting an answer (on ``subject`` only, if given)."""
+        for answer, on in list(self.answers.values()):
+            if not answer.done() and (subject is None or on == subject):
+                answer.set_exception(failure)
 
     def refusal(self) -> BrokerError | None:
         if not self.denied.done():
@@ -91,23 +130,40 @@ class _Connection:
         if _credentials_refused(exc):
             if not self.denied.done():
                 self.denied.set_result(text.strip() or type(exc).__name__)
-            for waiters in self.waiting.values():
-                self._stop(waiters, self.refusal() or refused(text))
+            self.fail(self.refusal() or refused(text))
             return
         violation = _VIOLATION.search(text)
         if violation:
-            on_subject = self.waiting.get(violation.group(1))
-            if on_subject:
-                self._stop(on_subject, permanent(f"permission denied: {text.strip()}"))
+            self.fail(permanent(f"permission denied: {text.strip()}"), violation.group(1))
         else:
             log.debug("nats: %s", type(exc).__name__)  # texts may quote a URL
 
-    @staticmethod
-    def _stop(waiters: dict[asyncio.Task[Any], BrokerError | None], failure: BrokerError) -> None:
-        for task, stopped in waiters.items():
-            if stopped is None:
-                waiters[task] = failure
-                task.cancel()
+
+def answer_failure(headers: dict[str, str] | None, data: bytes) -> BrokerError | None:
+    """What JetStream's answer to a publish means: None for a PubAck (a
+    duplicate's too: the stream has it), else the failure."""
+    if headers:
+        status = headers.get("Status")
+        if status == "503":
+            return permanent("no JetStream stream captures the subject (no responders)")
+        if status:
+            return retryable(f"JetStream answered the publish with status {status}, not a PubAck")
+    if b'"error"' not in data and data.startswith(b'{"stream"'):
+        return None  # the PubAck's usual shape, read without parsing it
+    try:
+        answer = json.loads(data)
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        return retryable("JetStream's answer to the publish is not a PubAck")
+    error = answer.get("error")
+    if isinstance(error, dict):
+        code = error.get("code")
+        text = f"JetStream refused the message: {error.get('description') or error} (code {code})"
+        return retryable(text) if code == 503 else permanent(text)
+    if "stream" in answer:
+        return None
+    return retryable("JetStream's answer to the publish is not a PubAck")
 
 
 class NatsChannel(BrokerChannel):
@@ -164,11 +220,15 @@ class NatsChannel(BrokerChannel):
         if refusal is not None and (connecting.cancelled() or connecting.exception()):
             raise refusal
         connecting.result()  # raises what connect raised
-        conn.js = conn.nc.jetstream()
+        await conn.listen()
         return conn
 
     async def disconnect(self, connection: Any) -> None:
-        await connection.nc.close()
+        conn: _Connection = connection
+        try:
+            await conn.nc.close()
+        finally:
+            conn.fail(retryable("the NATS connection was closed", drop=True))
 
     async def publish(self, connection: Any, endpoint: Endpoint, out: Outbound) -> None:
         conn: _Connection = connection
@@ -179,36 +239,13 @@ class NatsChannel(BrokerChannel):
         if refusal is not None:  # since a reconnect: this connection is no good
             raise refusal
         headers = {**out.headers, "Nats-Msg-Id": out.id, "Content-Type": "application/json"}
-        task = asyncio.current_task()
-        assert task is not None  # a worker's deliveries run in tasks
-        waiters = conn.waiting.setdefault(out.target, {})
-        waiters[task] = None
-        try:
-            # In this task (no task or wait per publish); `error` cancels it to
-            # fail it at once on a permissions violation or refused credentials.
-            await conn.js.publish(out.target, out.body, timeout=endpoint.timeout, headers=headers)
-        except asyncio.CancelledError:
-            stopped = waiters.get(task)
-            if stopped is None:
-                raise
-            task.uncancel()
-            raise stopped from None
-        finally:
-            waiters.pop(task, None)
-            if not waiters:
-                conn.waiting.pop(out.target, None)
+        await conn.publish(out.target, out.body, headers)
 
     def failure(self, exc: BaseException) -> BrokerError:
         import nats.errors as ne
-        import nats.js.errors as je
 
         if isinstance(exc, BrokerError):
             return exc
-        if isinstance(exc, je.NoStreamResponseError):
-            return permanent("no JetStream stream captures the subject (no responders)")
-        if isinstance(exc, je.APIError):
-            text = f"JetStream refused the message: {exc.description or exc} (code {exc.code})"
-            return retryable(text) if exc.code == 503 else permanent(text)
         if isinstance(exc, ne.MaxPayloadError):
             return permanent(f"the payload is over the server's max_payload: {exc}")
         if isinstance(exc, ne.AuthorizationError) or "authorization" in str(exc).lower():
