@@ -93,7 +93,10 @@ class Worker:
         self._queue: asyncio.Queue[Delivery | None] = asyncio.Queue()
         self._busy = 0  # deliveries taken off the queue and not yet recorded
         self._stopping = asyncio.Event()
-        self._room = asyncio.Event()
+        self._room = asyncio.Event()  # set once a claim's worth of slots is free
+        # Under load, claim in batches of a quarter of the slots (or a batch): a
+        # claim (and a wake-up of the claim loop) per delivery cost a round trip each.
+        self._claim_at = min(config.batch_size, max(1, config.concurrency // 4))
         self._wake = asyncio.Event()
         self._stopped_claiming = asyncio.Event()
         self._wakeups_requested = -1e9
@@ -210,11 +213,7 @@ class Worker:
         failures = 0
         while not self.stopping:
             room = self.config.concurrency - self._busy - self._queue.qsize()
-            # Under load, claim in batches: wait for a quarter of the slots
-            # (or a batch) to free up rather than claiming one at a time, so
-            # each claim's fixed cost is shared (a claim as often as one
-            # delivery finishes cost a round trip per message).
-            if room < min(self.config.batch_size, max(1, self.config.concurrency // 4)):
+            if room < self._claim_at:
                 self._room.clear()
                 await self._room.wait()
                 continue
@@ -302,7 +301,8 @@ class Worker:
             finally:
                 self._busy -= 1
                 self.observer.delivering(-1)
-                self._room.set()
+                if self.config.concurrency - self._busy - self._queue.qsize() >= self._claim_at:
+                    self._room.set()
 
     async def _attempt(self, delivery: Delivery) -> list[Finished]:
         """Deliver one delivery (at its rate-limit slot) and decide for each message."""
