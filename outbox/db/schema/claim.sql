@@ -397,12 +397,19 @@ BEGIN
            AND (s.circuit = 'closed'
                 OR (s.circuit = 'open' AND s.open_until <= v_now)
                 OR (s.circuit = 'half_open' AND s.probe_until <= v_now))
-           AND (EXISTS (SELECT 1 FROM outbox.messages AS m
-                         WHERE m.endpoint = x.name AND m.lease_token IS NULL AND m.attempts = 0
-                           AND m.available_at <= v_now)
-                OR EXISTS (SELECT 1 FROM outbox.messages AS m
-                            WHERE m.endpoint = x.name AND m.lease_token IS NULL AND m.attempts > 0
-                              AND m.available_at <= v_now))
+           -- Something due, first attempts or retries: the first row in the order of
+           -- the partial index that _pick walks. (Not EXISTS: its plan starts fast,
+           -- so with many rows estimated to match, it scanned the table from the
+           -- start, through every row claimed or deleted since the last vacuum, and
+           -- all of it for an endpoint with nothing queued: per claim, per endpoint.)
+           AND ((SELECT true FROM outbox.messages AS m
+                  WHERE m.endpoint = x.name AND m.lease_token IS NULL AND m.attempts = 0
+                    AND m.available_at <= v_now
+                  ORDER BY m.priority DESC, m.available_at, m.seq LIMIT 1)
+                OR (SELECT true FROM outbox.messages AS m
+                     WHERE m.endpoint = x.name AND m.lease_token IS NULL AND m.attempts > 0
+                       AND m.available_at <= v_now
+                     ORDER BY m.priority DESC, m.available_at, m.seq LIMIT 1))
          ORDER BY random());
     IF cardinality(v_names) = 0 THEN
         RETURN;
