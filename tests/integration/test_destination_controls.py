@@ -407,6 +407,26 @@ async def test_enqueue_for_a_telegram_endpoint_keys_by_chat(conn: asyncpg.Connec
 # -- concurrency (found by review: each of these failed before its fix) ---------
 
 
+async def test_an_endpoint_made_unordered_lets_its_parked_messages_go(
+    conn: asyncpg.Connection,
+) -> None:
+    # Only an ordered endpoint's finish brings back what waits behind a key's
+    # head, so switching ordering off must not leave those waiting for it.
+    await null_endpoint(conn, "seq", ordered=True)
+    await null_endpoint(conn, "other", ordered=True)
+    [head, *rest] = await enqueue(conn, "seq", 3, key="k")
+    await enqueue(conn, "other", 2, key="k")
+    leased = [r["id"] for r in await claim(conn, 10)]
+    assert head in leased
+    assert not set(rest) & set(leased)
+    parked = "SELECT endpoint, count(*) FROM outbox.messages WHERE held = 'order' GROUP BY 1"
+    assert dict(await conn.fetch(parked)) == {"seq": 2, "other": 1}
+    await operate.update_endpoint(conn, "seq", EndpointUpdate(ordered=False))
+    assert dict(await conn.fetch(parked)) == {"other": 1}  # the ordered one keeps its own
+    # Due again now, behind a head still in flight: unordered, they go at once.
+    assert sorted(r["id"] for r in await claim(conn, 10)) == sorted(rest)
+
+
 async def test_concurrent_claimers_never_deadlock(
     database_url: str, conn: asyncpg.Connection
 ) -> None:

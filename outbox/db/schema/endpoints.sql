@@ -1,5 +1,6 @@
 -- Guards on outbox.endpoints: each endpoint gets its row of shared state, fits
--- its channel, and cannot be deleted while it has unfinished messages. The
+-- its channel, lets its parked messages go when made unordered, and cannot be
+-- deleted while it has unfinished messages. The
 -- current definitions; statements are separated by `-- split --` lines.
 
 CREATE FUNCTION outbox._endpoint_state_row() RETURNS trigger
@@ -12,6 +13,22 @@ $fn$;
 -- split --
 CREATE TRIGGER endpoints_state_row AFTER INSERT ON outbox.endpoints
 FOR EACH ROW EXECUTE FUNCTION outbox._endpoint_state_row();
+-- split --
+-- Messages of an ordered endpoint wait behind their key's head (held =
+-- 'order'), and only an ordered endpoint's finish brings the next one back.
+-- An endpoint made unordered lets its waiting ones go at once.
+CREATE FUNCTION outbox._release_parked() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    UPDATE outbox.messages AS m SET available_at = now(), held = NULL
+     WHERE m.endpoint = NEW.name AND m.held = 'order' AND m.lease_token IS NULL;
+    RETURN NULL;
+END
+$fn$;
+-- split --
+CREATE TRIGGER endpoints_release_parked AFTER UPDATE OF ordered ON outbox.endpoints
+FOR EACH ROW WHEN (OLD.ordered AND NOT NEW.ordered)
+EXECUTE FUNCTION outbox._release_parked();
 -- split --
 -- Deleting an endpoint with unfinished messages would strand them: refused
 -- here too, not only by `outbox endpoint remove`. SHARE on messages waits for

@@ -81,12 +81,16 @@ retried AS (
               r.duration_ms, r.started_at, r.retry_at, r.reason),
 promoted AS (
     -- SKIP LOCKED: a claimer looking at that message right now decides about it itself; recording never waits on a claim.
+    -- Only ordered endpoints park messages behind their key's head (one made unordered lets its parked ones go: the
+    -- trigger endpoints_release_parked), so only theirs are looked up: the key index walk for every keyed message cost a
+    -- third of the finish. The endpoint's flag gates the walk inside it (as a join, it was read after the walk).
     UPDATE outbox.messages AS s
        SET available_at = now(), held = NULL
       FROM (SELECT n.id
               FROM gone AS g
               CROSS JOIN LATERAL (SELECT x.id FROM outbox.messages AS x
-                                   WHERE x.endpoint = g.endpoint AND x.key = g.key AND x.id <> g.id
+                                   WHERE (SELECT o.ordered FROM outbox.endpoints AS o WHERE o.name = g.endpoint)
+                                     AND x.endpoint = g.endpoint AND x.key = g.key AND x.id <> g.id
                                    ORDER BY x.seq
                                    LIMIT 1) AS n
              WHERE g.key IS NOT NULL) AS nxt
