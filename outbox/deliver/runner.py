@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -150,6 +151,21 @@ async def _close(
         await asyncio.to_thread(tracer.shutdown)
 
 
+# The cyclic collector's first generation runs after this many more container
+# allocations than frees (CPython's default: 700). A worker allocates a few dozen
+# objects per message that plain reference counting frees; collecting every 700
+# cost ~4% of a broker drain (outbox bench nats, six interleaved pairs).
+GC_THRESHOLD = 20_000
+
+
+def _settle_gc() -> None:
+    """Move what start-up built (modules, settings, pools) out of the collector's
+    sight for good (`gc.freeze`), and let it run less often on the hot path."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, 50, 100)
+
+
 async def run_worker(
     url: str, config: WorkerConfig, *, worker_id: str | None = None, database: str = ""
 ) -> int:
@@ -198,6 +214,7 @@ async def run_worker(
         worker.stop()
     log.info("worker %s started (concurrency %d)", store.worker_id, config.concurrency)
     extras = await _start_metrics(config, store, worker, metrics)
+    _settle_gc()
     try:
         await worker.run()
     finally:
