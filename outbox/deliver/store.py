@@ -10,6 +10,7 @@ runs the named statements of ``outbox/db/sql/deliver.sql`` and
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 import uuid
 from collections.abc import Sequence
@@ -24,6 +25,7 @@ from outbox.deliver.health import HealthReport
 from outbox.deliver.model import Claimed, Delivery, Finished, Reaped
 from outbox.deliver.retention import Pruned, prune
 from outbox.deliver.session import POOLED_BEGIN
+from outbox.settings import endpoint as declared
 
 
 class Store(Protocol):
@@ -155,7 +157,7 @@ class PostgresStore:
         ]
 
     async def endpoints(self) -> list[asyncpg.Record]:
-        return await self._fetch(QUERIES["worker_endpoints"])
+        return await self._fetch(worker_endpoints_query())
 
     async def report_health(self, reports: Sequence[HealthReport]) -> None:
         if reports:
@@ -269,6 +271,15 @@ def deliveries(rows: Sequence[Any], token: uuid.UUID, now: float) -> list[Delive
             if len(delivery.messages) > 2:
                 delivery.messages[1:] = sorted(delivery.messages[1:], key=lambda m: m.seq)
     return out
+
+
+@functools.cache
+def worker_endpoints_query() -> str:
+    """``worker_endpoints`` with the columns of the settings workers load."""
+    columns = ", ".join(
+        f"{s.kind.read(f'e.{s.column}')} AS {s.column}" for s in declared.for_workers()
+    )
+    return QUERIES["worker_endpoints"].replace("{settings}", columns)
 
 
 def _text(value: str | None) -> str | None:

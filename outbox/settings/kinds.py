@@ -39,6 +39,10 @@ class Kind:
         """What a bound parameter of this kind is cast through in SQL."""
         return ""
 
+    def read(self, column: str) -> str:
+        """How a query reads the column for `from_db` (as it is, unless said)."""
+        return column
+
     def listed(self, column: str, value: Any) -> dict[str, Any]:
         """The setting in ``outbox endpoint list --json`` (as its column holds it)."""
         return {column: self.to_db(value)}
@@ -155,6 +159,11 @@ class Networks(Kind):
 
     def cast(self) -> str:
         return "::text[]::cidr[]"
+
+    def read(self, column: str) -> str:
+        # As text: asyncpg has no codec of its own for cidr[] and looks the type
+        # up on each new connection first (about 10 ms, the worker's start-up).
+        return f"{column}::text[]"
 
     def listed(self, column: str, value: Any) -> dict[str, Any]:
         return {column: list(value or ())}

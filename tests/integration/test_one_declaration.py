@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from typing import Any
 
 import asyncpg
 from click.testing import CliRunner
@@ -111,3 +112,41 @@ async def test_a_made_up_setting_needs_only_its_declaration(
     outbox("endpoint", "update", "b", "--clear", "max_batch")
     assert json.loads(outbox("worker-endpoint", database_url)) == {"a": 5, "b": None}
     assert await conn.fetchval("SELECT max_batch FROM outbox.endpoints WHERE name = 'a'") == 5
+
+
+async def test_the_worker_reads_each_of_its_settings_without_a_type_lookup(
+    database_url: str,
+) -> None:
+    # The worker's endpoint query names the columns of the settings workers load,
+    # each as its kind reads it; an array of cidr came back as a type asyncpg
+    # had to look up first, on every new connection (~10 ms of a start-up).
+    from outbox import operate
+    from outbox.deliver.endpoints import Endpoint
+    from outbox.deliver.store import worker_endpoints_query
+    from outbox.operate.endpoint_config import EndpointConfig
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        await operate.add_endpoint(conn, EndpointConfig(
+            name="hook", channel="webhook", url="http://127.0.0.1:9/h",
+            allow_networks=("10.0.0.0/8", "fd00::/8")))  # fmt: skip
+    finally:
+        await conn.close()
+    looked_up: list[object] = []
+
+    class Counting(asyncpg.Connection):  # type: ignore[misc]
+        async def _introspect_types(self, *args: Any, **kwargs: Any) -> Any:  # asyncpg's lookup
+            looked_up.append(args[0])
+            return await super()._introspect_types(*args, **kwargs)
+
+    conn = await asyncpg.connect(database_url, connection_class=Counting)
+    try:
+        [row] = await conn.fetch(worker_endpoints_query())
+        assert looked_up == []
+        await conn.fetch("SELECT allow_networks FROM outbox.endpoints")  # the column as it is
+        assert len(looked_up) == 1, "no lookup seen: asyncpg changed how it looks types up"
+    finally:
+        await conn.close()
+    endpoint = Endpoint.from_row(row, base=1.0, cap=60.0)
+    assert endpoint.settings["allow_networks"] == ("10.0.0.0/8", "fd00::/8")
+    assert set(endpoint.settings) == {s.name for s in declared.for_workers()} - {"secret"}

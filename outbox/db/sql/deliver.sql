@@ -157,10 +157,11 @@ UPDATE outbox.messages AS m
 RETURNING m.id, m.endpoint, m.attempts, m.first_attempt_at, e.leased_by AS lost_worker, e.lease_expires_at AS expired_at;
 
 -- worker_endpoints --
--- Every endpoint with its columns, for the worker's cache (refreshed every few seconds; it keeps the settings
--- outbox.settings.endpoint marks for workers). The previous secret only while its grace period lasts; `unhealthy` tells the
--- worker that its successes must be reported to reset the breaker.
-SELECT e.*,
+-- Every endpoint for the worker's cache (refreshed every few seconds): {settings} stands for the columns of the settings
+-- outbox.settings.endpoint marks for workers, each as its kind reads it (outbox.deliver.store.worker_endpoints_query). The
+-- previous secret only while its grace period lasts; `unhealthy` tells the worker that its successes must be reported to
+-- reset the breaker.
+SELECT e.name, e.channel, e.updated_at, {settings},
        CASE WHEN e.previous_secret_until > now() THEN e.previous_secret END AS previous_secret_in_grace,
        coalesce(s.circuit <> 'closed' OR s.consecutive_failures > 0, false) AS unhealthy
   FROM outbox.endpoints AS e
