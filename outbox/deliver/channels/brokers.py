@@ -3,17 +3,14 @@
 Each `ChannelSpec` is declared here, apart from the code that sends
 (`outbox.deliver.channels.jetstream`, ``rabbitmq``, ``redis_streams``,
 ``mqtt``, on `outbox.deliver.channels.broker`): that code is imported when a
-worker opens the channel, so a process that never sends to a broker (most
-workers, every CLI command) does not load it. It cost a worker 13 ms of its
-start-up.
+worker opens the channel (`outbox.deliver.channels.spec.opened_from`), so a
+process that never sends to a broker (most workers, every CLI command) does
+not load it. It cost a worker 13 ms of its start-up.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
-
-from outbox.deliver.channels.spec import Channel, ChannelContext, ChannelSpec, Telemetry
+from outbox.deliver.channels.spec import ChannelSpec, Telemetry, opened_from
 from outbox.deliver.channels.urls import broker_url_check, broker_url_pattern
 
 NATS_SCHEMES = ("nats", "tls")
@@ -22,21 +19,10 @@ REDIS_SCHEMES = ("redis", "rediss")
 MQTT_SCHEMES = ("mqtt", "mqtts")
 
 
-def _opened_from(module: str, name: str) -> Callable[[ChannelContext], Channel]:
-    """A channel's ``open``: imports ``outbox.deliver.channels.<module>`` on first use."""
-
-    def open_channel(context: ChannelContext) -> Channel:
-        sender = getattr(importlib.import_module(f"outbox.deliver.channels.{module}"), name)
-        channel: Channel = sender.open(context)
-        return channel
-
-    return open_channel
-
-
 NATS = ChannelSpec(
     name="nats",
     summary="publish to NATS JetStream, waiting for the stream's PubAck (Nats-Msg-Id: the id)",
-    open=_opened_from("jetstream", "NatsChannel"),
+    open=opened_from("jetstream", "NatsChannel"),
     url="required",
     url_pattern=broker_url_pattern(*NATS_SCHEMES),
     check_url=broker_url_check(*NATS_SCHEMES),
@@ -52,7 +38,7 @@ NATS = ChannelSpec(
 AMQP = ChannelSpec(
     name="amqp",
     summary="publish to RabbitMQ (AMQP 0-9-1): persistent, mandatory, with publisher confirms",
-    open=_opened_from("rabbitmq", "RabbitChannel"),
+    open=opened_from("rabbitmq", "RabbitChannel"),
     url="required",
     url_pattern=broker_url_pattern(*AMQP_SCHEMES),
     check_url=broker_url_check(*AMQP_SCHEMES),
@@ -64,7 +50,7 @@ AMQP = ChannelSpec(
 REDIS = ChannelSpec(
     name="redis",
     summary="XADD to a Redis stream (fields id, payload, key, headers); the reply is the ack",
-    open=_opened_from("redis_streams", "RedisChannel"),
+    open=opened_from("redis_streams", "RedisChannel"),
     url="required",
     url_pattern=broker_url_pattern(*REDIS_SCHEMES),
     check_url=broker_url_check(*REDIS_SCHEMES),
@@ -76,7 +62,7 @@ REDIS = ChannelSpec(
 MQTT = ChannelSpec(
     name="mqtt",
     summary="publish to an MQTT broker at QoS 1, waiting for its PUBACK (MQTT 5)",
-    open=_opened_from("mqtt", "MqttChannel"),
+    open=opened_from("mqtt", "MqttChannel"),
     url="required",
     url_pattern=broker_url_pattern(*MQTT_SCHEMES),
     check_url=broker_url_check(*MQTT_SCHEMES),

@@ -14,14 +14,14 @@ from collections.abc import Mapping
 from importlib.metadata import entry_points
 from types import MappingProxyType
 
-from outbox.deliver.channels import brokers, null, telegram, webhook
+from outbox.deliver.channels import brokers, http_channels, null
 from outbox.deliver.channels.spec import ChannelSpec
 from outbox.errors import ConfigurationError, InvalidInputError
 
 ENTRY_POINTS = "outbox.channels"
 BUILT_IN: tuple[ChannelSpec, ...] = (
-    webhook.SPEC,
-    telegram.SPEC,
+    http_channels.WEBHOOK,
+    http_channels.TELEGRAM,
     brokers.NATS,
     brokers.AMQP,
     brokers.REDIS,

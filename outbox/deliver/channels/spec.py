@@ -14,6 +14,7 @@ and the docs.
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -137,3 +138,17 @@ class ChannelSpec:
             "url_pattern": self.url_pattern,
             "url_required": self.url == "required",
         }
+
+
+def opened_from(module: str, name: str) -> Callable[[ChannelContext], Channel]:
+    """A channel's ``open`` that imports ``outbox.deliver.channels.<module>`` (and
+    what it sends with) on first use, and opens its class ``name``: a process that
+    never sends on the channel (a worker with no endpoint on it, every CLI
+    command) does not load that code."""
+
+    def open_channel(context: ChannelContext) -> Channel:
+        sender = getattr(importlib.import_module(f"outbox.deliver.channels.{module}"), name)
+        channel: Channel = sender.open(context)
+        return channel
+
+    return open_channel

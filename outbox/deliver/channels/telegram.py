@@ -24,7 +24,8 @@ What the answers mean (https://core.telegram.org/bots/api#making-requests):
 The token is part of every URL, so nothing that could hold the URL is
 logged or recorded unredacted (and the HTTP libraries' own request logs stay silenced).
 
-What the database does for this channel is declared in `SPEC` and lives in
+What the database does for this channel is declared in its `ChannelSpec`
+(`outbox.deliver.channels.http_channels.TELEGRAM`) and lives in
 ``outbox/db/schema/telegram.sql``: the payload check at enqueue, the chat as
 the default key, group chats (negative ids) as group keys, and coalescing.
 """
@@ -47,8 +48,6 @@ from outbox.deliver.channels.http import (
     ssrf_refusal,
     transport_failure,
 )
-from outbox.deliver.channels.spec import ChannelSpec, Sql, Telemetry
-from outbox.deliver.channels.urls import HTTP_URL_PATTERN, check_http_url
 from outbox.deliver.model import AttemptClock, AttemptResult, Delivery, Endpoint, Rewrite
 from outbox.deliver.policy import (
     Classification,
@@ -60,7 +59,6 @@ from outbox.deliver.policy import (
 
 API_BASE = "https://api.telegram.org"
 _METHOD = re.compile(r"^[A-Za-z]{1,64}$")
-_BOT_TOKEN = re.compile(r"^\d{3,}:[A-Za-z0-9_-]{20,}$")
 
 
 class TelegramChannel(HttpChannel):
@@ -199,34 +197,3 @@ def _json(text: str) -> dict[str, Any]:
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
-
-
-def _check_token(token: str) -> None:
-    if not token.startswith("env:") and not _BOT_TOKEN.match(token):
-        raise ValueError(
-            "secret does not look like a Telegram bot token (digits:letters); "
-            "the value is not shown"
-        )
-
-
-SPEC = ChannelSpec(
-    name="telegram",
-    summary="call the Telegram Bot API (sendMessage and the other methods), one call a message",
-    open=TelegramChannel.open,
-    url="optional",  # the Bot API's base URL: api.telegram.org unless given
-    url_pattern=HTTP_URL_PATTERN,
-    check_url=check_http_url,
-    secret="required",
-    secret_help="the bot token, or env:VARIABLE naming an environment variable that holds it",
-    check_secret=_check_token,
-    # The Bot API's limits: 30 messages/s per bot, 1/s per chat, 20/min per group chat.
-    defaults={"rate_limit": 30.0, "key_interval": 1.0, "group_key_interval": 3.0},
-    settings=frozenset({"coalesce", "group_key_interval"}),
-    sql=Sql(
-        payload_check="outbox._telegram_problem",
-        default_key="chat_id",  # the chat: per-chat limits and order
-        group_keys="-%",  # group chats have negative ids
-        riders="outbox._telegram_riders",
-    ),
-    telemetry=Telemetry("http"),
-)

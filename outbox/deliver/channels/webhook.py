@@ -28,9 +28,7 @@ from outbox.deliver.channels.http import (
     ssrf_refusal,
     transport_failure,
 )
-from outbox.deliver.channels.signing import check_secret, signature_header
-from outbox.deliver.channels.spec import ChannelSpec, Telemetry
-from outbox.deliver.channels.urls import HTTP_URL_PATTERN, check_http_url
+from outbox.deliver.channels.signing import signature_header
 from outbox.deliver.model import (
     AttemptClock,
     AttemptResult,
@@ -106,15 +104,3 @@ class WebhookChannel(HttpChannel):
                 list(secrets), str(message.id), timestamp, body
             )
         return headers
-
-
-SPEC = ChannelSpec(
-    name="webhook",
-    summary="POST the payload as JSON to a URL, with Standard Webhooks headers and signature",
-    open=WebhookChannel.open,
-    url="required",
-    url_pattern=HTTP_URL_PATTERN,
-    check_url=check_http_url,
-    check_secret=check_secret,
-    telemetry=Telemetry("http"),
-)
