@@ -45,14 +45,13 @@ def default_worker_id() -> str:
 
 def open_tracer(config: WorkerConfig) -> Tracer | None:
     """The tracer of this process's attempt spans, if it makes any (`outbox.deliver.tracing`)."""
-    specs = registry.channels()
-    return tracing.open_tracer(config.trace_spans, {n: s.telemetry for n, s in specs.items()})
+    return tracing.open_tracer(config.trace_spans, registry.Telemetries())
 
 
 def open_channels(config: WorkerConfig) -> OpenedChannels:
     """A sender for every channel the registry knows, each opened on first use."""
     context = ChannelContext(config.concurrency, parse_networks(config.allow_networks))
-    return OpenedChannels(registry.channels(), context)
+    return OpenedChannels(registry.Known(), context)
 
 
 def refusal(exc: BaseException, url: str) -> str:

@@ -58,3 +58,30 @@ def test_a_worker_loads_no_broker_code_until_a_broker_channel_is_opened() -> Non
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.split() == ["False", "False", "True", "True"]
+
+
+def test_a_worker_loads_no_http_code_until_an_http_channel_is_opened() -> None:
+    # And it finds the built-in channels without reading the installed packages'
+    # entry points; another name still reads them.
+    probe = (
+        "import sys\n"
+        "import outbox.deliver.channels.registry as registry\n"
+        "from outbox.deliver.channels.opened import OpenedChannels\n"
+        "from outbox.deliver.channels.spec import ChannelContext\n"
+        "scans = []\n"
+        "real = registry.entry_points\n"
+        "registry.entry_points = lambda **kw: scans.append(kw) or real(**kw)\n"
+        "channels = OpenedChannels(registry.Known(), ChannelContext(10))\n"
+        "channels['null']; registry.Telemetries()['webhook']\n"
+        "code = ('outbox.deliver.channels.http', 'outbox.deliver.channels.webhook', 'yarl')\n"
+        "print(*(m in sys.modules for m in code), len(scans))\n"
+        "channels['webhook']\n"
+        "print(*(m in sys.modules for m in code), len(scans))\n"
+        "print(channels.get('a-channel-nobody-installed'), len(scans))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.split() == ["False", "False", "False", "0",
+                                   "True", "True", "True", "0",
+                                   "None", "1"]  # fmt: skip
