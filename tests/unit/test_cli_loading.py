@@ -4,6 +4,7 @@ Alembic or the dashboard's Starlette."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -56,3 +57,22 @@ def test_import_outbox_builds_no_producer_model_until_one_is_used() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.split() == ["False", "False", "True"]
+
+
+def test_the_command_line_builds_its_settings_without_pydantic_plugins_unless_asked() -> None:
+    # pydantic reads every installed package's entry points for its plugins when
+    # the first model is built; the command line has no use for them.
+    probe = (
+        "import os, pydantic.plugin._loader as loader\n"
+        "import outbox.cli\n"
+        "print(repr(os.environ.get('PYDANTIC_DISABLE_PLUGINS')), loader._plugins is None)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYDANTIC_DISABLE_PLUGINS"}
+
+    def run(**extra: str) -> list[str]:
+        done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                              timeout=60, check=True, env={**env, **extra})  # fmt: skip
+        return done.stdout.split()
+
+    assert run() == ["'__all__'", "True"]  # never looked for
+    assert run(PYDANTIC_DISABLE_PLUGINS="") == ["''", "False"]  # looked for, as by default
