@@ -135,12 +135,14 @@ class Script:
     def __init__(self, *statuses: int) -> None:
         self.statuses = statuses
         self.sent: dict[uuid.UUID, int] = {}
+        self.finished = 0
 
     async def send(self, delivery: Delivery, endpoint: Endpoint) -> AttemptResult:
         clock = AttemptClock()
         n = self.sent.get(delivery.head.id, 0)
         self.sent[delivery.head.id] = n + 1
         status = self.statuses[min(n, len(self.statuses) - 1)]
+        self.finished += 1
         return clock.result(classify_status(status), status_code=status)
 
     async def aclose(self) -> None:
@@ -240,3 +242,58 @@ async def test_a_stop_while_waiting_for_the_database_ends_the_run() -> None:
     await asyncio.sleep(0.3)
     worker.stop()
     await asyncio.wait_for(task, 5)
+
+
+class Counting(MemoryStore):
+    """Notes, after each claim, how many claimed messages are not finished yet
+    (in flight, or claimed ahead and waiting for a slot)."""
+
+    def __init__(self, endpoints: list[dict[str, Any]], channel: Script) -> None:
+        super().__init__(endpoints)
+        self.channel = channel
+        self.claimed = 0
+        self.unfinished_after_claims: list[int] = []
+
+    async def claim(self, limit: int, *, horizon: float, first_share: float) -> list[Delivery]:
+        claimed = await super().claim(limit, horizon=horizon, first_share=first_share)
+        self.claimed += len(claimed)
+        self.unfinished_after_claims.append(self.claimed - self.channel.finished)
+        return claimed
+
+
+class Slow(Script):
+    def __init__(self, seconds: float) -> None:
+        super().__init__(200)
+        self.seconds = seconds
+
+    async def send(self, delivery: Delivery, endpoint: Endpoint) -> AttemptResult:
+        await asyncio.sleep(self.seconds)
+        return await super().send(delivery, endpoint)
+
+
+async def test_fast_deliveries_get_the_next_ones_claimed_ahead_slow_ones_do_not() -> None:
+    config = WorkerConfig.from_settings(
+        Settings(concurrency=8, batch_size=50, poll_interval=0.01), flush_interval=0.005
+    )
+    channel = Script(200)
+    fast = Counting([endpoint_row("hook")], channel)
+    fast.add("hook", 20_000)
+    worker = Worker(fast, {"script": channel}, config)
+    task = asyncio.create_task(worker.run())
+    await until(lambda: len(fast.ledger) == 20_000, within=60)
+    worker.stop()
+    await task
+    # Up to half the slots claimed ahead of the 8 in flight, never more.
+    assert max(fast.unfinished_after_claims) > 8
+    assert max(fast.unfinished_after_claims) <= 12
+
+    channel = Slow(0.25)
+    slow = Counting([endpoint_row("hook")], channel)
+    slow.add("hook", 40)
+    worker = Worker(slow, {"script": channel}, config)
+    task = asyncio.create_task(worker.run())
+    await until(lambda: len(slow.ledger) >= 24, within=10)
+    worker.stop()
+    await task
+    # 32 deliveries a second finish less than one in the 20 ms ahead: none claimed ahead.
+    assert max(slow.unfinished_after_claims) <= 8
