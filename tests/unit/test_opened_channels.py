@@ -13,6 +13,14 @@ from outbox.deliver.channels.opened import OpenedChannels
 from outbox.deliver.channels.spec import ChannelContext
 
 
+def _printed(probe: str) -> list[str]:
+    """What ``probe`` prints, run in a fresh interpreter (nothing imported yet)."""
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    return done.stdout.split()
+
+
 def test_a_channel_opens_once_on_first_use_and_only_opened_ones_are_listed() -> None:
     opened: list[Any] = []
 
@@ -54,10 +62,7 @@ def test_a_worker_loads_no_broker_code_until_a_broker_channel_is_opened() -> Non
         "channels['nats']\n"
         "print(*(m in sys.modules for m in code))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
-    )
-    assert done.stdout.split() == ["False", "False", "True", "True"]
+    assert _printed(probe) == ["False", "False", "True", "True"]
 
 
 def test_a_worker_loads_no_http_code_until_an_http_channel_is_opened() -> None:
@@ -79,9 +84,6 @@ def test_a_worker_loads_no_http_code_until_an_http_channel_is_opened() -> None:
         "print(*(m in sys.modules for m in code), len(scans))\n"
         "print(channels.get('a-channel-nobody-installed'), len(scans))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
-    )
-    assert done.stdout.split() == ["False", "False", "False", "0",
-                                   "True", "True", "True", "0",
-                                   "None", "1"]  # fmt: skip
+    assert _printed(probe) == ["False", "False", "False", "0",
+                               "True", "True", "True", "0",
+                               "None", "1"]  # fmt: skip
