@@ -103,6 +103,8 @@ class _Connection:
             await answer
         finally:
             self.answers.pop(token, None)
+            if answer.done() and not answer.cancelled():
+                answer.exception()  # failed by `fail` while the publish itself raised: seen
 
     async def _answered(self, msg: Any) -> None:
         entry = self.answers.pop(msg.subject[len(self.prefix) :], None)
