@@ -59,7 +59,17 @@ def channels() -> Mapping[str, ChannelSpec]:
 _BUILT_IN = {spec.name: spec for spec in BUILT_IN}
 
 
-class Known(Mapping[str, ChannelSpec]):
+class _AllKnown:
+    """Going through every known channel (names, count) reads the entry points."""
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(channels())
+
+    def __len__(self) -> int:
+        return len(channels())
+
+
+class Known(_AllKnown, Mapping[str, ChannelSpec]):
     """`channels()`, except that a built-in channel is found without reading the
     installed packages' entry points (2-4 ms of a worker's start-up, more with
     many packages): what a worker looks its endpoints' channels up in. Any other
@@ -69,24 +79,12 @@ class Known(Mapping[str, ChannelSpec]):
         spec = _BUILT_IN.get(name)
         return spec if spec is not None else channels()[name]
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(channels())
 
-    def __len__(self) -> int:
-        return len(channels())
-
-
-class Telemetries(Mapping[str, Telemetry]):
+class Telemetries(_AllKnown, Mapping[str, Telemetry]):
     """Each known channel's span shape (`ChannelSpec.telemetry`), looked up as `Known` does."""
 
     def __getitem__(self, name: str) -> Telemetry:
         return Known()[name].telemetry
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(channels())
-
-    def __len__(self) -> int:
-        return len(channels())
 
 
 def channel(name: str) -> ChannelSpec:
