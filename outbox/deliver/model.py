@@ -54,6 +54,7 @@ class Delivery:
     messages: list[Claimed]
     send_at: float = 0.0  # time.monotonic() before which it must not be sent (a rate-limit slot)
     probe: bool = False  # the one send let through a half-open circuit
+    claimed_at: float = 0.0  # time.monotonic() just before the claim that leased it
     # The trace context the receiver gets: the attempt span's, when the worker
     # traces (`outbox.deliver.tracing`); None: the head message's own, unchanged.
     trace: tuple[str, str | None] | None = None

@@ -127,3 +127,9 @@ def lost_lease(
         retry_at=decision.retry_at,
         attempt=message.attempts + 1,
     )
+
+
+def channel_failed(exc: Exception, now: datetime) -> AttemptResult:
+    """The result of an attempt whose channel raised: retried, as any failure."""
+    failed = Classification(Verdict.RETRYABLE, f"internal: {type(exc).__name__}")
+    return AttemptResult(failed, now, 0.0, error=f"{type(exc).__name__}: channel error")

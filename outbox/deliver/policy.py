@@ -206,3 +206,18 @@ def decide(
         f"{classification.reason}; retry #{attempt + 1} in {delay:.1f}s ({source})",
         retry_at,
     )
+
+
+# What a lease must still cover, past the endpoint's timeout, for a send to start.
+LEASE_MARGIN = 1.0
+
+
+def lease_runs_short(lease_seconds: float, waited: float, timeout: float) -> bool:
+    """Should a delivery that has waited ``waited`` seconds since its claim (in
+    the worker's queue, for a slot or its rate-limit slot) be handed back rather
+    than sent? Yes when what is left of its lease would not cover an attempt
+    (the endpoint's timeout and `LEASE_MARGIN`) but a fresh lease would: sent,
+    it could be reaped while on the wire and go out twice. A lease too short for
+    any attempt (a warned misconfiguration) sends as it always did."""
+    needed = timeout + LEASE_MARGIN
+    return lease_seconds - waited < needed <= lease_seconds

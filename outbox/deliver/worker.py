@@ -40,9 +40,9 @@ from outbox.deliver.channels.spec import Channel
 from outbox.deliver.config import WorkerConfig
 from outbox.deliver.endpoints import EndpointCache
 from outbox.deliver.health import HealthBook
-from outbox.deliver.model import AttemptResult, Delivery, Finished
+from outbox.deliver.model import AttemptResult, Claimed, Delivery, Finished
 from outbox.deliver.observe import AttemptLog, Observer, Observers
-from outbox.deliver.policy import Classification, Verdict
+from outbox.deliver.policy import Classification, Verdict, lease_runs_short
 from outbox.deliver.recorder import Recorder
 from outbox.deliver.store import Store
 from outbox.deliver.tracing import Tracer
@@ -232,6 +232,7 @@ class Worker:
             # Cleared before claiming, so a wake-up that arrives while the
             # claim is on the wire is not lost: the wait below returns at once.
             self._wake.clear()
+            asked = time.monotonic()  # no later than the lease's start, in the database
             try:
                 claimed = await self.store.claim(
                     limit,
@@ -246,6 +247,7 @@ class Worker:
             messages = sum(len(d.messages) for d in claimed)
             self.observer.claimed(messages)
             for delivery in claimed:
+                delivery.claimed_at = asked
                 self._queue.put_nowait(delivery)
             with contextlib.suppress(*DB_ERRORS):  # stale for a while is fine; misses reload
                 await self.endpoints.refresh()
@@ -296,16 +298,17 @@ class Worker:
             item = self._queue.get_nowait()
             if item is not None:
                 unstarted.extend(item.messages)
-        if unstarted:
-            try:
-                await self.store.release(unstarted)
-                log.info("handed back %d claimed but unstarted message(s)", len(unstarted))
-            except DB_ERRORS as exc:
-                log.warning(
-                    "could not hand back %d message(s) (%s); their leases will expire",
-                    len(unstarted),
-                    type(exc).__name__,
-                )
+        await self._hand_back(unstarted, "claimed but unstarted")
+
+    async def _hand_back(self, messages: list[Claimed], what: str) -> None:
+        if not messages:
+            return
+        try:
+            await self.store.release(messages)
+            log.info("handed back %d %s message(s)", len(messages), what)
+        except DB_ERRORS as exc:
+            log.warning("could not hand back %d message(s) (%s); their leases will expire",
+                        len(messages), type(exc).__name__)  # fmt: skip
 
     # -- delivering --------------------------------------------------------
 
@@ -345,6 +348,10 @@ class Worker:
             return self._unattempted(
                 delivery, outcome.gone(name), "UnknownEndpoint: the endpoint was removed"
             )
+        waited = time.monotonic() - delivery.claimed_at
+        if lease_runs_short(self.config.lease_seconds, waited, endpoint.timeout):
+            await self._hand_back(delivery.messages, f"claimed {waited:.1f}s ago")
+            return []
         channel = self.channels.get(endpoint.channel)
         tracer, span = self.tracer, None
         if channel is None:
@@ -358,7 +365,8 @@ class Worker:
             try:
                 result = await channel.send(delivery, endpoint)
             except Exception as exc:  # a bug in a channel must not lose the message
-                result = _channel_failed(delivery, exc)
+                log.exception("channel failed on message %s", delivery.head.id)
+                result = outcome.channel_failed(exc, datetime.now(UTC))
         self.health.note(
             endpoint.name,
             result.classification,
@@ -389,12 +397,3 @@ class Worker:
         for done in finished:
             self.observer.attempted(delivery.endpoint, done, None)
         return finished
-
-
-def _channel_failed(delivery: Delivery, exc: Exception) -> AttemptResult:
-    """The result of an attempt whose channel raised: retried, as any failure."""
-    log.exception("channel failed on message %s", delivery.head.id)
-    failed = Classification(Verdict.RETRYABLE, f"internal: {type(exc).__name__}")
-    return AttemptResult(
-        failed, datetime.now(UTC), 0.0, error=f"{type(exc).__name__}: channel error"
-    )

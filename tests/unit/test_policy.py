@@ -20,6 +20,7 @@ from outbox.deliver.policy import (
     classify_error,
     classify_status,
     decide,
+    lease_runs_short,
     parse_retry_after,
 )
 
@@ -282,3 +283,14 @@ def test_retry_after_reads_seconds_and_http_dates(seconds: int, offset: int) -> 
     assert parse_retry_after(str(seconds), NOW) == float(seconds)
     when = NOW + timedelta(seconds=offset)
     assert parse_retry_after(format_datetime(when, usegmt=True), NOW) == max(0.0, float(offset))
+
+
+def test_a_lease_that_no_longer_covers_an_attempt_is_handed_back_only_if_a_new_one_would() -> None:
+    # 60 s lease, 10 s timeout: an attempt needs 11 s of it.
+    assert not lease_runs_short(60.0, 0.0, 10.0)
+    assert not lease_runs_short(60.0, 48.9, 10.0)
+    assert lease_runs_short(60.0, 49.1, 10.0)
+    assert lease_runs_short(60.0, 70.0, 10.0)
+    # A lease no longer than the timeout (warned about at start): sent as before.
+    assert not lease_runs_short(10.0, 5.0, 10.0)
+    assert not lease_runs_short(10.0, 0.0, 9.5)

@@ -301,3 +301,41 @@ async def test_fast_deliveries_get_the_next_ones_claimed_ahead_slow_ones_do_not(
     worker.stop()
     await task
     assert max(slow.unfinished_after_claims) <= 4
+
+
+async def test_a_delivery_whose_lease_ran_short_while_it_waited_is_handed_back_not_sent() -> None:
+    class SlowFirstClaim(MemoryStore):
+        """Its first claim takes 0.6 s: what a delivery claimed ahead can spend
+        waiting for a slot, here with 1.9 s of a 2 s lease needed (0.9 s timeout)."""
+
+        def __init__(self, endpoints: list[dict[str, Any]]) -> None:
+            super().__init__(endpoints)
+            self.released: list[uuid.UUID] = []
+
+        async def claim(self, limit: int, *, horizon: float, first_share: float) -> list[Delivery]:
+            claimed = await super().claim(limit, horizon=horizon, first_share=first_share)
+            if not self.released and claimed:
+                await asyncio.sleep(0.6)
+            return claimed
+
+        async def release(self, claimed: Sequence[Claimed]) -> None:
+            self.released.extend(m.id for m in claimed)
+            await super().release(claimed)
+
+    config = WorkerConfig.from_settings(
+        Settings(concurrency=1, batch_size=1, poll_interval=0.01, lease_seconds=2.0),
+        flush_interval=0.005,
+    )
+    store = SlowFirstClaim([endpoint_row("hook") | {"timeout_ms": 900}])
+    [message_id] = store.add("hook")
+    channel = Script(200)
+    worker = Worker(store, {"script": channel}, config)
+    task = asyncio.create_task(worker.run())
+    await until(lambda: len(store.ledger) == 1)
+    worker.stop()
+    await task
+    # Handed back unsent, claimed again on a fresh lease, sent once: one attempt.
+    assert store.released == [message_id]
+    assert channel.sent == {message_id: 1}
+    [(attempt, result)] = [(f.attempt, f.outcome) for f in store.ledger]
+    assert (attempt, result) == (1, Outcome.DELIVERED)
