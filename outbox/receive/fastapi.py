@@ -58,6 +58,16 @@ class Receipt:
     def duplicate(self) -> bool:
         return not self.first
 
+    @property
+    def topic(self) -> str | None:
+        return self.verified.topic
+
+    @property
+    def replay(self) -> bool:
+        """Sent again after it was delivered: the inbox has its id (``first`` is
+        False) unless the first copy was lost; act on it if replays are wanted."""
+        return self.verified.replay
+
     def json(self) -> Any:
         return self.verified.json()
 

@@ -7,6 +7,13 @@ during a rotation). `verify` accepts the request when any ``v1`` signature
 matches any of the receiver's secrets and the timestamp is within the
 tolerance; otherwise it raises `SignatureError`, which says which check failed
 and never holds a secret, a signature or the body.
+
+`Verified` also says what the message was published as (``outbox-topic``)
+and whether it is a replay (``outbox-replay: 1``: sent again after it was
+delivered, by ``outbox message resend`` or ``outbox replay``, with the same
+``webhook-id``). Those two headers are not part of what Standard Webhooks
+signs (the id, the timestamp and the body), so whoever can alter a request
+on its way can alter them: act on them over HTTPS only.
 """
 
 from __future__ import annotations
@@ -30,6 +37,9 @@ DEFAULT_TOLERANCE = 300.0
 
 ID_MAX_CHARS = 255
 HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
+# What the worker adds (outbox.deliver.model.TOPIC_HEADER and REPLAY_HEADER).
+TOPIC_HEADER = "outbox-topic"
+REPLAY_HEADER = "outbox-replay"
 
 
 class SignatureError(OutboxError):
@@ -53,11 +63,17 @@ class SignatureError(OutboxError):
 
 @dataclass(frozen=True, slots=True)
 class Verified:
-    """A webhook whose signature and timestamp checked out."""
+    """A webhook whose signature and timestamp checked out. ``topic`` and
+    ``replay`` come from headers the signature does not cover (see above):
+    what it was published as (None: enqueued to the endpoint directly), and
+    whether it is a delivered message sent again. A receiver whose inbox has
+    the id already tells a replay it wants to act on from a duplicate by it."""
 
     webhook_id: str
     timestamp: datetime
     body: bytes
+    topic: str | None = None
+    replay: bool = False
 
     def json(self) -> Any:
         """The body, parsed as JSON (the payload an outbox webhook carries)."""
@@ -84,7 +100,7 @@ def verify(
     if not secrets or not all(isinstance(s, str) and secret_key(s) for s in secrets):
         raise ValueError("verify() needs at least one non-empty secret (and no empty whsec_ key)")
     raw = body.encode() if isinstance(body, str) else bytes(body)
-    webhook_id, timestamp, signatures = _read_headers(headers)
+    webhook_id, timestamp, signatures, topic, replay = _read_headers(headers)
     clock = time.time() if now is None else now
     if timestamp < clock - tolerance:
         raise SignatureError(
@@ -111,17 +127,17 @@ def verify(
             f"{'the secret' if len(secrets) == 1 else f'any of the {len(secrets)} secrets'} "
             "(a wrong secret, or a body changed on the way: verify the raw bytes)",
         )
-    return Verified(webhook_id, datetime.fromtimestamp(timestamp, UTC), raw)
+    return Verified(webhook_id, datetime.fromtimestamp(timestamp, UTC), raw, topic, replay)
 
 
 def _read_headers(
     headers: Mapping[str, str] | Iterable[tuple[str, str]],
-) -> tuple[str, int, list[bytes]]:
+) -> tuple[str, int, list[bytes], str | None, bool]:
     pairs = headers.items() if isinstance(headers, Mapping) else headers
     found: dict[str, str] = {}
     for name, value in pairs:
         lowered = name.lower()
-        if lowered in HEADERS:
+        if lowered in HEADERS or lowered in (TOPIC_HEADER, REPLAY_HEADER):
             found[lowered] = value
     for name in HEADERS:
         if not found.get(name, "").strip():
@@ -137,7 +153,9 @@ def _read_headers(
         raise SignatureError(
             "malformed_header", "webhook-timestamp is not a Unix time in whole seconds"
         )
-    return webhook_id, int(stamp), _signatures(found["webhook-signature"])
+    topic = found.get(TOPIC_HEADER, "").strip() or None
+    replay = found.get(REPLAY_HEADER, "").strip() == "1"
+    return webhook_id, int(stamp), _signatures(found["webhook-signature"]), topic, replay
 
 
 def _signatures(header: str) -> list[bytes]:

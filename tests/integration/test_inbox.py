@@ -195,6 +195,14 @@ def receiver_app(database_url: str, fail_on: set[int]) -> tuple[FastAPI, Any]:
             await session.commit()
         return {"first": receipt.first}
 
+    @app.post("/hooks/seen")
+    async def seen(
+        receipt: Annotated[Receipt, Depends(receiver.once(get_session))],
+        session: Annotated[AsyncSession, Depends(get_session)],
+    ) -> dict[str, Any]:
+        await session.commit()
+        return {"first": receipt.first, "replay": receipt.replay, "topic": receipt.topic}
+
     return app, engine
 
 
@@ -251,6 +259,33 @@ async def test_fastapi_dependency_acts_once_and_answers_duplicates_2xx(
     assert [tuple(r) for r in effects] == [(1, 1), (2, 1), (3, 1)]
     seen = await inbox.fetchval("SELECT array_agg(webhook_id ORDER BY 1) FROM outbox_inbox")
     assert seen == ["msg-1", "msg-2", "msg-3"]
+
+
+async def test_a_replay_of_a_recorded_id_is_told_from_a_duplicate(
+    database_url: str, inbox: asyncpg.Connection
+) -> None:
+    app, engine = receiver_app(database_url, fail_on=set())
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://receiver") as client:
+
+            async def post(**extra: str) -> Any:
+                headers, body = webhook(9)
+                answer = await client.post("/hooks/seen", content=body, headers=headers | extra)
+                assert answer.status_code == 200
+                return answer.json()
+
+            topic = {"outbox-topic": "order.created"}
+            seen = [await post(**topic), await post(**topic)]
+            seen.append(await post(**topic, **{"outbox-replay": "1"}))
+            assert [(s["first"], s["replay"]) for s in seen] == [
+                (True, False),
+                (False, False),  # a duplicate: the effect is not done again
+                (False, True),  # a replay: the receiver's choice
+            ]
+            assert {s["topic"] for s in seen} == {"order.created"}
+    finally:
+        await engine.dispose()
 
 
 def test_the_receiver_never_shows_its_secret() -> None:

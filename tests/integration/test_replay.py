@@ -6,6 +6,7 @@ receiver."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,6 +23,7 @@ from outbox.deliver import retention
 from outbox.devtools.receiver import Action, Receiver, always
 from outbox.operate.replay import replay, resend
 from outbox.operate.subscriptions import add_subscription
+from outbox.receive import verify
 
 REPLAY_HOUR = (
     "SELECT * FROM outbox.replay('hook', now() - interval '1h', now(), NULL, NULL, NULL, 10)"
@@ -45,6 +47,24 @@ async def deliver(database_url: str, conn: asyncpg.Connection, rx: Receiver, n: 
     async with running_worker(database_url):
         await until(lambda: len(rx.snapshot()) >= n, within=30)
         await until(lambda: drained(conn), within=30)
+
+
+async def test_the_receiving_end_reads_the_topic_and_the_replay_mark_a_real_worker_sent(
+    database_url: str, conn: asyncpg.Connection
+) -> None:
+    secret = "whsec_" + base64.b64encode(b"replay-secret-" * 2).decode()
+    with Receiver() as rx:
+        await add_endpoint(conn, "hook", rx.url(), secret=secret)
+        await add_subscription(conn, "hook", "order.*")
+        async with conn.transaction():
+            (message_id,) = await outbox.publish(conn, "order.created", {"order": 1})
+        await deliver(database_url, conn, rx, 1)
+        await resend(conn, message_id)
+        await deliver(database_url, conn, rx, 2)
+    first, again = (verify(r.headers, r.body, secret) for r in rx.snapshot())
+    assert first.webhook_id == again.webhook_id == str(message_id)
+    assert (first.topic, first.replay) == ("order.created", False)
+    assert (again.topic, again.replay) == ("order.created", True)
 
 
 async def test_a_resent_message_keeps_its_id_says_it_is_a_replay_and_is_marked_in_the_ledger(

@@ -12,8 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from outbox.deliver import model
 from outbox.deliver.channels.signing import sign, signature_header
 from outbox.receive import SignatureError, Verified, verify
+from outbox.receive.signature import REPLAY_HEADER, TOPIC_HEADER
 
 SECRET = "whsec_" + base64.b64encode(b"k" * 24).decode()
 OTHER = "whsec_" + base64.b64encode(b"o" * 32).decode()
@@ -41,6 +43,19 @@ def test_a_good_signature_gives_the_id_time_and_body() -> None:
     result = verify(signed(), BODY, SECRET, now=NOW)
     assert result == Verified("m-1", datetime.fromtimestamp(NOW, UTC), BODY)
     assert result.json() == {"order_id": 7, "total": "12.50"}
+
+
+def test_the_topic_and_replay_mark_are_read_from_the_headers_the_worker_sets() -> None:
+    plain = verify(signed(), BODY, SECRET, now=NOW)
+    assert (plain.topic, plain.replay) == (None, False)
+    headers = signed() | {"Outbox-Topic": " order.created ", "OUTBOX-REPLAY": "1"}
+    replayed = verify(headers, BODY, SECRET, now=NOW)
+    assert (replayed.topic, replayed.replay) == ("order.created", True)
+    # Only "1" says replay; an empty topic is no topic.
+    odd = verify(signed() | {"outbox-topic": "", "outbox-replay": "yes"}, BODY, SECRET, now=NOW)
+    assert (odd.topic, odd.replay) == (None, False)
+    # The names the worker writes (the receiver imports nothing of the worker).
+    assert (TOPIC_HEADER, REPLAY_HEADER) == (model.TOPIC_HEADER, model.REPLAY_HEADER)
 
 
 def test_header_names_are_case_insensitive_and_pairs_work() -> None:
