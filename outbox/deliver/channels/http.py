@@ -118,12 +118,13 @@ class GuardedClients:
         endpoint: Endpoint,
         url: str,
         body: bytes,
-        headers: Mapping[str, str],
+        headers: Mapping[str, str] | str,
         *,
         limit: int = READ_LIMIT,
     ) -> Reply:
-        """POST ``body``; the answer with at most ``limit`` bytes of its body.
-        Redirects are answers, never followed. Raises one of TRANSPORT_ERRORS."""
+        """POST ``body`` with ``headers`` (or their `wire.header_block`); the
+        answer with at most ``limit`` bytes of its body. Redirects are answers,
+        never followed. Raises one of TRANSPORT_ERRORS."""
         target = self._target(url)
         data = request_bytes(target, body, headers)
         async with asyncio.timeout(endpoint.timeout):

@@ -14,11 +14,8 @@ per secret, space-separated, as the Standard Webhooks scheme allows.
 
 from __future__ import annotations
 
-import json
-import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
-
-from multidict import CIMultiDict
 
 from outbox._redact import redact_text
 from outbox.deliver.channels.http import (
@@ -28,20 +25,19 @@ from outbox.deliver.channels.http import (
     ssrf_refusal,
     transport_failure,
 )
-from outbox.deliver.channels.signing import signature_header
-from outbox.deliver.model import (
-    AttemptClock,
-    AttemptResult,
-    Claimed,
-    Delivery,
-    Endpoint,
-    put_topic,
-    put_trace,
-)
+from outbox.deliver.channels.ssrf import Network
+from outbox.deliver.channels.webhook_headers import HeaderBlocks
+from outbox.deliver.model import AttemptClock, AttemptResult, Delivery, Endpoint
 from outbox.deliver.policy import Classification, Verdict, classify_status, parse_retry_after
 
 
 class WebhookChannel(HttpChannel):
+    def __init__(
+        self, max_connections: int, *, allow: Sequence[Network] = (), guard: bool = True
+    ) -> None:
+        super().__init__(max_connections, allow=allow, guard=guard)
+        self.blocks = HeaderBlocks()
+
     async def send(self, delivery: Delivery, endpoint: Endpoint) -> AttemptResult:
         message = delivery.head  # webhooks never coalesce: one message per request
         clock = AttemptClock()
@@ -62,8 +58,8 @@ class WebhookChannel(HttpChannel):
         if refused:
             return result(ssrf_refusal(refused), error=f"SSRFGuard: {refused}")
         body = message.payload.encode()
-        headers = self.headers_for(message, endpoint, body, delivery.onward_trace())
         try:
+            headers = self.blocks.block(message, endpoint, body, delivery.onward_trace())
             reply = await self.clients.post(endpoint, endpoint.url, body, headers)
         except TRANSPORT_ERRORS as exc:
             classification, error = transport_failure(exc, endpoint, secrets)
@@ -78,29 +74,3 @@ class WebhookChannel(HttpChannel):
             error=None if classification.verdict is Verdict.DELIVERED else f"HTTP {reply.status}",
             excerpt=redact_text(excerpt, secrets) if excerpt else None,
         )
-
-    @staticmethod
-    def headers_for(
-        message: Claimed,
-        endpoint: Endpoint,
-        body: bytes,
-        trace: tuple[str | None, str | None] = (None, None),
-    ) -> CIMultiDict[str]:
-        """Endpoint headers, then per-message headers, then ours (which always win,
-        whatever the case of a name given before); ``trace``: the W3C trace
-        context sent onward (`Delivery.onward_trace`), when there is one."""
-        headers = CIMultiDict(endpoint.headers)
-        if message.headers:
-            headers.update(json.loads(message.headers))
-        put_trace(headers, trace)
-        put_topic(headers, message)
-        timestamp = int(time.time())
-        headers["content-type"] = "application/json"
-        headers["webhook-id"] = str(message.id)
-        headers["webhook-timestamp"] = str(timestamp)
-        secrets = endpoint.secrets
-        if secrets:
-            headers["webhook-signature"] = signature_header(
-                list(secrets), str(message.id), timestamp, body
-            )
-        return headers

@@ -218,13 +218,25 @@ def parse_url(url: str) -> Target:
     return Target(tls, host, port, f"POST {path} HTTP/1.1\r\nHost: {host_header}\r\n".encode())
 
 
-def request_bytes(target: Target, body: bytes, headers: Mapping[str, str]) -> bytes:
+def header_block(headers: Mapping[str, str]) -> str:
+    """The header lines of a request: ``headers`` in order, then ``User-Agent``
+    unless they set one (a case-insensitive mapping, or lower-case names)."""
     lines = [f"{name}: {value}\r\n" for name, value in headers.items()]
     if "user-agent" not in headers:
         lines.append(f"user-agent: {USER_AGENT}\r\n")
-    lines.append(f"content-length: {len(body)}\r\n\r\n")
-    head = "".join(lines)
-    # One line per header: a CR or LF inside a name or value would start a new one.
-    if head.count("\n") != len(lines) + 1 or head.count("\r") != len(lines) + 1:
+    return checked_block("".join(lines), len(lines))
+
+
+def checked_block(block: str, lines: int) -> str:
+    """``block`` if it holds exactly ``lines`` header lines: a CR or LF inside a
+    name or value would start a header of its own."""
+    if block.count("\n") != lines or block.count("\r") != lines:
         raise InvalidRequestError("a header name or value holds a line break")
-    return target.head + head.encode("utf-8") + body
+    return block
+
+
+def request_bytes(target: Target, body: bytes, headers: Mapping[str, str] | str) -> bytes:
+    """The whole request; ``headers`` as a mapping, or as a `header_block`."""
+    block = headers if isinstance(headers, str) else header_block(headers)
+    length = f"content-length: {len(body)}\r\n\r\n"
+    return b"".join((target.head, block.encode("utf-8"), length.encode(), body))
