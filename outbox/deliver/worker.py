@@ -348,8 +348,8 @@ class Worker:
             return self._unattempted(
                 delivery, outcome.gone(name), "UnknownEndpoint: the endpoint was removed"
             )
-        waited = time.monotonic() - delivery.claimed_at
-        if lease_runs_short(self.config.lease_seconds, waited, endpoint.timeout):
+        waited, lease = time.monotonic() - delivery.claimed_at, self.config.lease_seconds
+        if delivery.claimed_at and lease_runs_short(lease, waited, endpoint.timeout):
             await self._hand_back(delivery.messages, f"claimed {waited:.1f}s ago")
             return []
         channel = self.channels.get(endpoint.channel)
