@@ -212,12 +212,14 @@ def decide(
 LEASE_MARGIN = 1.0
 
 
-def lease_runs_short(lease_seconds: float, waited: float, timeout: float) -> bool:
+def lease_runs_short(lease_seconds: float, waited: float, timeout: float, horizon: float) -> bool:
     """Should a delivery that has waited ``waited`` seconds since its claim (in
     the worker's queue, for a slot or its rate-limit slot) be handed back rather
     than sent? Yes when what is left of its lease would not cover an attempt
-    (the endpoint's timeout and `LEASE_MARGIN`) but a fresh lease would: sent,
-    it could be reaped while on the wire and go out twice. A lease too short for
-    any attempt (a warned misconfiguration) sends as it always did."""
+    (the endpoint's timeout and `LEASE_MARGIN`) but a fresh lease surely would:
+    after a claim's round trip and queue (`LEASE_MARGIN` again) and a
+    rate-limit slot up to ``horizon`` ahead. Sent, it could be reaped while on
+    the wire and go out twice. A lease that leaves no such room (a warned
+    misconfiguration, or a timeout close to the lease) sends as it always did."""
     needed = timeout + LEASE_MARGIN
-    return lease_seconds - waited < needed <= lease_seconds
+    return lease_seconds - waited < needed <= lease_seconds - horizon - LEASE_MARGIN

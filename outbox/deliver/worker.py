@@ -39,10 +39,11 @@ from outbox.deliver.backoff import DbBackoff
 from outbox.deliver.channels.spec import Channel
 from outbox.deliver.config import WorkerConfig
 from outbox.deliver.endpoints import EndpointCache
+from outbox.deliver.handback import HandBack
 from outbox.deliver.health import HealthBook
-from outbox.deliver.model import AttemptResult, Claimed, Delivery, Finished
+from outbox.deliver.model import AttemptResult, Delivery, Finished
 from outbox.deliver.observe import AttemptLog, Observer, Observers
-from outbox.deliver.policy import Classification, Verdict, lease_runs_short
+from outbox.deliver.policy import Classification, Verdict
 from outbox.deliver.recorder import Recorder
 from outbox.deliver.store import Store
 from outbox.deliver.tracing import Tracer
@@ -87,6 +88,8 @@ class Worker:
         )
         self.health = HealthBook(config.health_report_interval)
         self._stopping = asyncio.Event()
+        self._hand_back = HandBack(store, lease_seconds=config.lease_seconds,
+                                   rate_horizon=config.rate_horizon)  # fmt: skip
         self._db_backoff = DbBackoff(store, self._rng, self._stopping)
         self.recorder = Recorder(
             store,
@@ -298,17 +301,7 @@ class Worker:
             item = self._queue.get_nowait()
             if item is not None:
                 unstarted.extend(item.messages)
-        await self._hand_back(unstarted, "claimed but unstarted")
-
-    async def _hand_back(self, messages: list[Claimed], what: str) -> None:
-        if not messages:
-            return
-        try:
-            await self.store.release(messages)
-            log.info("handed back %d %s message(s)", len(messages), what)
-        except DB_ERRORS as exc:
-            log.warning("could not hand back %d message(s) (%s); their leases will expire",
-                        len(messages), type(exc).__name__)  # fmt: skip
+        await self._hand_back(unstarted, "claimed, not started")
 
     # -- delivering --------------------------------------------------------
 
@@ -319,15 +312,16 @@ class Worker:
                 return
             self._busy += 1
             self.observer.delivering(1)
+            results: list[Finished] = []
             try:
-                for finished in await self._attempt(delivery):
+                for finished in (results := await self._attempt(delivery)):
                     self.recorder.record(finished)
             except Exception:  # never lose a deliverer: the lease expires and the reaper retries
                 log.exception("unexpected error delivering message %s", delivery.head.id)
             finally:
                 self._busy -= 1
                 self.observer.delivering(-1)
-                self._finished += 1
+                self._finished += 1 if results else 0  # handed back: not the rate claimed ahead
                 if self._room_left() >= self._claim_at:
                     self._room.set()
 
@@ -348,9 +342,8 @@ class Worker:
             return self._unattempted(
                 delivery, outcome.gone(name), "UnknownEndpoint: the endpoint was removed"
             )
-        waited, lease = time.monotonic() - delivery.claimed_at, self.config.lease_seconds
-        if delivery.claimed_at and lease_runs_short(lease, waited, endpoint.timeout):
-            await self._hand_back(delivery.messages, f"claimed {waited:.1f}s ago")
+        if self._hand_back.lease_ran_short(delivery, endpoint.timeout, time.monotonic()):
+            await self._hand_back(delivery.messages, "too little lease left after waiting")
             return []
         channel = self.channels.get(endpoint.channel)
         tracer, span = self.tracer, None

@@ -286,11 +286,13 @@ def test_retry_after_reads_seconds_and_http_dates(seconds: int, offset: int) -> 
 
 
 def test_a_lease_that_no_longer_covers_an_attempt_is_handed_back_only_if_a_new_one_would() -> None:
-    # 60 s lease, 10 s timeout: an attempt needs 11 s of it.
-    assert not lease_runs_short(60.0, 0.0, 10.0)
-    assert not lease_runs_short(60.0, 48.9, 10.0)
-    assert lease_runs_short(60.0, 49.1, 10.0)
-    assert lease_runs_short(60.0, 70.0, 10.0)
-    # A lease no longer than the timeout (warned about at start): sent as before.
-    assert not lease_runs_short(10.0, 5.0, 10.0)
-    assert not lease_runs_short(10.0, 0.0, 9.5)
+    # 60 s lease, 10 s timeout, slots up to 1 s ahead: an attempt needs 11 s of it.
+    assert not lease_runs_short(60.0, 0.0, 10.0, 1.0)
+    assert not lease_runs_short(60.0, 48.9, 10.0, 1.0)
+    assert lease_runs_short(60.0, 49.1, 10.0, 1.0)
+    assert lease_runs_short(60.0, 70.0, 10.0, 1.0)
+    # A fresh lease would be no better: a timeout within the horizon and a
+    # margin of the lease, or not shorter than it (warned about at start).
+    assert not lease_runs_short(2.0, 1.5, 1.0, 1.0)
+    assert not lease_runs_short(60.0, 59.0, 58.5, 1.0)
+    assert not lease_runs_short(10.0, 5.0, 10.0, 1.0)

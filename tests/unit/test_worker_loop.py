@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
 from outbox.deliver.config import WorkerConfig
+from outbox.deliver.handback import HandBack
 from outbox.deliver.health import HealthReport
 from outbox.deliver.model import (
     AttemptClock,
@@ -303,39 +305,73 @@ async def test_fast_deliveries_get_the_next_ones_claimed_ahead_slow_ones_do_not(
     assert max(slow.unfinished_after_claims) <= 4
 
 
-async def test_a_delivery_whose_lease_ran_short_while_it_waited_is_handed_back_not_sent() -> None:
-    class SlowFirstClaim(MemoryStore):
-        """Its first claim takes 0.6 s: what a delivery claimed ahead can spend
-        waiting for a slot, here with 1.9 s of a 2 s lease needed (0.9 s timeout)."""
+class SlowClaims(MemoryStore):
+    """Its claims take ``seconds`` (the first ``slow`` of them): what a delivery
+    claimed ahead can spend waiting for a slot."""
 
-        def __init__(self, endpoints: list[dict[str, Any]]) -> None:
-            super().__init__(endpoints)
-            self.released: list[uuid.UUID] = []
+    def __init__(self, endpoints: list[dict[str, Any]], seconds: float, slow: int) -> None:
+        super().__init__(endpoints)
+        self.seconds, self.slow = seconds, slow
+        self.released: list[uuid.UUID] = []
 
-        async def claim(self, limit: int, *, horizon: float, first_share: float) -> list[Delivery]:
-            claimed = await super().claim(limit, horizon=horizon, first_share=first_share)
-            if not self.released and claimed:
-                await asyncio.sleep(0.6)
-            return claimed
+    async def claim(self, limit: int, *, horizon: float, first_share: float) -> list[Delivery]:
+        claimed = await super().claim(limit, horizon=horizon, first_share=first_share)
+        if claimed and self.slow > 0:
+            self.slow -= 1
+            await asyncio.sleep(self.seconds)
+        return claimed
 
-        async def release(self, claimed: Sequence[Claimed]) -> None:
-            self.released.extend(m.id for m in claimed)
-            await super().release(claimed)
+    async def release(self, claimed: Sequence[Claimed]) -> None:
+        self.released.extend(m.id for m in claimed)
+        await super().release(claimed)
 
-    config = WorkerConfig.from_settings(
-        Settings(concurrency=1, batch_size=1, poll_interval=0.01, lease_seconds=2.0),
+
+# A 3 s lease, slots up to 0.1 s ahead, a 0.5 s timeout: an attempt needs 1.5 s
+# of the lease, and a delivery that waited 1.6 s since its claim has 1.4 left.
+SHORT_LEASE = replace(
+    WorkerConfig.from_settings(
+        Settings(concurrency=1, batch_size=1, poll_interval=0.01, lease_seconds=3.0),
         flush_interval=0.005,
-    )
-    store = SlowFirstClaim([endpoint_row("hook") | {"timeout_ms": 900}])
+    ),
+    rate_horizon=0.1,
+)
+
+
+async def deliver_after_slow_claims(slow: int) -> tuple[SlowClaims, Script, uuid.UUID]:
+    store = SlowClaims([endpoint_row("hook") | {"timeout_ms": 500}], 1.6, slow)
     [message_id] = store.add("hook")
     channel = Script(200)
-    worker = Worker(store, {"script": channel}, config)
+    worker = Worker(store, {"script": channel}, SHORT_LEASE)
     task = asyncio.create_task(worker.run())
-    await until(lambda: len(store.ledger) == 1)
+    await until(lambda: len(store.ledger) == 1, within=10)
     worker.stop()
     await task
+    return store, channel, message_id
+
+
+async def test_a_delivery_whose_lease_ran_short_while_it_waited_is_handed_back_not_sent() -> None:
+    store, channel, message_id = await deliver_after_slow_claims(slow=1)
     # Handed back unsent, claimed again on a fresh lease, sent once: one attempt.
     assert store.released == [message_id]
     assert channel.sent == {message_id: 1}
     [(attempt, result)] = [(f.attempt, f.outcome) for f in store.ledger]
     assert (attempt, result) == (1, Outcome.DELIVERED)
+
+
+async def test_a_message_is_handed_back_for_its_lease_once_then_sent_whatever_its_wait() -> None:
+    store, channel, message_id = await deliver_after_slow_claims(slow=5)
+    assert store.released == [message_id]  # not again: a hand-back never blocks a message
+    assert channel.sent == {message_id: 1}
+    assert [f.outcome for f in store.ledger] == [Outcome.DELIVERED]
+
+
+def test_a_probe_and_a_delivery_from_elsewhere_are_never_handed_back() -> None:
+    hand_back = HandBack(MemoryStore([]), lease_seconds=60.0, rate_horizon=1.0)
+    store = MemoryStore([])
+    [message_id] = store.add("hook")
+    message = store.waiting[message_id]
+    assert hand_back.lease_ran_short(Delivery([message], claimed_at=1.0), 10.0, now=100.0)
+    assert not hand_back.lease_ran_short(
+        Delivery([message], claimed_at=1.0, probe=True), 10.0, now=100.0
+    )
+    assert not hand_back.lease_ran_short(Delivery([message]), 10.0, now=100.0)  # not claimed here
