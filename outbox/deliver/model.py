@@ -82,11 +82,16 @@ REPLAY_HEADER = "outbox-replay"
 
 
 def put_topic(headers: MutableMapping[str, str], message: Claimed) -> None:
-    """Write a message's topic and replay mark into outgoing headers (ours win)."""
+    """Write a message's topic and replay mark into outgoing headers: ours win,
+    and a message with neither sends neither, whatever was given before."""
     if message.topic is not None:
         headers[TOPIC_HEADER] = message.topic
+    else:
+        headers.pop(TOPIC_HEADER, None)
     if message.replay:
         headers[REPLAY_HEADER] = "1"
+    else:
+        headers.pop(REPLAY_HEADER, None)
 
 
 def put_trace(headers: MutableMapping[str, str], trace: tuple[str | None, str | None]) -> None:

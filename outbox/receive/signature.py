@@ -12,8 +12,10 @@ and never holds a secret, a signature or the body.
 and whether it is a replay (``outbox-replay: 1``: sent again after it was
 delivered, by ``outbox message resend`` or ``outbox replay``, with the same
 ``webhook-id``). Those two headers are not part of what Standard Webhooks
-signs (the id, the timestamp and the body), so whoever can alter a request
-on its way can alter them: act on them over HTTPS only.
+signs (the id, the timestamp and the body): whoever has seen one signed
+request can send it again within the tolerance with the replay mark added.
+Only the worker writes them (an endpoint's or a message's own headers may
+not), but trust them only as far as the way in.
 """
 
 from __future__ import annotations

@@ -88,6 +88,8 @@ RESERVED_HEADERS = frozenset(
         "host",
         "transfer-encoding",
         "connection",
+        "outbox-topic",  # what it was published as, and a replay's mark: the worker's say
+        "outbox-replay",
     }
 )
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")

@@ -134,6 +134,20 @@ CASES: list[tuple[str, dict[str, Any], type[outbox.InvalidInputError], str, str]
         "cannot be overridden",
     ),
     (
+        "a replay mark of its own",
+        {"endpoint": "hook", "payload": {}, "headers": {"Outbox-Replay": "1"}},
+        outbox.InvalidInputError,
+        "headers",
+        "cannot be overridden",
+    ),
+    (
+        "a topic of its own",
+        {"endpoint": "hook", "payload": {}, "headers": {"outbox-topic": "order.created"}},
+        outbox.InvalidInputError,
+        "headers",
+        "cannot be overridden",
+    ),
+    (
         "header with a newline",
         {"endpoint": "hook", "payload": {}, "headers": {"X-A": "a\r\nB: c"}},
         outbox.InvalidInputError,

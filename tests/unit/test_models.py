@@ -139,3 +139,8 @@ def test_a_published_message_tells_its_receiver_its_topic_and_a_resend_says_so()
     plain: dict[str, str] = {}
     put_topic(plain, claimed())
     assert plain == {}
+    # One given before (a message stored before the names were reserved, or an
+    # endpoint's header) never says topic or replay for a message that has none.
+    given = {"outbox-topic": "forged", "outbox-replay": "1", "x": "y"}
+    put_topic(given, claimed())
+    assert given == {"x": "y"}

@@ -55,7 +55,7 @@ BEGIN
             RETURN 'OB002¦headers¦' || quote_literal(h.key) || ' is not a valid header name';
         ELSIF lower(h.key) IN ('webhook-id', 'webhook-timestamp', 'webhook-signature',
                                'content-length', 'content-type', 'host', 'transfer-encoding',
-                               'connection') THEN
+                               'connection', 'outbox-topic', 'outbox-replay') THEN
             RETURN 'OB002¦headers.' || h.key || '¦is set by outbox and cannot be overridden';
         ELSIF jsonb_typeof(h.value) <> 'string' THEN
             RETURN 'OB002¦headers.' || h.key || '¦must be a string, not ' || jsonb_typeof(h.value);
