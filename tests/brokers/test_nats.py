@@ -320,14 +320,17 @@ async def rate_run(
     claimers = await conn.fetchval(
         "SELECT count(DISTINCT worker_id) FROM outbox.attempts WHERE endpoint = 'limited'"
     )
-    assert claimers == 3  # every process took part
+    # The limit held across processes: at least two took part (one holds at
+    # most 15 of the 40, its concurrency and half as many claimed ahead);
+    # whether the third got any is a race the first two may win.
+    assert claimers >= 2
     return sorted(arrived)
 
 
 async def _warm_up(conn: asyncpg.Connection, workers: list[WorkerProcess]) -> None:
     """Messages to another endpoint until every process has delivered one."""
     for _ in range(50):
-        await enqueue(conn, [{"endpoint": "warm-up", "payload": {}} for _ in range(3)])
+        await enqueue(conn, [{"endpoint": "warm-up", "payload": {}} for _ in range(12)])
         await until(lambda: none_left(conn), within=10)
         warm = await conn.fetchval("SELECT count(DISTINCT worker_id) FROM outbox.attempts")
         if warm == len(workers):
