@@ -124,5 +124,7 @@ class HeaderBlocks:
                 made = (headers, None)  # the general path (it raises for a line break)
             else:
                 made = (headers, (prefix, len(lines), "user-agent" in lower))
+            if len(self._made) >= 1_000:  # removed endpoints' headers are not kept for ever
+                self._made.clear()
             self._made[endpoint.name] = made
         return made[1]
