@@ -122,7 +122,8 @@ GRANT USAGE ON SEQUENCE outbox.messages_seq_seq, outbox.attempts_id_seq, outbox.
 -- split --
 GRANT EXECUTE ON FUNCTION
     outbox._claim(integer, uuid, double precision, text, double precision, double precision),
-    outbox._claim_endpoint(text, integer, uuid, double precision, text, double precision, double precision),
+    outbox._claim_endpoint(text, integer, uuid, double precision, text, double precision, double precision,
+                           boolean),
     outbox._endpoint_gate(text, integer, double precision),
     outbox._pick(text, integer, boolean, boolean, double precision, double precision, text, double precision,
                  double precision, text),
