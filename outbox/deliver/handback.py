@@ -42,7 +42,7 @@ class HandBack:
         if not delivery.claimed_at or delivery.probe:
             return False
         head = delivery.head.id
-        if self._given and head in self._given:  # empty as a rule: no uuid hashed
+        if head in self._given:
             self._given.discard(head)
             return False
         if not lease_runs_short(self._lease, now - delivery.claimed_at, timeout, self._horizon):

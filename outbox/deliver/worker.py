@@ -40,7 +40,6 @@ from outbox.deliver.channels.spec import Channel
 from outbox.deliver.config import WorkerConfig
 from outbox.deliver.endpoints import EndpointCache
 from outbox.deliver.handback import HandBack
-from outbox.deliver.handoff import Handoff
 from outbox.deliver.health import HealthBook
 from outbox.deliver.model import AttemptResult, Delivery, Finished
 from outbox.deliver.observe import AttemptLog, Observer, Observers
@@ -102,7 +101,7 @@ class Worker:
         self.upkeep = Upkeep(
             store, self.endpoints, self.recorder, self.observer, config, self._db_backoff, self._rng
         )
-        self._queue: Handoff[Delivery | None] = Handoff()
+        self._queue: asyncio.Queue[Delivery | None] = asyncio.Queue()
         self._busy = 0  # deliveries taken off the queue and not yet recorded
         self._finished = 0  # deliveries done, for the rate `_prefetch` follows
         self._rate_mark = (time.monotonic(), 0)
@@ -297,8 +296,11 @@ class Worker:
             return None
 
     async def _hand_back_unstarted(self) -> None:
-        unstarted = [m for item in self._queue.take_waiting() if item is not None
-                     for m in item.messages]  # fmt: skip
+        unstarted = []
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is not None:
+                unstarted.extend(item.messages)
         await self._hand_back(unstarted, "claimed, not started")
 
     # -- delivering --------------------------------------------------------
