@@ -148,6 +148,22 @@ def test_startup_reports_process_start_to_first_delivery(database_url: str) -> N
 
 
 @pytest.mark.timeout(300)
+async def test_claim_reports_a_small_claims_server_cpu_and_leaves_no_queue(
+    database_url: str, conn: Any
+) -> None:
+    (result,) = bench(database_url, "claim", "--rounds", "1")["results"]
+    for case in ("claim_1", "claim_40_of_20_endpoints"):
+        (cpu,) = result[f"{case}_server_cpu"]["rounds"]  # the test database is on this machine
+        (wall,) = result[f"{case}_wall"]["rounds"]
+        assert 0 <= cpu < 1_000_000
+        assert 0 < wall < 1_000_000
+    left = await conn.fetchval(
+        "SELECT count(*) FROM outbox.messages WHERE endpoint LIKE 'bench-claim%'"
+    )
+    assert left == 0
+
+
+@pytest.mark.timeout(300)
 def test_soak_reports_each_minute(database_url: str) -> None:
     done = subprocess.run(
         [

@@ -156,6 +156,21 @@ def _publish(r: Result) -> list[str]:
     ]
 
 
+def _claim(r: Result) -> list[str]:
+    lines = []
+    for case, label in (
+        ("claim_1", "1 message"),
+        ("claim_40_of_20_endpoints", "40 over 20 endpoints"),
+    ):
+        cpu = r.get(f"{case}_server_cpu")
+        lines.append(
+            f"claim    {label}: "
+            + (f"{cpu['median']:,.0f} µs server CPU, " if cpu else "")
+            + f"{_median(r, f'{case}_wall'):,.0f} µs round trip"
+        )
+    return lines
+
+
 def _startup(r: Result) -> list[str]:
     ms = r["start_to_first_delivery"]
     return [
@@ -166,6 +181,7 @@ def _startup(r: Result) -> list[str]:
 
 _LINES: dict[str, Callable[[Result], list[str]]] = {
     "startup": _startup,
+    "claim": _claim,
     "publish": _publish,
     "enqueue": _enqueue,
     "drain": _drain,

@@ -14,6 +14,7 @@ from outbox.db.connect import connect
 from outbox.devtools.bench import (
     backlog,
     brokers,
+    claim,
     common,
     drain,
     enqueue,
@@ -31,7 +32,7 @@ from outbox.devtools.embedded import EmbeddedPostgres
 # What `outbox bench` runs when no scenario is named.
 DEFAULT = (
     "enqueue", "drain", "http", "latency", "backlog", "memory", "transport", "stats", "publish",
-    "startup",
+    "startup", "claim",
 )  # fmt: skip
 # Only when named: each needs its broker running (outbox.devtools.bench.brokers),
 # and the dashboard's (the web extra).
@@ -123,6 +124,8 @@ async def _scenario(url: str, name: str, o: Options, progress: Progress) -> dict
         return await startup.run(url, rounds=o.rounds, progress=progress)
     if name == "stats":
         return await stats.run(url, progress=progress)
+    if name == "claim":
+        return await claim.run(url, rounds=o.rounds, progress=progress)
     if name == "web":
         return await web.run(url, progress=progress)
     if name == "http":
