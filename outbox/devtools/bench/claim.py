@@ -26,7 +26,7 @@ import asyncpg
 from outbox.db.connect import connect
 from outbox.db.queries import QUERIES
 from outbox.deliver.session import WORKER_SESSION_SETTINGS
-from outbox.devtools.bench.common import Figure, ensure_endpoint, fill_backlog
+from outbox.devtools.bench.common import Figure, _stat, ensure_endpoint, fill_backlog
 
 SPREAD = 20  # endpoints of the second figure
 CLAIMS = 300  # per round and figure
@@ -34,11 +34,10 @@ CLAIMS = 300  # per round and figure
 
 def _backend_cpu(pid: int) -> float | None:
     """CPU seconds a backend on this machine has used, or None (another machine)."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
+    stat = _stat(str(pid))
+    if stat is None:
         return None
+    fields = stat[1]
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
