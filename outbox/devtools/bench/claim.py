@@ -60,10 +60,13 @@ async def _claims(url: str, size: int) -> tuple[float | None, float]:
         await conn.close()
 
 
+_CLEAR = "DELETE FROM outbox.messages WHERE endpoint LIKE 'bench-claim%'"
+
+
 async def _fill(url: str, names: list[str], each: int) -> None:
     conn = await connect(url)
     try:
-        await conn.execute("DELETE FROM outbox.messages WHERE endpoint LIKE 'bench-claim%'")
+        await conn.execute(_CLEAR)
         for name in names:
             await ensure_endpoint(conn, name)
             await fill_backlog(conn, name, each, vacuum=name == names[-1])
@@ -74,7 +77,7 @@ async def _fill(url: str, names: list[str], each: int) -> None:
 async def _clear(url: str) -> None:
     conn = await connect(url)
     try:
-        await conn.execute("DELETE FROM outbox.messages WHERE endpoint LIKE 'bench-claim%'")
+        await conn.execute(_CLEAR)
     finally:
         await conn.close()
 
